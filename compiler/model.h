@@ -1,0 +1,119 @@
+/* Model IR: config + named source tensors (views into mmap'd files) +
+ * tokenizer. Tensors use Hugging Face names and row-major (out, in) order
+ * whatever the source format; loaders translate. Weights stay mmap'd; callers
+ * dequantize one tensor at a time with qc_tensor_to_f32. */
+#ifndef QC_MODEL_H
+#define QC_MODEL_H
+
+#include "err.h"
+#include "mapfile.h"
+
+#include <stdint.h>
+
+struct qc_tokenizer;
+
+typedef enum qc_arch {
+    QC_ARCH_LLAMA,   /* llama, incl. SmolLM */
+    QC_ARCH_MISTRAL, /* same graph as llama (no sliding window support) */
+    QC_ARCH_QWEN2,   /* bias on q/k/v */
+    QC_ARCH_QWEN3,   /* RMSNorm on q and k per head */
+} qc_arch;
+
+typedef enum qc_rope_scaling {
+    QC_ROPE_NONE,
+    QC_ROPE_LLAMA3, /* Llama 3.1 frequency-dependent scaling */
+    QC_ROPE_LINEAR, /* positions divided by factor */
+} qc_rope_scaling;
+
+typedef struct qc_config {
+    qc_arch arch;
+    char arch_name[32]; /* as the source spelled it, e.g. "LlamaForCausalLM" or "llama" */
+    int n_layers;
+    int dim;        /* hidden size */
+    int n_heads;
+    int n_kv_heads;
+    int head_dim;   /* usually dim / n_heads; qwen3 sets it explicitly */
+    int ffn_dim;    /* intermediate size */
+    int vocab;
+    int max_pos;    /* max_position_embeddings / context_length */
+    float rope_theta;
+    float norm_eps;
+    qc_rope_scaling rope_scaling;
+    float rope_factor;
+    float rope_low_freq_factor;
+    float rope_high_freq_factor;
+    int rope_orig_max_pos;
+    int tied_embeddings; /* lm_head shares model.embed_tokens.weight */
+    int qk_norm;         /* qwen3 */
+    int attn_bias;       /* qwen2: bias on q, k, v */
+    int bos_id, eos_id;  /* -1 when unknown */
+} qc_config;
+
+typedef enum qc_dtype {
+    QC_DT_F32,
+    QC_DT_F16,
+    QC_DT_BF16,
+    QC_DT_Q8_0,
+    QC_DT_Q4_0,
+    QC_DT_Q4_1,
+    QC_DT_Q5_0,
+    QC_DT_Q5_1,
+    QC_DT_Q4_K,
+    QC_DT_Q5_K,
+    QC_DT_Q6_K,
+    QC_DT_COUNT
+} qc_dtype;
+
+const char *qc_dtype_name(qc_dtype t);
+
+typedef struct qc_tensor {
+    char *name;          /* Hugging Face name, e.g. "model.layers.0.self_attn.q_proj.weight" */
+    qc_dtype dtype;
+    int n_dims;          /* 1 or 2 */
+    int64_t shape[2];    /* row-major: shape[0] rows (out features), shape[1] columns
+                            (in); 1-D tensors have shape[1] = 1 */
+    const uint8_t *data; /* into a mapped file; validated to hold nbytes */
+    size_t nbytes;
+    /* GGUF llama q/k rows are permuted for interleaved RoPE; when > 0 the rows
+     * are un-permuted back to HF order (heads of this count) on dequantize. */
+    int unpermute_heads;
+} qc_tensor;
+
+typedef struct qc_model {
+    qc_config cfg;
+    qc_tensor *tensors; /* owned array */
+    int n_tensors;
+    qc_mapfile **files; /* owned mappings the tensors point into */
+    int n_files;
+    struct qc_tokenizer *tok; /* owned; NULL when the source has none */
+    char *path;               /* owned copy of the path it was loaded from */
+    char *format;             /* "safetensors" or "gguf" (static string) */
+} qc_model;
+
+/* Loads a Hugging Face directory (config.json + safetensors) or a .gguf file.
+ * Returns a new model (free with qc_model_free) or NULL with err set. Checks
+ * that every tensor the architecture needs is present with the right shape. */
+qc_model *qc_model_load(const char *path, qc_err *err);
+void qc_model_free(qc_model *m);
+
+/* Finds a tensor by HF name; NULL when absent. */
+const qc_tensor *qc_model_find(const qc_model *m, const char *name);
+
+/* Dequantizes the whole tensor into out (shape[0]*shape[1] floats, row-major,
+ * HF order). Returns 0 or -1 with err set. */
+int qc_tensor_to_f32(const qc_tensor *t, float *out, qc_err *err);
+
+/* Number of elements of t. */
+int64_t qc_tensor_numel(const qc_tensor *t);
+
+/* Checks the config for consistency (positive sizes, heads divide, ...) and
+ * that every tensor the architecture needs exists with the expected shape.
+ * `where` names the source in messages. Used by both loaders. */
+int qc_model_validate(const qc_model *m, const char *where, qc_err *err);
+
+/* Appends a tensor (takes ownership of name); used by loaders. */
+int qc_model_add_tensor(qc_model *m, qc_tensor *t, qc_err *err);
+/* Appends a mapping (takes ownership); used by loaders. */
+int qc_model_add_file(qc_model *m, qc_mapfile *f, qc_err *err);
+
+#endif

@@ -1,0 +1,47 @@
+/* The transformer forward pass shared by calibration and the runtime:
+ * embeddings, RMSNorm, RoPE, grouped-query attention with a KV cache,
+ * SwiGLU MLP, final norm, lm_head. Linears go through qcrt_linear. */
+#ifndef QCRT_FORWARD_H
+#define QCRT_FORWARD_H
+
+#include "../compiler/model.h"
+#include "linear.h"
+
+typedef struct qcrt_block {
+    float *attn_norm, *ffn_norm;  /* dim */
+    float *q_norm, *k_norm;       /* head_dim, qwen3 only (else NULL) */
+    qcrt_linear *q, *k, *v, *o;   /* q/k/v carry bias for qwen2 */
+    qcrt_linear *gate, *up, *down;
+} qcrt_block;
+
+typedef struct qcrt_model {
+    qc_config cfg;
+    float *embed;          /* vocab × dim */
+    qcrt_block *blocks;    /* n_layers */
+    float *final_norm;     /* dim */
+    qcrt_linear *lm_head;  /* vocab × dim (a copy of embed when tied) */
+    float *rope_inv_freq;  /* head_dim/2, scaling applied */
+} qcrt_model;
+
+/* Builds an f32 model from the IR: dequantizes every tensor (the whole model
+ * in f32; calibration instead works block by block). Returns NULL with err. */
+qcrt_model *qcrt_model_from_ir(const qc_model *m, qc_err *err);
+void qcrt_model_free(qcrt_model *m);
+
+/* Per-sequence state: KV cache for up to max_ctx positions plus scratch. */
+typedef struct qcrt_state qcrt_state;
+qcrt_state *qcrt_state_new(const qcrt_model *m, int max_ctx, int max_batch, qc_err *err);
+void qcrt_state_free(qcrt_state *s);
+/* Forgets the cached positions (start a new sequence). */
+void qcrt_state_reset(qcrt_state *s);
+/* Positions currently cached. */
+int qcrt_state_pos(const qcrt_state *s);
+
+/* Runs n tokens at positions pos..pos+n-1 (pos = qcrt_state_pos) and appends
+ * them to the cache. logits: n × vocab floats when all_logits, else vocab
+ * floats for the last token; may be NULL. n ≤ max_batch and the cache must
+ * have room. Returns 0, or -1 with err set. */
+int qcrt_forward(const qcrt_model *m, qcrt_state *s, const int32_t *tokens, int n,
+                 float *logits, int all_logits, qc_err *err);
+
+#endif

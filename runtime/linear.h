@@ -1,0 +1,27 @@
+/* Linear layers are the seam between the forward pass and how weights are
+ * stored (DESIGN.md): f32 BLAS now; fake-quant, generated CPU and CUDA
+ * kernels later. The forward pass only calls forward(). */
+#ifndef QCRT_LINEAR_H
+#define QCRT_LINEAR_H
+
+#include "../compiler/err.h"
+
+#include <stdint.h>
+
+typedef struct qcrt_linear qcrt_linear;
+
+struct qcrt_linear {
+    int64_t out, in;
+    /* y[n][out] = x[n][in] · Wᵀ (+ bias). x and y do not alias. */
+    void (*forward)(const qcrt_linear *l, const float *x, int64_t n, float *y);
+    void (*free)(qcrt_linear *l);
+    void *impl;
+};
+
+/* f32 weight (out × in, row-major) and optional bias (out), both owned by the
+ * returned linear. Products go through BLAS sgemm/sgemv. */
+qcrt_linear *qcrt_linear_f32_new(float *w, float *bias, int64_t out, int64_t in, qc_err *err);
+
+void qcrt_linear_free(qcrt_linear *l);
+
+#endif
