@@ -19,7 +19,8 @@ struct qcrt_linear {
 };
 
 /* f32 weight (out × in, row-major) and optional bias (out), both owned by the
- * returned linear. Products go through BLAS sgemm/sgemv. */
+ * returned linear (on failure they stay the caller's). Products go through
+ * BLAS sgemm/sgemv. */
 qcrt_linear *qcrt_linear_f32_new(float *w, float *bias, int64_t out, int64_t in, qc_err *err);
 
 void qcrt_linear_free(qcrt_linear *l);
