@@ -40,6 +40,11 @@ qc_tokenizer *qc_tokenizer_new(const qc_vocab_desc *d, qc_err *err);
  * when present, for add_bos). Errors name the file and line:column. */
 qc_tokenizer *qc_tokenizer_from_json(const char *path, qc_err *err);
 
+/* The same from a tokenizer.json held in memory (no tokenizer_config.json);
+ * `name` is used in error messages. */
+qc_tokenizer *qc_tokenizer_from_json_buffer(const char *data, size_t len, const char *name,
+                                            qc_err *err);
+
 void qc_tokenizer_free(qc_tokenizer *t);
 
 /* Encodes len bytes of text. With add_special, prepends BOS where the
