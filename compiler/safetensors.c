@@ -109,11 +109,14 @@ qc_safetensors *qc_safetensors_parse(const char *file, const uint8_t *data, size
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--)
         hlen = hlen << 8 | data[i];
-    if (hlen > QC_ST_MAX_HEADER || hlen > size - 8) {
-        qc_err_set(err,
-                   "%s: header length %llu at byte 0 is past the end of the file (size %zu) or "
-                   "over the %u-byte limit",
-                   file, (unsigned long long)hlen, size, QC_ST_MAX_HEADER);
+    if (hlen > QC_ST_MAX_HEADER) {
+        qc_err_set(err, "%s: header length %llu at byte 0 is over the %u-byte limit", file,
+                   (unsigned long long)hlen, QC_ST_MAX_HEADER);
+        return NULL;
+    }
+    if (hlen > size - 8) {
+        qc_err_set(err, "%s: header length %llu at byte 0 is past the end of the file (size %zu)",
+                   file, (unsigned long long)hlen, size);
         return NULL;
     }
     size_t data_start = 8 + (size_t)hlen, data_size = size - data_start;
