@@ -180,7 +180,7 @@ def write_corpus(corpus, rng):
     for name, data in seeds.items():
         with open(os.path.join(corpus, name), "wb") as f:
             f.write(data)
-    write_tiny_llama(None, rng, path=os.path.join(corpus, "tiny_llama.gguf"), vocab=8, layers=1,
+    write_tiny_llama(None, rng, path=os.path.join(corpus, "tiny_llama.gguf"), vocab=28, layers=1,
                      qtype=T.F16, dim=8, heads=2, kv_heads=1, ffn=16)
     for name in os.listdir(corpus):
         assert os.path.getsize(os.path.join(corpus, name)) < 4096, name
