@@ -155,6 +155,50 @@ static void test_tiny_llama(void) {
     qc_model_free(m);
 }
 
+/* Architectures and RoPE scaling variants (1-layer fixtures, dim 16). */
+static void test_variants(void) {
+    qc_err err = {{0}};
+    qc_model *m = qc_model_load("tests/data/gguf_tiny_llama3_rope.gguf", &err);
+    CHECK_MSG(m != NULL, "%s", err.msg);
+    if (m) {
+        const qc_config *c = &m->cfg;
+        CHECK(c->arch == QC_ARCH_LLAMA && c->n_heads == 1 && c->head_dim == 16);
+        CHECK(c->rope_scaling == QC_ROPE_LLAMA3 && c->rope_factor == 8.0f);
+        CHECK(c->rope_low_freq_factor == 1.0f && c->rope_high_freq_factor == 4.0f);
+        CHECK(c->rope_orig_max_pos == 8192 && c->rope_theta == 500000.0f);
+        CHECK(m->n_tensors == 11 && qc_model_find(m, "rope_freqs.weight") == NULL);
+    }
+    qc_model_free(m);
+
+    m = qc_model_load("tests/data/gguf_tiny_qwen2.gguf", &err);
+    CHECK_MSG(m != NULL, "%s", err.msg);
+    if (m) {
+        const qc_config *c = &m->cfg;
+        CHECK(c->arch == QC_ARCH_QWEN2 && c->attn_bias && !c->qk_norm);
+        CHECK(c->rope_scaling == QC_ROPE_LINEAR && c->rope_factor == 2.0f);
+        const qc_tensor *q = qc_model_find(m, "model.layers.0.self_attn.q_proj.weight");
+        const qc_tensor *kb = qc_model_find(m, "model.layers.0.self_attn.k_proj.bias");
+        CHECK(q && q->unpermute_heads == 0 && q->dtype == QC_DT_F16);
+        CHECK(kb && kb->n_dims == 1 && kb->shape[0] == 8 && kb->shape[1] == 1);
+    }
+    qc_model_free(m);
+
+    m = qc_model_load("tests/data/gguf_tiny_qwen3.gguf", &err);
+    CHECK_MSG(m != NULL, "%s", err.msg);
+    if (m) {
+        const qc_config *c = &m->cfg;
+        CHECK(c->arch == QC_ARCH_QWEN3 && c->qk_norm && !c->attn_bias && c->head_dim == 16);
+        CHECK(c->n_heads == 2 && c->dim == 16 && c->rope_scaling == QC_ROPE_NONE);
+        const qc_tensor *q = qc_model_find(m, "model.layers.0.self_attn.q_proj.weight");
+        const qc_tensor *o = qc_model_find(m, "model.layers.0.self_attn.o_proj.weight");
+        const qc_tensor *qn = qc_model_find(m, "model.layers.0.self_attn.q_norm.weight");
+        CHECK(q && q->shape[0] == 32 && q->shape[1] == 16 && q->unpermute_heads == 0);
+        CHECK(o && o->shape[0] == 16 && o->shape[1] == 32);
+        CHECK(qn && qn->n_dims == 1 && qn->shape[0] == 16);
+    }
+    qc_model_free(m);
+}
+
 /* ---- malformed inputs ---- */
 
 typedef struct buf {
@@ -434,6 +478,7 @@ int main(void) {
     CHECK_FATAL(mkdtemp(tmpdir) != NULL);
     test_getters();
     test_tiny_llama();
+    test_variants();
     test_malformed();
     test_demo();
     rmdir(tmpdir);

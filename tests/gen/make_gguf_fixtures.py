@@ -16,12 +16,17 @@ OUTDIR/gguf_tiny_llama.gguf a 2-layer llama (dim 32, 4 heads, 2 kv heads, ffn 64
                             rows permuted the way llama.cpp's converter does.
 OUTDIR/gguf_tiny_llama_q.f32   layer 0 q_proj in Hugging Face row order (f32).
 OUTDIR/gguf_tiny_llama_k.f32   layer 0 k_proj in Hugging Face row order (f32).
+OUTDIR/gguf_tiny_llama3_rope.gguf  1 layer, head_dim 16, theta 5e5, rope_freqs.weight for
+                            Llama 3 scaling with factor 8 (as llama.cpp's converter writes it).
+OUTDIR/gguf_tiny_qwen2.gguf 1-layer qwen2 (q/k/v biases), linear RoPE scaling factor 2.
+OUTDIR/gguf_tiny_qwen3.gguf 1-layer qwen3 (q/k norms), head_dim 16 != dim / heads.
 --corpus DIR                fuzz seeds: tiny valid and malformed files (< 4 KB each).
 
 The committed tests/data/gguf_* files come from: make_gguf_fixtures.py tests/data --seed 0
 and tests/fuzz/corpus/gguf from --corpus tests/fuzz/corpus/gguf.
 """
 import argparse
+import math
 import os
 import struct
 import sys
@@ -93,18 +98,42 @@ def permute(w, heads):
             .swapaxes(1, 2).reshape(w.shape))
 
 
+def llama3_rope_factors(theta, hd, factor, low=1.0, high=4.0, orig=8192):
+    """As llama.cpp's convert_hf_to_gguf.py stores Llama 3.1 scaling."""
+    out = []
+    for i in range(0, hd, 2):
+        wavelen = 2 * math.pi * theta ** (i / hd)
+        if wavelen < orig / high:
+            out.append(1.0)
+        elif wavelen > orig / low:
+            out.append(factor)
+        else:
+            smooth = (orig / wavelen - low) / (high - low)
+            out.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(out, dtype=np.float32)
+
+
 def write_tiny_llama(outdir, rng, path=None, vocab=32, layers=2, qtype=T.F32, dim=32, heads=4,
-                     kv_heads=2, ffn=64):
-    hd = dim // heads
+                     kv_heads=2, ffn=64, arch="llama", hd=None, rope=None, theta=100000.0):
+    """A tiny model of `arch`; rope: None, ("linear", factor) or ("llama3", factor)."""
+    hd = hd or dim // heads
     path = path or os.path.join(outdir, "gguf_tiny_llama.gguf")
-    w = gguf.GGUFWriter(path, arch="llama")
+    w = gguf.GGUFWriter(path, arch=arch)
+    if hd != dim // heads:
+        w.add_key_length(hd)
+        w.add_value_length(hd)
+    if rope and rope[0] == "linear":
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(rope[1])
+    if rope and rope[0] == "llama3":
+        w.add_tensor("rope_freqs.weight", llama3_rope_factors(theta, hd, rope[1]))
     w.add_block_count(layers)
     w.add_context_length(128)
     w.add_embedding_length(dim)
     w.add_feed_forward_length(ffn)
     w.add_head_count(heads)
     w.add_head_count_kv(kv_heads)
-    w.add_rope_freq_base(100000.0)
+    w.add_rope_freq_base(theta)
     w.add_layer_norm_rms_eps(1e-5)
     w.add_vocab_size(vocab)
     w.add_tokenizer_model("gpt2")
@@ -130,14 +159,21 @@ def write_tiny_llama(outdir, rng, path=None, vocab=32, layers=2, qtype=T.F32, di
     w.add_tensor("output_norm.weight", np.ones(dim, dtype=np.float32))
     for layer in range(layers):
         q, k = mat(heads * hd, dim), mat(kv_heads * hd, dim)
-        if layer == 0 and outdir:
+        if layer == 0 and outdir and path.endswith("gguf_tiny_llama.gguf"):
             q.astype("<f4").tofile(os.path.join(outdir, "gguf_tiny_llama_q.f32"))
             k.astype("<f4").tofile(os.path.join(outdir, "gguf_tiny_llama_k.f32"))
         p = f"blk.{layer}."
         w.add_tensor(p + "attn_norm.weight", np.ones(dim, dtype=np.float32))
         w.add_tensor(p + "ffn_norm.weight", np.ones(dim, dtype=np.float32))
-        add(p + "attn_q.weight", permute(q, heads))
-        add(p + "attn_k.weight", permute(k, kv_heads))
+        permuted = arch in ("llama", "mistral")
+        add(p + "attn_q.weight", permute(q, heads) if permuted else q)
+        add(p + "attn_k.weight", permute(k, kv_heads) if permuted else k)
+        if arch == "qwen2":
+            for n, rows in (("q", heads * hd), ("k", kv_heads * hd), ("v", kv_heads * hd)):
+                w.add_tensor(p + f"attn_{n}.bias", (rng.standard_normal(rows)).astype(np.float32))
+        if arch == "qwen3":
+            w.add_tensor(p + "attn_q_norm.weight", np.ones(hd, dtype=np.float32))
+            w.add_tensor(p + "attn_k_norm.weight", np.ones(hd, dtype=np.float32))
         add(p + "attn_v.weight", mat(kv_heads * hd, dim))
         add(p + "attn_output.weight", mat(dim, heads * hd))
         add(p + "ffn_gate.weight", mat(ffn, dim))
@@ -196,6 +232,13 @@ def main():
     rng = np.random.default_rng(a.seed)
     write_types(a.outdir, rng)
     write_tiny_llama(a.outdir, rng)
+    small = dict(vocab=28, layers=1, qtype=T.F16, dim=16, heads=2, kv_heads=1, ffn=32)
+    write_tiny_llama(a.outdir, rng, path=os.path.join(a.outdir, "gguf_tiny_llama3_rope.gguf"),
+                     rope=("llama3", 8.0), theta=500000.0, **{**small, "heads": 1})
+    write_tiny_llama(a.outdir, rng, path=os.path.join(a.outdir, "gguf_tiny_qwen2.gguf"),
+                     arch="qwen2", rope=("linear", 2.0), **small)
+    write_tiny_llama(a.outdir, rng, path=os.path.join(a.outdir, "gguf_tiny_qwen3.gguf"),
+                     arch="qwen3", hd=16, **small)
     if a.corpus:
         write_corpus(a.corpus, np.random.default_rng(a.seed + 1))
     return 0
