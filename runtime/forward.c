@@ -8,6 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Threads: all heavy work (linears and both attention products) is BLAS,
+ * threaded by OpenBLAS; the element-wise steps run on the calling thread.
+ * OpenMP regions are deliberately absent: with the pthreads OpenBLAS, libgomp
+ * workers that keep spinning after a region starve OpenBLAS' threads, and
+ * each region next to an sgemm cost ~20 ms on 2 cores (measured), i.e. a
+ * 4-5× slower prefill. */
+
 /* Query rows attended per score matrix: with a causal mask, a chunk of rows
  * only needs keys up to its last row, so prefill skips most of the masked
  * upper triangle while each product stays large enough for BLAS. */
@@ -247,7 +254,6 @@ static void rmsnorm(float *y, const float *x, const float *w, int dim, float eps
 }
 
 static void rmsnorm_rows(float *y, const float *x, const float *w, int n, int dim, float eps) {
-#pragma omp parallel for if (n > 1)
     for (int t = 0; t < n; t++)
         rmsnorm(y + (size_t)t * dim, x + (size_t)t * dim, w, dim, eps);
 }
@@ -279,7 +285,6 @@ static void attend(const qcrt_state *s, const float *q, int lda, int rows, const
     float *S = s->scores;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, len, hd, 1.0f / sqrtf((float)hd), q,
                 lda, k, kvd, 0.0f, S, len);
-#pragma omp parallel for if (rows * len > 16384)
     for (int r = 0; r < rows; r++)
         softmax_masked(S + (size_t)r * len, valid0 + r * step, len);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, len, 1.0f, S, len, v, kvd,
@@ -324,7 +329,6 @@ static void qkv(const qcrt_model *m, qcrt_state *s, const qcrt_block *b, int lay
     b->q->forward(b->q, s->xb, n, s->q);
     b->k->forward(b->k, s->xb, n, k);
     b->v->forward(b->v, s->xb, n, v);
-#pragma omp parallel for if (n > 1)
     for (int t = 0; t < n; t++) {
         float *qt = s->q + (size_t)t * qd, *kt = k + (size_t)t * kvd;
         if (b->q_norm) {
@@ -344,7 +348,6 @@ static void mlp(qcrt_state *s, const qcrt_block *b, int n) {
     b->gate->forward(b->gate, s->xb, n, s->hg);
     b->up->forward(b->up, s->xb, n, s->hu);
     int64_t total = (int64_t)n * s->cfg.ffn_dim;
-#pragma omp parallel for if (total > 65536)
     for (int64_t i = 0; i < total; i++) {
         float g = s->hg[i];
         s->hg[i] = g / (1.0f + expf(-g)) * s->hu[i];
