@@ -90,28 +90,12 @@ static void k_scale_min(const uint8_t *s, int j, int *sc, int *mn) {
 
 /* Q4_K: {f16 d; f16 dmin; u8 scales[12]; u8 qs[128]}: 8 sub-blocks of 32;
  * sub-block 2i uses the low nibbles of qs[32i..32i+31], 2i+1 the high ones;
- * x = (d * sc) * q - (dmin * m). */
-static void q4_k(const uint8_t *b, float *y) {
-    float d = f16at(b), dmin = f16at(b + 2);
-    const uint8_t *scales = b + 4, *qs = b + 16;
-    for (int s = 0; s < 8; s++) {
-        int sc, mn;
-        k_scale_min(scales, s, &sc, &mn);
-        float ds = d * (float)sc, dm = dmin * (float)mn;
-        const uint8_t *q = qs + 32 * (s / 2);
-        int shift = 4 * (s % 2);
-        for (int l = 0; l < 32; l++) {
-            float v = ds * (float)((q[l] >> shift) & 0x0f);
-            y[32 * s + l] = v - dm;
-        }
-    }
-}
-
-/* Q5_K: {f16 d; f16 dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]}: as Q4_K,
+ * x = (d * sc) * q - (dmin * m).
+ * Q5_K: {f16 d; f16 dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]}: the same,
  * plus bit s of qh[l] as the fifth bit of element l of sub-block s. */
-static void q5_k(const uint8_t *b, float *y) {
+static void q4_5_k(const uint8_t *b, float *y, int five) {
     float d = f16at(b), dmin = f16at(b + 2);
-    const uint8_t *scales = b + 4, *qh = b + 16, *qs = b + 48;
+    const uint8_t *scales = b + 4, *qh = b + 16, *qs = five ? b + 48 : b + 16;
     for (int s = 0; s < 8; s++) {
         int sc, mn;
         k_scale_min(scales, s, &sc, &mn);
@@ -119,11 +103,20 @@ static void q5_k(const uint8_t *b, float *y) {
         const uint8_t *q = qs + 32 * (s / 2);
         int shift = 4 * (s % 2);
         for (int l = 0; l < 32; l++) {
-            int v = ((q[l] >> shift) & 0x0f) | (((qh[l] >> s) & 1) << 4);
+            int v = (q[l] >> shift) & 0x0f;
+            if (five) v |= ((qh[l] >> s) & 1) << 4;
             float x = ds * (float)v;
             y[32 * s + l] = x - dm;
         }
     }
+}
+
+static void q4_k(const uint8_t *b, float *y) {
+    q4_5_k(b, y, 0);
+}
+
+static void q5_k(const uint8_t *b, float *y) {
+    q4_5_k(b, y, 1);
 }
 
 /* Q6_K: {u8 ql[128]; u8 qh[64]; int8 scales[16]; f16 d}: two halves of 128;

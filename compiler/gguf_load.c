@@ -21,27 +21,28 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int get_req_int(const qc_gguf *g, const char *arch, const char *suffix, int *out,
-                       qc_err *err) {
-    char key[128];
-    snprintf(key, sizeof key, "%s.%s", arch, suffix);
-    int32_t v;
-    int rc = qc_gguf_get_i32(g, key, &v, err);
-    if (rc < 0) return -1;
-    if (rc == 1) return qc_err_set(err, "%s: missing metadata key '%s'", g->path, key);
-    *out = v;
-    return 0;
-}
-
-/* Optional key: returns 0 (found or absent, *out keeps its default) or -1. */
-static int get_opt_int(const qc_gguf *g, const char *arch, const char *suffix, int *out,
-                       qc_err *err) {
+/* Reads "<arch>.<suffix>": 0 found, 1 absent (*out untouched), -1 error. */
+static int get_arch_int(const qc_gguf *g, const char *arch, const char *suffix, int *out,
+                        qc_err *err) {
     char key[128];
     snprintf(key, sizeof key, "%s.%s", arch, suffix);
     int32_t v;
     int rc = qc_gguf_get_i32(g, key, &v, err);
     if (rc == 0) *out = v;
-    return rc < 0 ? -1 : 0;
+    return rc;
+}
+
+/* Optional key: returns 0 (found or absent, *out keeps its default) or -1. */
+static int get_opt_int(const qc_gguf *g, const char *arch, const char *suffix, int *out,
+                       qc_err *err) {
+    return get_arch_int(g, arch, suffix, out, err) < 0 ? -1 : 0;
+}
+
+static int get_req_int(const qc_gguf *g, const char *arch, const char *suffix, int *out,
+                       qc_err *err) {
+    int rc = get_arch_int(g, arch, suffix, out, err);
+    if (rc == 1) return qc_err_set(err, "%s: missing metadata key '%s.%s'", g->path, arch, suffix);
+    return rc;
 }
 
 static int get_opt_f32(const qc_gguf *g, const char *arch, const char *suffix, float *out,
