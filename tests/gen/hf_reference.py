@@ -25,7 +25,8 @@ def main():
     os.makedirs(out, exist_ok=True)
     d, name = os.path.dirname(os.path.abspath(path)), os.path.basename(path)
     tok = AutoTokenizer.from_pretrained(d, gguf_file=name)
-    text = open(text_path, encoding="utf-8").read()
+    # newline="" keeps the bytes as they are (the file has CRLF line ends).
+    text = open(text_path, encoding="utf-8", newline="").read()
     ids = tok(text, add_special_tokens=False)["input_ids"]
     np.asarray(ids, dtype="<i4").tofile(os.path.join(out, "ids.bin"))
     print("tokens:", len(ids))
