@@ -140,10 +140,14 @@ static const arch_desc *find_arch(const char *where, json_t *root, qc_err *err) 
     for (int i = 0; i < N_ARCHS; i++)
         if (strcmp(name, by_class ? archs[i].class_name : archs[i].model_type) == 0)
             return &archs[i];
+    /* Name both spellings when both are given: users know one or the other. */
+    const char *cls =
+        json_is_array(ar) && json_array_size(ar) ? json_string_value(json_array_get(ar, 0)) : NULL;
     qc_err_set(err,
-               "%s: unsupported architecture '%.64s' (supported: llama/LlamaForCausalLM, "
+               "%s: unsupported architecture '%.64s'%s%.64s%s (supported: llama/LlamaForCausalLM, "
                "mistral/MistralForCausalLM, qwen2/Qwen2ForCausalLM, qwen3/Qwen3ForCausalLM)",
-               where, name);
+               where, name, cls && !by_class ? " (" : "", cls && !by_class ? cls : "",
+               cls && !by_class ? ")" : "");
     return NULL;
 }
 

@@ -122,6 +122,9 @@ static void test_errors(void) {
                 "unsupported architecture 'gpt2' (supported: llama");
     expect_fail("{\"architectures\": [\"MixtralForCausalLM\"], " SIZES "}",
                 "unsupported architecture 'MixtralForCausalLM'");
+    expect_fail("{\"model_type\": \"gpt_neox\", \"architectures\": [\"GPTNeoXForCausalLM\"], " SIZES
+                "}",
+                "unsupported architecture 'gpt_neox' (GPTNeoXForCausalLM) (supported:");
     expect_fail("{" SIZES "}", "missing 'model_type' and 'architectures'");
     expect_fail("{\"model_type\": 3, " SIZES "}", "key 'model_type' must be a string, got integer");
     expect_fail("{\"model_type\": \"llama\", \"hidden_size\": 64}",
