@@ -253,6 +253,11 @@ static void test_directory(void) {
     CHECK_MSG(m, "%s", err.msg);
     qc_model_free(m);
 
+    /* A tokenizer.json that exists must load; a broken one fails the load. */
+    write_text("tokenizer.json", "{\"model\": ");
+    expect_load_fail("broken tokenizer", "tokenizer.json", "tokenizer.json");
+    remove_file("tokenizer.json");
+
     /* Untied config over weights without lm_head: missing tensor. */
     copy_from("qwen2", "config.json", NULL);
     expect_load_fail("missing lm_head", "lm_head.weight", "missing tensor");
