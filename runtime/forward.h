@@ -28,7 +28,9 @@ typedef struct qcrt_model {
 qcrt_model *qcrt_model_from_ir(const qc_model *m, qc_err *err);
 void qcrt_model_free(qcrt_model *m);
 
-/* Per-sequence state: KV cache for up to max_ctx positions plus scratch. */
+/* Per-sequence state: KV cache for up to max_ctx positions plus scratch for
+ * max_batch tokens per qcrt_forward call (clamped to max_ctx), all allocated
+ * here; qcrt_forward allocates nothing. */
 typedef struct qcrt_state qcrt_state;
 qcrt_state *qcrt_state_new(const qcrt_model *m, int max_ctx, int max_batch, qc_err *err);
 void qcrt_state_free(qcrt_state *s);
