@@ -37,7 +37,8 @@ static int add_shard(qc_model *m, const char *path, int shard, json_t *seen, qc_
     int rc = 0;
     for (int i = 0; i < st->n_tensors && rc == 0; i++) {
         const qc_st_tensor *s = &st->tensors[i];
-        if (s->n_dims > 2) {
+        qc_tensor t;
+        if (qc_st_tensor_view(s, &t)) {
             rc = qc_err_set(err,
                             "%s: tensor '%s': %d dimensions (quantc handles 1-D and 2-D "
                             "weights only)",
@@ -48,13 +49,6 @@ static int add_shard(qc_model *m, const char *path, int shard, json_t *seen, qc_
             rc = qc_err_set(err, "%s: tensor '%s' also appears in another shard", path, s->name);
             break;
         }
-        qc_tensor t = {0};
-        t.dtype = s->dtype;
-        t.n_dims = s->n_dims == 2 ? 2 : 1;
-        t.shape[0] = s->n_dims == 0 ? 1 : s->shape[0];
-        t.shape[1] = s->n_dims == 2 ? s->shape[1] : 1;
-        t.data = s->data;
-        t.nbytes = s->nbytes;
         t.name = strdup(s->name);
         if (!t.name || json_object_set_new(seen, s->name, json_integer(shard))) {
             free(t.name);

@@ -18,6 +18,19 @@ const qc_st_tensor *qc_safetensors_find(const qc_safetensors *st, const char *na
     return NULL;
 }
 
+int qc_st_tensor_view(const qc_st_tensor *s, qc_tensor *t) {
+    if (s->n_dims > 2) return -1;
+    memset(t, 0, sizeof *t);
+    t->name = s->name;
+    t->dtype = s->dtype;
+    t->n_dims = s->n_dims == 2 ? 2 : 1;
+    t->shape[0] = s->n_dims == 0 ? 1 : s->shape[0];
+    t->shape[1] = s->n_dims == 2 ? s->shape[1] : 1;
+    t->data = s->data;
+    t->nbytes = s->nbytes;
+    return 0;
+}
+
 static int parse_dtype(const char *s, qc_dtype *out, size_t *item) {
     if (strcmp(s, "F32") == 0)
         *out = QC_DT_F32, *item = 4;

@@ -47,6 +47,11 @@ qc_safetensors *qc_safetensors_parse_file(const qc_mapfile *f, qc_err *err);
 
 void qc_safetensors_free(qc_safetensors *st);
 
+/* Fills *t as the model IR's view of s: 2-D stays {rows, cols}, 1-D becomes
+ * {n, 1} and a scalar {1, 1}, both with n_dims 1. t->name borrows s->name.
+ * Returns -1 (t untouched) for tensors of more than 2 dimensions. */
+int qc_st_tensor_view(const qc_st_tensor *s, qc_tensor *t);
+
 /* Finds a tensor by name; NULL when absent. */
 const qc_st_tensor *qc_safetensors_find(const qc_safetensors *st, const char *name);
 

@@ -19,15 +19,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         for (int i = 0; i < st->n_tensors; i++) {
             const qc_st_tensor *s = &st->tensors[i];
             if (s->offset + s->nbytes > size) abort();
-            if (s->n_dims > 2) continue;
-            qc_tensor t = {0};
-            t.name = s->name;
-            t.dtype = s->dtype;
-            t.n_dims = s->n_dims == 2 ? 2 : 1;
-            t.shape[0] = s->n_dims == 0 ? 1 : s->shape[0];
-            t.shape[1] = s->n_dims == 2 ? s->shape[1] : 1;
-            t.data = s->data;
-            t.nbytes = s->nbytes;
+            qc_tensor t;
+            if (qc_st_tensor_view(s, &t)) continue;
             int64_t n = qc_tensor_numel(&t);
             if (n > 0 && n <= (1 << 20)) {
                 float *out = malloc((size_t)n * sizeof *out);
