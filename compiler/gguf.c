@@ -174,7 +174,7 @@ static int skip_array(cursor *c, int depth, qc_gguf_type *elem, uint64_t *count)
     if (depth >= GGUF_MAX_DEPTH)
         return qc_err_set(c->err, "%s: byte %zu: arrays nested deeper than %d", c->path, at,
                           GGUF_MAX_DEPTH);
-    qc_gguf_type et;
+    qc_gguf_type et = QC_GGUF_U8;
     uint64_t n;
     if (rd_type(c, &et, "array element type") || rd_u64(c, &n, "array length")) return -1;
     size_t fs = fixed_size(et), min = fs ? fs : et == QC_GGUF_STRING ? 8 : 12;
@@ -229,7 +229,13 @@ static int parse_kvs(qc_gguf *g, cursor *c, uint64_t n_kv) {
         if (rd_str(c, &s, &len, "key")) return -1;
         if (!(kv->key = dup_name(c, kv->key_offset, s, len, "key"))) return -1;
         g->n_kv++;
-        if (rd_type(c, &kv->type, "value type")) return qc_err_prefix(c->err, "key '%s'", kv->key);
+        size_t at = c->pos;
+        uint32_t type;
+        if (rd_u32(c, &type, "value type")) return -1;
+        if (type >= QC_GGUF_TYPE_COUNT)
+            return qc_err_set(c->err, "%s: byte %zu: key '%s': unknown value type %u", c->path, at,
+                              kv->key, type);
+        kv->type = (qc_gguf_type)type;
         kv->offset = c->pos;
         if (kv->type == QC_GGUF_ARRAY) {
             if (skip_array(c, 0, &kv->arr_type, &kv->arr_n)) return -1;

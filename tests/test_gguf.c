@@ -371,7 +371,7 @@ static void test_malformed(void) {
     MUTATE("huge_tensor_count", "tensor count", set_u64(&b, 8, (uint64_t)1 << 60));
     MUTATE("huge_kv_count", "kv count", set_u64(&b, 16, (uint64_t)1 << 60));
     MUTATE("bad_string_length", "length", set_u64(&b, at.arch_len, (uint64_t)1 << 62));
-    MUTATE("bad_value_type", "type", set_u32(&b, at.k2_type, 99));
+    MUTATE("bad_value_type", "key 'test.k2': unknown value type 99", set_u32(&b, at.k2_type, 99));
     MUTATE("duplicate_key", "duplicate key 'test.k1'", b.d[at.k2_key + 6] = '1');
     MUTATE("bad_bool", "bool", b.d[at.bool_val] = 2);
     MUTATE("huge_array", "array", set_u64(&b, at.arr_count, (uint64_t)1 << 61));
