@@ -69,7 +69,8 @@ static uint64_t hash_bytes(const void *p, size_t n) {
 
 static uint32_t pow2_at_least(size_t n) {
     uint32_t c = 16;
-    while (c < n * 2 && c < (1u << 30)) c <<= 1;
+    while (c < n * 2 && c < (1u << 30))
+        c <<= 1;
     return c;
 }
 
@@ -160,7 +161,8 @@ static int vocab_find(const qc_tokenizer *t, const char *s, size_t n) {
 
 static uint32_t merge_slot(const qc_tokenizer *t, uint64_t key) {
     uint32_t i = (uint32_t)(key * 0x9E3779B97F4A7C15ull >> 32) & t->mmask;
-    while (t->mkey[i] != UINT64_MAX && t->mkey[i] != key) i = (i + 1) & t->mmask;
+    while (t->mkey[i] != UINT64_MAX && t->mkey[i] != key)
+        i = (i + 1) & t->mmask;
     return i;
 }
 
@@ -215,8 +217,8 @@ static int build_vocab(qc_tokenizer *t, const qc_vocab_desc *d, qc_err *err) {
     return 0;
 }
 
-static int build_merges(qc_tokenizer *t, int n, const char *const *merges,
-                        const char *const *pairs, qc_err *err) {
+static int build_merges(qc_tokenizer *t, int n, const char *const *merges, const char *const *pairs,
+                        qc_err *err) {
     if (n < 0) return qc_err_set(err, "tokenizer: negative merge count");
     if (n == 0) return 0;
     uint32_t cap = pow2_at_least((size_t)n);
@@ -265,7 +267,10 @@ static int build_merges(qc_tokenizer *t, int n, const char *const *merges,
         int ic = vocab_find(t, tmp, na + nb);
         if (ia < 0 || ib < 0 || ic < 0) {
             qc_err_set(err, "tokenizer: merge %d ('%.40s' + '%.40s'): %s not in the vocabulary", r,
-                       a, b, ia < 0 ? "left side" : ib < 0 ? "right side" : "result");
+                       a, b,
+                       ia < 0   ? "left side"
+                       : ib < 0 ? "right side"
+                                : "result");
             free(tmp);
             return -1;
         }
@@ -347,12 +352,12 @@ static int build_added(qc_tokenizer *t, const qc_tok_spec *s, qc_err *err) {
         for (int i = 0; i < d->n_tokens; i++) {
             int ty = d->types[i];
             if (ty != 3 && ty != 4) continue;
-            if (ty == 3 && t->byte_level && !in_byte_alphabet(t->text[i], t->text_len[i]))
-                continue;
+            if (ty == 3 && t->byte_level && !in_byte_alphabet(t->text[i], t->text_len[i])) continue;
             if (add_added(t, i, t->text[i], t->text_len[i], ty == 3, err)) return -1;
         }
     }
-    for (int i = 0; i < t->n_added; i++) t->add_first_n[(unsigned char)t->add[i].text[0]]++;
+    for (int i = 0; i < t->n_added; i++)
+        t->add_first_n[(unsigned char)t->add[i].text[0]]++;
     for (int b = 0; b < 256; b++) {
         if (!t->add_first_n[b]) continue;
         t->add_first[b] = qc_malloc((size_t)t->add_first_n[b] * sizeof(int), err);
@@ -398,8 +403,10 @@ static int build_pieces(qc_tokenizer *t, qc_err *err) {
     t->piece_off = qc_malloc(((size_t)t->n_tokens + 1) * sizeof *t->piece_off, err);
     if (!t->piece_buf || !t->piece_off) return -1;
     int cp_to_byte[324];
-    for (int i = 0; i < 324; i++) cp_to_byte[i] = -1;
-    for (int b = 0; b < 256; b++) cp_to_byte[byte_to_cp(b)] = b;
+    for (int i = 0; i < 324; i++)
+        cp_to_byte[i] = -1;
+    for (int b = 0; b < 256; b++)
+        cp_to_byte[byte_to_cp(b)] = b;
     size_t o = 0;
     for (int i = 0; i < t->n_tokens; i++) {
         const char *s = t->text[i];
@@ -456,7 +463,8 @@ static int build_pre(qc_tokenizer *t, const qc_tok_spec *s, qc_err *err) {
 void qc_tokenizer_free(qc_tokenizer *t) {
     if (!t) return;
     if (t->text)
-        for (int i = 0; i < t->n_tokens; i++) free(t->text[i]);
+        for (int i = 0; i < t->n_tokens; i++)
+            free(t->text[i]);
     free(t->text);
     free(t->text_len);
     free(t->scores);
@@ -466,12 +474,15 @@ void qc_tokenizer_free(qc_tokenizer *t) {
     free(t->mkey);
     free(t->mrank);
     free(t->mres);
-    for (int i = 0; i < t->n_pre; i++) pcre2_code_free(t->pre[i].re);
+    for (int i = 0; i < t->n_pre; i++)
+        pcre2_code_free(t->pre[i].re);
     free(t->pre);
-    for (int i = 0; i < t->n_added; i++) free(t->add[i].text);
+    for (int i = 0; i < t->n_added; i++)
+        free(t->add[i].text);
     free(t->add);
     free(t->is_added);
-    for (int b = 0; b < 256; b++) free(t->add_first[b]);
+    for (int b = 0; b < 256; b++)
+        free(t->add_first[b]);
     free(t);
 }
 
@@ -693,14 +704,14 @@ typedef struct enc_ctx {
         int32_t id;
         int prev, next;
         size_t start, len;
-    } *sym;
+    } * sym;
     size_t sym_cap;
     struct hent {
         double prio;
         int left, right;
         size_t llen, rlen;
         int32_t res;
-    } *heap;
+    } * heap;
     size_t heap_n, heap_cap;
 } enc_ctx;
 
@@ -713,8 +724,7 @@ static void enc_ctx_free(enc_ctx *c) {
 }
 
 /* Applies one split step to every piece of `in`, writing `out`. */
-static int split_step(const pre_step *st, enc_ctx *c, const pieces *in, pieces *out,
-                      qc_err *err) {
+static int split_step(const pre_step *st, enc_ctx *c, const pieces *in, pieces *out, qc_err *err) {
     out->n = out->blen = 0;
     for (size_t i = 0; i < in->n; i++) {
         const char *s = in->buf + in->sp[i][0];
@@ -730,8 +740,8 @@ static int split_step(const pre_step *st, enc_ctx *c, const pieces *in, pieces *
             if (pieces_add(&tmp, s, n, " ", 1)) return qc_err_set(err, "out of memory");
             int rc = regex_spans(st->re, c->md, tmp.buf, tmp.blen, 0, &c->sp, err);
             for (size_t k = 0; rc == 0 && k < c->sp.n; k++)
-                if (pieces_add(out, tmp.buf + c->sp.v[k].start,
-                               c->sp.v[k].end - c->sp.v[k].start, "", 0))
+                if (pieces_add(out, tmp.buf + c->sp.v[k].start, c->sp.v[k].end - c->sp.v[k].start,
+                               "", 0))
                     rc = qc_err_set(err, "out of memory");
             free(tmp.buf), free(tmp.sp);
             if (rc) return -1;
@@ -1099,7 +1109,8 @@ int qc_tokenizer_encode(const qc_tokenizer *t, const char *text, size_t len, int
     int rc = -1;
     /* Cache table: sized to the text, at most 2^20 slots. */
     uint32_t cap = 1024;
-    while (cap < len / 2 && cap < (1u << 20)) cap <<= 1;
+    while (cap < len / 2 && cap < (1u << 20))
+        cap <<= 1;
     c.cmask = cap - 1;
     c.cslot = malloc(cap * sizeof *c.cslot);
     c.md = pcre2_match_data_create(4, NULL);

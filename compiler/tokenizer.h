@@ -28,10 +28,10 @@ typedef struct qc_vocab_desc {
                                   4 user-defined, 5 unused, 6 byte); may be NULL */
     int n_merges;
     const char *const *merges; /* "left right", BPE only */
-    const char *pre;           /* tokenizer.ggml.pre, e.g. "smollm", "llama-bpe", "qwen2"; may be NULL */
+    const char *pre; /* tokenizer.ggml.pre, e.g. "smollm", "llama-bpe", "qwen2"; may be NULL */
     int bos_id, eos_id, unk_id, pad_id; /* -1 when absent */
-    int add_bos;               /* prepend BOS when encoding with add_special */
-    int add_space_prefix;      /* SPM: prepend a space to the text */
+    int add_bos;                        /* prepend BOS when encoding with add_special */
+    int add_space_prefix;               /* SPM: prepend a space to the text */
 } qc_vocab_desc;
 
 qc_tokenizer *qc_tokenizer_new(const qc_vocab_desc *d, qc_err *err);

@@ -41,10 +41,10 @@ typedef struct qc_added_token {
 
 /* Everything needed to build a tokenizer, whatever file it came from. */
 typedef struct qc_tok_spec {
-    qc_vocab_desc v;    /* vocabulary, merges, special ids; v.pre is unused here */
-    int byte_level;     /* tokens are written in GPT-2's byte alphabet */
-    int byte_fallback;  /* unknown characters become <0xNN> tokens */
-    int ignore_merges;  /* a whole word found in the vocabulary is kept as is */
+    qc_vocab_desc v;                /* vocabulary, merges, special ids; v.pre is unused here */
+    int byte_level;                 /* tokens are written in GPT-2's byte alphabet */
+    int byte_fallback;              /* unknown characters become <0xNN> tokens */
+    int ignore_merges;              /* a whole word found in the vocabulary is kept as is */
     const char *const *merge_pairs; /* when non-NULL: 2 * v.n_merges strings, left then right,
                                        used instead of v.merges */
     int n_pre;

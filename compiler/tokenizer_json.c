@@ -114,7 +114,8 @@ static int parse_post(jctx *c, json_t *p, int *bos, int depth) {
             return jerr(c, "post_processor",
                         "only a single special token before the sequence is supported");
         json_int_t v = json_integer_value(id);
-        if (v < 0 || v > (1 << 24)) return jerr(c, "post_processor", "special token id out of range");
+        if (v < 0 || v > (1 << 24))
+            return jerr(c, "post_processor", "special token id out of range");
         *bos = (int)v;
     }
     return 0;
@@ -164,8 +165,7 @@ static int read_vocab(jctx *c, json_t *model, json_t *added, int *n_tokens, buil
     size_t i;
     long long max_id = -1;
     json_object_foreach(vocab, key, v) {
-        if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-            json_integer_value(v) >= (1 << 24))
+        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= (1 << 24))
             return qc_err_set(c->err, "%s: model.vocab: token '%.60s': bad id", c->name, key);
         if (json_integer_value(v) > max_id) max_id = json_integer_value(v);
     }
@@ -203,13 +203,13 @@ static int read_merges(jctx *c, json_t *model, int *n_merges, int *pairs, built 
             const char *l = json_string_value(json_array_get(e, 0));
             const char *r = json_string_value(json_array_get(e, 1));
             if (!json_is_array(e) || json_array_size(e) != 2 || !l || !r)
-                return qc_err_set(c->err, "%s: model.merges[%zu]: expected [left, right]",
-                                  c->name, i);
+                return qc_err_set(c->err, "%s: model.merges[%zu]: expected [left, right]", c->name,
+                                  i);
             b->merges[2 * i] = l, b->merges[2 * i + 1] = r;
         } else {
             if (!json_is_string(e))
-                return qc_err_set(c->err, "%s: model.merges[%zu]: expected \"left right\"",
-                                  c->name, i);
+                return qc_err_set(c->err, "%s: model.merges[%zu]: expected \"left right\"", c->name,
+                                  i);
             b->merges[i] = json_string_value(e);
         }
     }
@@ -282,7 +282,8 @@ static qc_tokenizer *from_root(json_t *root, json_t *config, const char *name, q
     int pairs = 0;
     if (check_model(&c, model, &s.byte_fallback, &s.ignore_merges) ||
         read_vocab(&c, model, added, &s.v.n_tokens, &b) ||
-        read_merges(&c, model, &s.v.n_merges, &pairs, &b) || read_added(&c, added, &s.n_added, &b) ||
+        read_merges(&c, model, &s.v.n_merges, &pairs, &b) ||
+        read_added(&c, added, &s.n_added, &b) ||
         parse_pre(&c, json_object_get(root, "pre_tokenizer"), 0))
         goto done;
     for (size_t i = 0; i < (size_t)s.n_added; i++) {
@@ -316,6 +317,7 @@ static qc_tokenizer *from_root(json_t *root, json_t *config, const char *name, q
         }
         s.v.add_bos = get_bool(config, "add_bos_token", s.v.add_bos);
     }
+    s.added = b.added;
     s.n_pre = c.n_steps;
     s.pre = c.steps;
     t = qc_tokenizer_build(&s, err);
