@@ -175,7 +175,7 @@ struct qcrt_state {
     float *xb, *xb2;            /* normed input / linear output, max_batch × dim */
     float *q, *att;             /* max_batch × qd */
     float *hg, *hu;             /* max_batch × ffn */
-    float *scores;              /* rows × max_ctx, rows = max(chunk, heads per kv head) */
+    float *scores;              /* chunk × max_ctx attention weights */
 };
 
 void qcrt_state_free(qcrt_state *s) {
@@ -213,8 +213,7 @@ qcrt_state *qcrt_state_new(const qcrt_model *m, int max_ctx, int max_batch, qc_e
     s->qd = c->n_heads * c->head_dim;
     s->kvd = c->n_kv_heads * c->head_dim;
     s->chunk = max_batch < ATTN_CHUNK ? max_batch : ATTN_CHUNK;
-    int group = c->n_heads / c->n_kv_heads, half = c->head_dim / 2;
-    size_t srows = (size_t)(s->chunk > group ? s->chunk : group);
+    int half = c->head_dim / 2;
     size_t nb = (size_t)max_batch;
     if (!(s->kcache = alloc3((size_t)c->n_layers, (size_t)max_ctx, (size_t)s->kvd, err)) ||
         !(s->vcache = alloc3((size_t)c->n_layers, (size_t)max_ctx, (size_t)s->kvd, err)) ||
@@ -227,7 +226,7 @@ qcrt_state *qcrt_state_new(const qcrt_model *m, int max_ctx, int max_batch, qc_e
         !(s->att = alloc3(nb, (size_t)s->qd, 1, err)) ||
         !(s->hg = alloc3(nb, (size_t)c->ffn_dim, 1, err)) ||
         !(s->hu = alloc3(nb, (size_t)c->ffn_dim, 1, err)) ||
-        !(s->scores = alloc3(srows, (size_t)max_ctx, 1, err))) {
+        !(s->scores = alloc3((size_t)s->chunk, (size_t)max_ctx, 1, err))) {
         qcrt_state_free(s);
         return NULL;
     }
@@ -299,12 +298,17 @@ static void attention(qcrt_state *s, int layer, int n) {
     size_t lofs = (size_t)layer * s->max_ctx * s->kvd;
     const float *kc = s->kcache + lofs, *vc = s->vcache + lofs;
     if (n == 1) {
-        /* One token: the query heads sharing a kv head are `group` contiguous
-         * rows, so each kv head is one product. */
-        for (int kh = 0; kh < c->n_kv_heads; kh++)
-            attend(s, s->q + (size_t)kh * group * hd, hd, group, kc + (size_t)kh * hd,
-                   vc + (size_t)kh * hd, s->pos + 1, s->pos + 1, 0,
-                   s->att + (size_t)kh * group * hd, hd);
+        /* One token: matrix-vector products per head, scores = K·q/√d and
+         * out = Vᵀ·p over the pos + 1 cached positions. */
+        int len = s->pos + 1;
+        for (int h = 0; h < c->n_heads; h++) {
+            const float *k = kc + (size_t)(h / group) * hd, *v = vc + (size_t)(h / group) * hd;
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, len, hd, 1.0f / sqrtf((float)hd), k, s->kvd,
+                        s->q + (size_t)h * hd, 1, 0.0f, s->scores, 1);
+            softmax_masked(s->scores, len, len);
+            cblas_sgemv(CblasRowMajor, CblasTrans, len, hd, 1.0f, v, s->kvd, s->scores, 1, 0.0f,
+                        s->att + (size_t)h * hd, 1);
+        }
         return;
     }
     for (int r0 = 0; r0 < n; r0 += s->chunk) {
