@@ -605,7 +605,7 @@ static int pieces_add(pieces *p, const char *s, size_t n, const char *prefix, si
         if (!ns) return -1;
         p->sp = ns, p->cap = nc;
     }
-    if (p->blen + n + np > p->bcap) {
+    if (!p->buf || p->blen + n + np > p->bcap) {
         size_t nc = 2 * (p->blen + n + np) + 256;
         char *nb = realloc(p->buf, nc);
         if (!nb) return -1;
@@ -623,7 +623,7 @@ static int pieces_add(pieces *p, const char *s, size_t n, const char *prefix, si
 /* Extends the last piece by n bytes at its end (MergedWithPrevious). The
  * bytes must directly follow it in the source, so they are copied. */
 static int pieces_extend(pieces *p, const char *s, size_t n) {
-    if (p->blen + n > p->bcap) {
+    if (!p->buf || p->blen + n > p->bcap) {
         size_t nc = 2 * (p->blen + n) + 256;
         char *nb = realloc(p->buf, nc);
         if (!nb) return -1;
