@@ -178,7 +178,7 @@ static int merge_find(const qc_tokenizer *t, int32_t a, int32_t b, int32_t *res)
 /* ---- building ---- */
 
 static int build_vocab(qc_tokenizer *t, const qc_vocab_desc *d, qc_err *err) {
-    if (d->n_tokens <= 0 || d->n_tokens > (1 << 24))
+    if (d->n_tokens <= 0 || d->n_tokens > QC_TOK_MAX_VOCAB)
         return qc_err_set(err, "tokenizer: vocabulary size %d out of range", d->n_tokens);
     if (!d->tokens) return qc_err_set(err, "tokenizer: no token texts");
     t->n_tokens = d->n_tokens;

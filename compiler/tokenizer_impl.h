@@ -3,6 +3,10 @@
 #ifndef QC_TOKENIZER_IMPL_H
 #define QC_TOKENIZER_IMPL_H
 
+/* Largest vocabulary (and merge list) accepted: 8x the largest real ones
+ * (~262k), small enough that a hostile file cannot make us allocate much. */
+#define QC_TOK_MAX_VOCAB (1 << 21)
+
 #include "tokenizer.h"
 
 #include <stdint.h>

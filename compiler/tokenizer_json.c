@@ -114,7 +114,7 @@ static int parse_post(jctx *c, json_t *p, int *bos, int depth) {
             return jerr(c, "post_processor",
                         "only a single special token before the sequence is supported");
         json_int_t v = json_integer_value(id);
-        if (v < 0 || v > (1 << 24))
+        if (v < 0 || v > QC_TOK_MAX_VOCAB)
             return jerr(c, "post_processor", "special token id out of range");
         *bos = (int)v;
     }
@@ -165,14 +165,15 @@ static int read_vocab(jctx *c, json_t *model, json_t *added, int *n_tokens, buil
     size_t i;
     long long max_id = -1;
     json_object_foreach(vocab, key, v) {
-        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= (1 << 24))
+        if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+            json_integer_value(v) >= QC_TOK_MAX_VOCAB)
             return qc_err_set(c->err, "%s: model.vocab: token '%.60s': bad id", c->name, key);
         if (json_integer_value(v) > max_id) max_id = json_integer_value(v);
     }
     json_array_foreach(added, i, e) {
         json_t *id = json_object_get(e, "id");
         if (!json_is_integer(id) || json_integer_value(id) < 0 ||
-            json_integer_value(id) >= (1 << 24))
+            json_integer_value(id) >= QC_TOK_MAX_VOCAB)
             return qc_err_set(c->err, "%s: added_tokens[%zu]: bad id", c->name, i);
         if (json_integer_value(id) > max_id) max_id = json_integer_value(id);
     }
@@ -194,7 +195,7 @@ static int read_merges(jctx *c, json_t *model, int *n_merges, int *pairs, built 
     if (!merges || json_is_null(merges)) return 0;
     if (!json_is_array(merges)) return jerr(c, "model.merges", "expected an array");
     size_t n = json_array_size(merges), i;
-    if (n > (1 << 24)) return jerr(c, "model.merges", "too many merges");
+    if (n > QC_TOK_MAX_VOCAB) return jerr(c, "model.merges", "too many merges");
     *pairs = n > 0 && json_is_array(json_array_get(merges, 0));
     b->merges = calloc(n * (*pairs ? 2 : 1) + 1, sizeof *b->merges);
     if (!b->merges) return qc_err_set(c->err, "out of memory");
