@@ -12,7 +12,6 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,7 +148,6 @@ static qc_model *load_model(const char *path, qc_err *err) {
 static void set_threads(long n) {
     if (n <= 0) return;
     openblas_set_num_threads((int)n);
-    omp_set_num_threads((int)n);
 }
 
 /* Shared option codes for long-only options. */
