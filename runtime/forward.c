@@ -79,7 +79,8 @@ static float *load_norm(const qc_model *m, int layer, const char *base, int64_t 
     return load_tensor(m, name, n, 0, err);
 }
 
-static int load_block(const qc_model *m, int l, qcrt_block *b, qc_err *err) {
+int qcrt_block_load(const qc_model *m, int l, qcrt_block *b, qc_err *err) {
+    memset(b, 0, sizeof *b);
     const qc_config *c = &m->cfg;
     int64_t qd = (int64_t)c->n_heads * c->head_dim, kvd = (int64_t)c->n_kv_heads * c->head_dim;
     int bias = c->attn_bias != 0;
@@ -112,7 +113,7 @@ static int check_config(const qc_config *c, qc_err *err) {
     return 0;
 }
 
-qcrt_model *qcrt_model_from_ir(const qc_model *m, qc_err *err) {
+qcrt_model *qcrt_model_shell(const qc_model *m, qc_err *err) {
     const qc_config *c = &m->cfg;
     if (check_config(c, err)) return NULL;
     qcrt_model *r = qc_calloc(1, sizeof *r, err);
@@ -122,11 +123,26 @@ qcrt_model *qcrt_model_from_ir(const qc_model *m, qc_err *err) {
     if (!(r->rope_inv_freq = qc_malloc((size_t)c->head_dim / 2 * sizeof(float), err)) ||
         qcrt_rope_inv_freq(c, r->rope_inv_freq, err))
         goto fail;
+    return r;
+fail:
+    qcrt_model_free(r);
+    return NULL;
+}
+
+float *qcrt_load_tensor(const qc_model *m, const char *name, int64_t rows, int64_t cols,
+                        qc_err *err) {
+    return load_tensor(m, name, rows, cols, err);
+}
+
+qcrt_model *qcrt_model_from_ir(const qc_model *m, qc_err *err) {
+    const qc_config *c = &m->cfg;
+    qcrt_model *r = qcrt_model_shell(m, err);
+    if (!r) return NULL;
     if (!(r->embed = load_tensor(m, "model.embed_tokens.weight", c->vocab, c->dim, err)) ||
         !(r->final_norm = load_tensor(m, "model.norm.weight", c->dim, 0, err)))
         goto fail;
     for (int l = 0; l < c->n_layers; l++)
-        if (load_block(m, l, &r->blocks[l], err)) goto fail;
+        if (qcrt_block_load(m, l, &r->blocks[l], err)) goto fail;
     float *head;
     if (c->tied_embeddings) {
         size_t n = (size_t)c->vocab * (size_t)c->dim * sizeof(float);
@@ -145,18 +161,21 @@ fail:
     return NULL;
 }
 
+void qcrt_block_free(qcrt_block *b) {
+    free(b->attn_norm);
+    free(b->ffn_norm);
+    free(b->q_norm);
+    free(b->k_norm);
+    qcrt_linear *ls[] = {b->q, b->k, b->v, b->o, b->gate, b->up, b->down};
+    for (size_t i = 0; i < sizeof ls / sizeof ls[0]; i++)
+        qcrt_linear_free(ls[i]);
+    memset(b, 0, sizeof *b);
+}
+
 void qcrt_model_free(qcrt_model *m) {
     if (!m) return;
-    for (int l = 0; m->blocks && l < m->cfg.n_layers; l++) {
-        qcrt_block *b = &m->blocks[l];
-        free(b->attn_norm);
-        free(b->ffn_norm);
-        free(b->q_norm);
-        free(b->k_norm);
-        qcrt_linear *ls[] = {b->q, b->k, b->v, b->o, b->gate, b->up, b->down};
-        for (size_t i = 0; i < sizeof ls / sizeof ls[0]; i++)
-            qcrt_linear_free(ls[i]);
-    }
+    for (int l = 0; m->blocks && l < m->cfg.n_layers; l++)
+        qcrt_block_free(&m->blocks[l]);
     free(m->blocks);
     free(m->embed);
     free(m->final_norm);
@@ -364,6 +383,38 @@ static void add_rows(float *x, const float *y, int64_t count) {
         x[i] += y[i];
 }
 
+/* One transformer block on the residual stream x (n × dim, in place) for
+ * tokens at positions pos..pos+n-1, using and filling layer l's cache. */
+static void block_forward(const qcrt_model *m, const qcrt_block *b, qcrt_state *s, int l, float *x,
+                          int n) {
+    const qc_config *c = &m->cfg;
+    int dim = c->dim;
+    int64_t nd = (int64_t)n * dim;
+    rmsnorm_rows(s->xb, x, b->attn_norm, n, dim, c->norm_eps);
+    qkv(m, s, b, l, n);
+    attention(s, l, n);
+    b->o->forward(b->o, s->att, n, s->xb2);
+    add_rows(x, s->xb2, nd);
+    rmsnorm_rows(s->xb, x, b->ffn_norm, n, dim, c->norm_eps);
+    mlp(s, b, n);
+    add_rows(x, s->xb2, nd);
+}
+
+int qcrt_block_forward(const qcrt_model *m, const qcrt_block *b, qcrt_state *s, int layer,
+                       float *x, int n, qc_err *err) {
+    if (layer < 0 || layer >= m->cfg.n_layers)
+        return qc_err_set(err, "forward: layer %d out of range", layer);
+    if (n <= 0 || n > s->max_batch || n > s->max_ctx - s->pos)
+        return qc_err_set(err, "forward: %d tokens at position %d do not fit the state (batch %d, "
+                          "context %d)", n, s->pos, s->max_batch, s->max_ctx);
+    block_forward(m, b, s, layer, x, n);
+    return 0;
+}
+
+void qcrt_state_advance(qcrt_state *s, int n) {
+    s->pos += n;
+}
+
 static int check_forward_args(const qcrt_model *m, const qcrt_state *s, const int32_t *tokens,
                               int n, qc_err *err) {
     const qc_config *c = &m->cfg, *sc = &s->cfg;
@@ -391,21 +442,11 @@ int qcrt_forward(const qcrt_model *m, qcrt_state *s, const int32_t *tokens, int 
     if (check_forward_args(m, s, tokens, n, err)) return -1;
     const qc_config *c = &m->cfg;
     int dim = c->dim;
-    int64_t nd = (int64_t)n * dim;
     for (int t = 0; t < n; t++)
         memcpy(s->x + (size_t)t * dim, m->embed + (size_t)tokens[t] * dim,
                (size_t)dim * sizeof(float));
-    for (int l = 0; l < c->n_layers; l++) {
-        const qcrt_block *b = &m->blocks[l];
-        rmsnorm_rows(s->xb, s->x, b->attn_norm, n, dim, c->norm_eps);
-        qkv(m, s, b, l, n);
-        attention(s, l, n);
-        b->o->forward(b->o, s->att, n, s->xb2);
-        add_rows(s->x, s->xb2, nd);
-        rmsnorm_rows(s->xb, s->x, b->ffn_norm, n, dim, c->norm_eps);
-        mlp(s, b, n);
-        add_rows(s->x, s->xb2, nd);
-    }
+    for (int l = 0; l < c->n_layers; l++)
+        block_forward(m, &m->blocks[l], s, l, s->x, n);
     s->pos += n;
     if (!logits) return 0;
     int first = all_logits ? 0 : n - 1, rows = n - first;

@@ -28,6 +28,21 @@ typedef struct qcrt_model {
 qcrt_model *qcrt_model_from_ir(const qc_model *m, qc_err *err);
 void qcrt_model_free(qcrt_model *m);
 
+/* The parts of a model every block needs (config, RoPE frequencies) with no
+ * weights loaded: blocks are zeroed, embed/final_norm/lm_head NULL. The
+ * calibration driver loads one block at a time into it. */
+qcrt_model *qcrt_model_shell(const qc_model *m, qc_err *err);
+
+/* Loads block l of the IR in f32 (linears are f32 BLAS linears). On failure
+ * b may be partly filled: free it with qcrt_block_free. */
+int qcrt_block_load(const qc_model *m, int l, qcrt_block *b, qc_err *err);
+void qcrt_block_free(qcrt_block *b);
+
+/* Dequantizes tensor `name` to a new f32 array after checking its shape
+ * (cols 0 for 1-D). Caller frees. */
+float *qcrt_load_tensor(const qc_model *m, const char *name, int64_t rows, int64_t cols,
+                        qc_err *err);
+
 /* Per-sequence state: KV cache for up to max_ctx positions plus scratch for
  * max_batch tokens per qcrt_forward call (clamped to max_ctx), all allocated
  * here; qcrt_forward allocates nothing. */
@@ -45,5 +60,13 @@ int qcrt_state_pos(const qcrt_state *s);
  * have room. Returns 0, or -1 with err set. */
 int qcrt_forward(const qcrt_model *m, qcrt_state *s, const int32_t *tokens, int n,
                  float *logits, int all_logits, qc_err *err);
+
+/* Runs block `layer` (weights b, which need not be m->blocks[layer]) on the
+ * residual stream x (n × dim, updated in place) for positions pos..pos+n-1,
+ * writing that layer's cache rows. Does not advance the position: call
+ * qcrt_state_advance after the last block. */
+int qcrt_block_forward(const qcrt_model *m, const qcrt_block *b, qcrt_state *s, int layer,
+                       float *x, int n, qc_err *err);
+void qcrt_state_advance(qcrt_state *s, int n);
 
 #endif
