@@ -1,0 +1,456 @@
+/* Group-wise integer quantization, RTN and GPTQ (see quant.h).
+ *
+ * Conventions (maxq = 2^bits − 1):
+ *  - Symmetric (GPTQ's): scale = 2·a / maxq with a = clip·max|w|, zero fixed at
+ *    2^(bits−1). Codes 0..maxq stand for −2^(bits−1)·s … (2^(bits−1) − 1)·s, so
+ *    the largest positive weight may round down by at most s/2.
+ *  - Asymmetric: the range [lo, hi] always contains 0 (lo = clip·min(0, min w),
+ *    hi = clip·max(0, max w)), scale = (hi − lo) / maxq, zero = round(−lo /
+ *    scale) (round half up), which then lies in [0, maxq] and w = 0 is exact.
+ *  - A group of zeros gets the range [−1, 1] (symmetric: a = 1) so scales stay
+ *    positive; its codes still dequantize to exactly 0.
+ *  - Scales are rounded to f16 when fitted, so the 16-bit scales counted by
+ *    qc_quant_storage_bits reproduce exactly the weights GPTQ compensated for.
+ *  - Codes: code = floor(clamp(w / s + zero, 0, maxq) + 1/2) in f32
+ *    (qc_quant_code). */
+#include "quant.h"
+
+#include "dequant.h"
+
+#include <cblas.h>
+#include <lapacke.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int maxq_of(int bits) {
+    return (1 << bits) - 1;
+}
+
+int qc_quant_format_check(const qc_quant_format *fmt, int64_t cols, qc_err *err) {
+    if (!fmt) return qc_err_set(err, "quantization format missing");
+    if (fmt->bits < 2 || fmt->bits > 8)
+        return qc_err_set(err, "quantization: bits %d out of range 2..8", fmt->bits);
+    if (fmt->group_size < 0)
+        return qc_err_set(err, "quantization: group size %d is negative (0 = per-channel)",
+                          fmt->group_size);
+    if (cols <= 0 || cols > INT32_MAX)
+        return qc_err_set(err, "quantization: %lld input columns out of range 1..%d",
+                          (long long)cols, INT32_MAX);
+    return 0;
+}
+
+static int64_t n_groups_of(const qc_quant_format *fmt, int64_t cols) {
+    return fmt->group_size == 0 ? 1 : (cols + fmt->group_size - 1) / fmt->group_size;
+}
+
+/* g_idx[c] = c / group_size (0 for per-channel): the grouping without act-order. */
+static void trivial_g_idx(const qc_quant_format *fmt, int64_t cols, int32_t *g_idx) {
+    for (int64_t c = 0; c < cols; c++)
+        g_idx[c] = fmt->group_size ? (int32_t)(c / fmt->group_size) : 0;
+}
+
+qc_quant_state *qc_quant_state_new(const qc_quant_format *fmt, int64_t rows, int64_t cols,
+                                   qc_err *err) {
+    if (qc_quant_format_check(fmt, cols, err)) return NULL;
+    if (rows <= 0) {
+        qc_err_set(err, "quantization: %lld output rows (must be positive)", (long long)rows);
+        return NULL;
+    }
+    int64_t ng = n_groups_of(fmt, cols);
+    size_t n_codes, n_scales;
+    if (qc_mul_size((size_t)rows, (size_t)cols, &n_codes) ||
+        qc_mul_size((size_t)rows, (size_t)ng, &n_scales) || n_scales > SIZE_MAX / sizeof(float)) {
+        qc_err_set(err, "quantization: %lld x %lld weight too large", (long long)rows,
+                   (long long)cols);
+        return NULL;
+    }
+    qc_quant_state *q = qc_calloc(1, sizeof *q, err);
+    if (!q) return NULL;
+    q->fmt = *fmt;
+    q->rows = rows;
+    q->cols = cols;
+    q->n_groups = ng;
+    q->codes = qc_malloc(n_codes, err);
+    q->scales = q->codes ? qc_malloc(n_scales * sizeof(float), err) : NULL;
+    q->zeros = q->scales ? qc_malloc(n_scales * sizeof(float), err) : NULL;
+    q->g_idx = q->zeros ? qc_malloc((size_t)cols * sizeof(int32_t), err) : NULL;
+    if (!q->g_idx) {
+        qc_quant_state_free(q);
+        return NULL;
+    }
+    trivial_g_idx(fmt, cols, q->g_idx);
+    return q;
+}
+
+void qc_quant_state_free(qc_quant_state *q) {
+    if (!q) return;
+    free(q->codes);
+    free(q->scales);
+    free(q->zeros);
+    free(q->g_idx);
+    free(q->perm);
+    free(q);
+}
+
+/* Scales are stored as f16: keep the nearest f16 value, inside f16's
+ * positive finite range. */
+static float round_scale(float s) {
+    float h = qc_f16_to_f32(qc_f32_to_f16(s));
+    if (!(h > 0)) h = 0x1p-24f; /* smallest positive f16 */
+    if (h > 65504.0f) h = 65504.0f;
+    return h;
+}
+
+/* scale and zero for the range [lo, hi] shrunk by ratio (lo ≤ 0 ≤ hi). */
+static void range_params(const qc_quant_format *fmt, float lo, float hi, float ratio, float *scale,
+                         float *zero) {
+    float mq = (float)maxq_of(fmt->bits);
+    if (fmt->symmetric) {
+        float a = fmaxf(-lo, hi) * ratio;
+        if (a == 0) a = 1;
+        *scale = round_scale(2 * a / mq);
+        *zero = (float)(1 << (fmt->bits - 1));
+        return;
+    }
+    float l = lo * ratio, h = hi * ratio;
+    if (l == 0 && h == 0) l = -1, h = 1;
+    float s = round_scale((h - l) / mq);
+    float z = floorf(-l / s + 0.5f);
+    *scale = s;
+    *zero = z < 0 ? 0 : (z > mq ? mq : z);
+}
+
+/* Σ d_j (w_j − ŵ_j)² (d = NULL: unweighted). */
+static double group_error(int bits, const float *w, const float *d, int64_t n, float scale,
+                          float zero) {
+    double acc = 0;
+    for (int64_t j = 0; j < n; j++) {
+        double e = (double)w[j] -
+                   (double)qc_quant_value(qc_quant_code(w[j], scale, zero, bits), scale, zero);
+        acc += (d ? (double)d[j] : 1.0) * e * e;
+    }
+    return acc;
+}
+
+void qc_quant_fit_group(const qc_quant_format *fmt, const qc_clip_search *clip, const float *w,
+                        const float *d, int64_t n, float *scale, float *zero) {
+    float lo = 0, hi = 0;
+    for (int64_t j = 0; j < n; j++) {
+        lo = fminf(lo, w[j]);
+        hi = fmaxf(hi, w[j]);
+    }
+    int steps = clip && clip->enabled && clip->steps > 1 ? clip->steps : 1;
+    range_params(fmt, lo, hi, 1.0f, scale, zero);
+    if (steps == 1) return;
+    double best = group_error(fmt->bits, w, d, n, *scale, *zero);
+    /* ratio_k = 1 − (1 − min_ratio)·k / (steps − 1), k = 1 … steps − 1; the
+     * first minimum wins ties. */
+    float span = 1.0f - clip->min_ratio;
+    for (int k = 1; k < steps; k++) {
+        float ratio = 1.0f - span * (float)k / (float)(steps - 1), s, z;
+        range_params(fmt, lo, hi, ratio, &s, &z);
+        double e = group_error(fmt->bits, w, d, n, s, z);
+        if (e < best) {
+            best = e;
+            *scale = s;
+            *zero = z;
+        }
+    }
+}
+
+static int check_weight(const float *w, int64_t rows, int64_t cols, qc_err *err) {
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++)
+            if (!isfinite(w[r * cols + c]))
+                return qc_err_set(err,
+                                  "weight has a non-finite value (%g) at row %lld, column %lld",
+                                  (double)w[r * cols + c], (long long)r, (long long)c);
+    return 0;
+}
+
+static int check_state(const qc_quant_state *q, qc_err *err) {
+    if (!q || !q->codes || !q->scales || !q->zeros || !q->g_idx)
+        return qc_err_set(err, "quantization state not allocated");
+    if (qc_quant_format_check(&q->fmt, q->cols, err)) return -1;
+    if (q->n_groups != n_groups_of(&q->fmt, q->cols))
+        return qc_err_set(err, "quantization state: %lld groups, format needs %lld",
+                          (long long)q->n_groups, (long long)n_groups_of(&q->fmt, q->cols));
+    return 0;
+}
+
+int qc_quant_rtn(const float *w, const double *diag, const qc_clip_search *clip, qc_quant_state *q,
+                 float *deq, qc_err *err) {
+    if (check_state(q, err) || check_weight(w, q->rows, q->cols, err)) return -1;
+    int64_t rows = q->rows, cols = q->cols, ng = q->n_groups;
+    int64_t gs = q->fmt.group_size ? q->fmt.group_size : cols;
+    float *d = NULL;
+    if (diag) {
+        d = qc_malloc((size_t)cols * sizeof(float), err);
+        if (!d) return -1;
+        for (int64_t c = 0; c < cols; c++) {
+            if (!isfinite(diag[c]) || diag[c] < 0) {
+                free(d);
+                return qc_err_set(err,
+                                  "Hessian diagonal at column %lld is %g (must be finite, >= 0)",
+                                  (long long)c, diag[c]);
+            }
+            d[c] = (float)diag[c];
+        }
+    }
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t g = 0; g < ng; g++) {
+            int64_t c0 = g * gs, n = cols - c0 < gs ? cols - c0 : gs;
+            const float *wr = w + r * cols + c0;
+            float s, z;
+            qc_quant_fit_group(&q->fmt, clip, wr, d ? d + c0 : NULL, n, &s, &z);
+            q->scales[r * ng + g] = s;
+            q->zeros[r * ng + g] = z;
+            for (int64_t j = 0; j < n; j++) {
+                uint8_t code = qc_quant_code(wr[j], s, z, q->fmt.bits);
+                q->codes[r * cols + c0 + j] = code;
+                if (deq) deq[r * cols + c0 + j] = qc_quant_value(code, s, z);
+            }
+        }
+    }
+    free(d);
+    trivial_g_idx(&q->fmt, cols, q->g_idx);
+    free(q->perm);
+    q->perm = NULL;
+    return 0;
+}
+
+void qc_quant_dequantize(const qc_quant_state *q, float *w) {
+    for (int64_t r = 0; r < q->rows; r++)
+        for (int64_t c = 0; c < q->cols; c++) {
+            int64_t g = r * q->n_groups + q->g_idx[c];
+            w[r * q->cols + c] =
+                qc_quant_value(q->codes[r * q->cols + c], q->scales[g], q->zeros[g]);
+        }
+}
+
+double qc_quant_storage_bits(const qc_quant_state *q) {
+    double cells = (double)q->rows * (double)q->cols,
+           groups = (double)q->rows * (double)q->n_groups;
+    double bits = cells * q->fmt.bits + groups * 16;
+    if (!q->fmt.symmetric) bits += groups * q->fmt.bits;
+    /* g_idx is needed only when act-order left groups out of column order. */
+    int reordered = 0;
+    if (q->perm && q->fmt.group_size)
+        for (int64_t c = 0; c < q->cols && !reordered; c++)
+            reordered = q->g_idx[c] != (int32_t)(c / q->fmt.group_size);
+    if (reordered) bits += 32.0 * (double)q->cols;
+    return bits;
+}
+
+/* ---- GPTQ ---- */
+
+typedef struct gptq_work {
+    int64_t rows, n;
+    double *Wt;   /* n × rows: the weight transposed, columns in GPTQ order */
+    double *Err;  /* block × rows: scaled errors (w − q) / U_pp of the block */
+    double *cur;  /* group × rows: current values of a group's columns */
+    float *wg;    /* group: one row's group values */
+    float *dg;    /* group: their clip-search weights */
+    double *diag; /* n: diag H after the dead-column fix, original order */
+    int32_t *perm;
+    uint8_t *dead; /* n: H_jj was 0 (original order) */
+} gptq_work;
+
+static void gptq_work_free(gptq_work *k) {
+    free(k->Wt);
+    free(k->Err);
+    free(k->cur);
+    free(k->wg);
+    free(k->dg);
+    free(k->diag);
+    free(k->perm);
+    free(k->dead);
+}
+
+/* Sorts perm by decreasing diag, ties by increasing column (stable). */
+static const double *sort_key;
+static int cmp_diag_desc(const void *a, const void *b) {
+    int32_t i = *(const int32_t *)a, j = *(const int32_t *)b;
+    if (sort_key[i] != sort_key[j]) return sort_key[i] > sort_key[j] ? -1 : 1;
+    return (i > j) - (i < j);
+}
+
+/* Dead columns, permutation, dampening, and the upper Cholesky factor U of
+ * H⁻¹ (H⁻¹ = UᵀU) left in H's upper triangle, rows and columns in GPTQ order. */
+static int gptq_prepare_h(double *H, const qc_gptq_opts *o, gptq_work *k, qc_err *err) {
+    int64_t n = k->n;
+    for (int64_t i = 0; i < n * n; i++)
+        if (!isfinite(H[i]))
+            return qc_err_set(err, "Hessian has a non-finite value (%g) at row %lld, column %lld",
+                              H[i], (long long)(i / n), (long long)(i % n));
+    for (int64_t j = 0; j < n; j++) {
+        double d = H[j * n + j];
+        if (d < 0)
+            return qc_err_set(err, "Hessian diagonal at column %lld is negative (%g): not XᵀX",
+                              (long long)j, d);
+        /* GPTQ: a dead input (H_jj = 0) gets H_jj = 1; its weights are zeroed. */
+        k->dead[j] = d == 0;
+        if (d == 0) H[j * n + j] = 1;
+        k->diag[j] = H[j * n + j];
+    }
+    for (int64_t j = 0; j < n; j++)
+        k->perm[j] = (int32_t)j;
+    if (o->act_order) {
+        sort_key = k->diag;
+        qsort(k->perm, (size_t)n, sizeof *k->perm, cmp_diag_desc);
+        double *tmp = malloc((size_t)n * (size_t)n * sizeof *tmp);
+        if (!tmp)
+            return qc_err_set(err, "out of memory permuting a %lld x %lld Hessian", (long long)n,
+                              (long long)n);
+        memcpy(tmp, H, (size_t)n * (size_t)n * sizeof *tmp);
+        for (int64_t a = 0; a < n; a++)
+            for (int64_t b = 0; b < n; b++)
+                H[a * n + b] = tmp[(int64_t)k->perm[a] * n + k->perm[b]];
+        free(tmp);
+    }
+    double mean = 0;
+    for (int64_t j = 0; j < n; j++)
+        mean += H[j * n + j];
+    mean /= (double)n;
+    for (int64_t j = 0; j < n; j++)
+        H[j * n + j] += o->damp * mean;
+    /* H = UᵀU, H⁻¹ from the factor, then H⁻¹ = U'ᵀU' (GPTQ's "Cholesky
+     * reformulation": row p of U' holds the update coefficients of column p). */
+    lapack_int info = LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', (lapack_int)n, H, (lapack_int)n);
+    if (info == 0) info = LAPACKE_dpotri(LAPACK_ROW_MAJOR, 'U', (lapack_int)n, H, (lapack_int)n);
+    if (info == 0) info = LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', (lapack_int)n, H, (lapack_int)n);
+    if (info != 0)
+        return qc_err_set(err,
+                          "Hessian (%lld x %lld) is not positive definite after dampening "
+                          "(damp %g of mean diagonal %g; LAPACK info %d); try a larger damp",
+                          (long long)n, (long long)n, o->damp, mean, (int)info);
+    for (int64_t a = 1; a < n; a++)
+        memset(H + a * n, 0, (size_t)a * sizeof *H);
+    return 0;
+}
+
+/* Fits the scales of group g on the current weights of GPTQ positions
+ * [p, e): positions before the block end i2 are current in Wt; later ones
+ * still miss the block's first `done` errors, added here: cur = Wt −
+ * U[i1:i1+done, i2:e]ᵀ · Err[0:done]. */
+static void gptq_fit_current(const qc_gptq_opts *o, qc_quant_state *q, gptq_work *k,
+                             const double *U, int64_t p, int64_t e, int64_t i1, int64_t i2,
+                             int64_t done, int64_t g) {
+    int64_t rows = k->rows, n = k->n, m = e - p;
+    memcpy(k->cur, k->Wt + p * rows, (size_t)(m * rows) * sizeof(double));
+    if (e > i2 && done > 0)
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(e - i2), (int)rows, (int)done,
+                    -1.0, U + i1 * n + i2, (int)n, k->Err, (int)rows, 1.0, k->cur + (i2 - p) * rows,
+                    (int)rows);
+    for (int64_t j = 0; j < m; j++)
+        k->dg[j] = (float)k->diag[k->perm[p + j]];
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t j = 0; j < m; j++)
+            k->wg[j] = (float)k->cur[j * rows + r];
+        qc_quant_fit_group(&q->fmt, &o->clip, k->wg, k->dg, m, &q->scales[r * q->n_groups + g],
+                           &q->zeros[r * q->n_groups + g]);
+    }
+}
+
+/* Static groups and per-channel scales: fitted before GPTQ on the (dead
+ * columns zeroed) original weights, in the original column grouping. */
+static void gptq_fit_upfront(const float *w, const qc_gptq_opts *o, qc_quant_state *q,
+                             gptq_work *k) {
+    int64_t rows = k->rows, n = k->n, gs = q->fmt.group_size ? q->fmt.group_size : n;
+    for (int64_t g = 0; g < q->n_groups; g++) {
+        int64_t c0 = g * gs, m = n - c0 < gs ? n - c0 : gs;
+        for (int64_t j = 0; j < m; j++)
+            k->dg[j] = (float)k->diag[c0 + j];
+        for (int64_t r = 0; r < rows; r++) {
+            for (int64_t j = 0; j < m; j++)
+                k->wg[j] = k->dead[c0 + j] ? 0.0f : w[r * n + c0 + j];
+            qc_quant_fit_group(&q->fmt, &o->clip, k->wg, k->dg, m, &q->scales[r * q->n_groups + g],
+                               &q->zeros[r * q->n_groups + g]);
+        }
+    }
+}
+
+int qc_quant_gptq(const float *w, double *H, const qc_gptq_opts *o, qc_quant_state *q, float *deq,
+                  qc_err *err) {
+    if (check_state(q, err) || check_weight(w, q->rows, q->cols, err)) return -1;
+    if (!H) return qc_err_set(err, "GPTQ needs the input Hessian (none was collected)");
+    if (!o || !isfinite(o->damp) || o->damp < 0)
+        return qc_err_set(err, "GPTQ: damp %g must be finite and >= 0", o ? o->damp : 0.0);
+    if (o->block < 1) return qc_err_set(err, "GPTQ: block size %d must be positive", o->block);
+    int64_t rows = q->rows, n = q->cols, ng = q->n_groups, gs = q->fmt.group_size;
+    int64_t B = o->block < n ? o->block : n, G = gs && gs < n ? gs : n;
+    if (rows > INT32_MAX || n > 46340) /* BLAS/LAPACK take int sizes; n² must fit too */
+        return qc_err_set(err, "GPTQ: %lld x %lld weight too large for BLAS", (long long)rows,
+                          (long long)n);
+    gptq_work k = {.rows = rows, .n = n};
+    size_t wt = (size_t)n * (size_t)rows;
+    k.Wt = malloc(wt * sizeof(double));
+    k.Err = malloc((size_t)B * (size_t)rows * sizeof(double));
+    k.cur = malloc((size_t)G * (size_t)rows * sizeof(double));
+    k.wg = malloc((size_t)G * sizeof(float));
+    k.dg = malloc((size_t)G * sizeof(float));
+    k.diag = malloc((size_t)n * sizeof(double));
+    k.perm = malloc((size_t)n * sizeof(int32_t));
+    k.dead = malloc((size_t)n);
+    if (!k.Wt || !k.Err || !k.cur || !k.wg || !k.dg || !k.diag || !k.perm || !k.dead) {
+        gptq_work_free(&k);
+        return qc_err_set(err, "GPTQ: out of memory for a %lld x %lld weight", (long long)rows,
+                          (long long)n);
+    }
+    if (gptq_prepare_h(H, o, &k, err)) {
+        gptq_work_free(&k);
+        return -1;
+    }
+    const double *U = H;
+    for (int64_t p = 0; p < n; p++) {
+        int64_t c = k.perm[p];
+        for (int64_t r = 0; r < rows; r++)
+            k.Wt[p * rows + r] = k.dead[c] ? 0.0 : (double)w[r * n + c];
+    }
+    int upfront = gs == 0 || o->static_groups;
+    if (upfront) gptq_fit_upfront(w, o, q, &k);
+    int bits = q->fmt.bits;
+    /* Frantar et al. 2022, Alg. 1: quantize column p, spread its scaled error
+     * over the block's remaining columns at once (rank-1), and over the
+     * columns after the block lazily, once per block (one GEMM). */
+    for (int64_t i1 = 0; i1 < n; i1 += B) {
+        int64_t i2 = i1 + B < n ? i1 + B : n;
+        for (int64_t p = i1; p < i2; p++) {
+            int64_t c = k.perm[p], i = p - i1;
+            if (!upfront && p % gs == 0)
+                gptq_fit_current(o, q, &k, U, p, p + gs < n ? p + gs : n, i1, i2, i, p / gs);
+            int64_t g = upfront ? (gs ? c / gs : 0) : p / gs;
+            double d = U[p * n + p];
+            double *wp = k.Wt + p * rows, *ep = k.Err + i * rows;
+            for (int64_t r = 0; r < rows; r++) {
+                float s = q->scales[r * ng + g], z = q->zeros[r * ng + g];
+                uint8_t code = qc_quant_code((float)wp[r], s, z, bits);
+                float v = qc_quant_value(code, s, z);
+                q->codes[r * n + c] = code;
+                if (deq) deq[r * n + c] = v;
+                ep[r] = (wp[r] - (double)v) / d;
+            }
+            if (i2 - p > 1)
+                cblas_dger(CblasRowMajor, (int)(i2 - p - 1), (int)rows, -1.0, U + p * n + p + 1, 1,
+                           ep, 1, wp + rows, (int)rows);
+        }
+        if (i2 < n)
+            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(n - i2), (int)rows,
+                        (int)(i2 - i1), -1.0, U + i1 * n + i2, (int)n, k.Err, (int)rows, 1.0,
+                        k.Wt + i2 * rows, (int)rows);
+    }
+    if (upfront)
+        trivial_g_idx(&q->fmt, n, q->g_idx);
+    else
+        for (int64_t p = 0; p < n; p++)
+            q->g_idx[k.perm[p]] = (int32_t)(p / gs);
+    free(q->perm);
+    q->perm = NULL;
+    if (o->act_order) {
+        q->perm = k.perm;
+        k.perm = NULL;
+    }
+    gptq_work_free(&k);
+    return 0;
+}
