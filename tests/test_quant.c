@@ -1,0 +1,486 @@
+/* Quantizer tests (compiler/quant.h): formats, clip search, RTN, GPTQ.
+ *
+ * Extra modes used by tests/test_gptq.py and for measurements:
+ *   test_quant --run METHOD ROWS COLS W.f32 H.f64 OUT BITS GROUP SYM ACT_ORDER STATIC CLIP BLOCK
+ *       METHOD rtn|gptq; writes OUT.deq (f32 rows×cols) and OUT.codes (u8)
+ *   test_quant --bench ROWS COLS   times GPTQ w4 g128 act-order on a random problem */
+#include "compiler/dequant.h"
+#include "compiler/quant.h"
+#include "tests/check.h"
+
+#include <cblas.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static double urand(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (double)(rng_state >> 11) * 0x1p-53;
+}
+static double nrand(void) {
+    double u = urand() + 1e-300, v = urand();
+    return sqrt(-2 * log(u)) * cos(2 * M_PI * v);
+}
+
+static void fill_normal(float *x, int64_t n, double sd) {
+    for (int64_t i = 0; i < n; i++)
+        x[i] = (float)(sd * nrand());
+}
+
+/* X (n × d): correlated inputs, Z·A with a random mixing A, plus a few heavy
+ * channels (×8), like LLM activations with outlier features. */
+static float *correlated_x(int64_t n, int64_t d) {
+    float *z = malloc(sizeof(float) * n * d), *a = malloc(sizeof(float) * d * d);
+    float *x = malloc(sizeof(float) * n * d);
+    fill_normal(z, n * d, 1);
+    for (int64_t i = 0; i < d * d; i++)
+        a[i] = (float)(0.3 * nrand()) + ((i / d == i % d) ? 1.0f : 0.0f);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)d, (int)d, 1, z, (int)d, a,
+                (int)d, 0, x, (int)d);
+    for (int64_t j = 0; j < d; j += 13)
+        for (int64_t i = 0; i < n; i++)
+            x[i * d + j] *= 8;
+    free(z);
+    free(a);
+    return x;
+}
+
+static double *gram(const float *x, int64_t n, int64_t d) {
+    double *h = calloc((size_t)(d * d), sizeof(double));
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t a = 0; a < d; a++)
+            for (int64_t b = 0; b < d; b++)
+                h[a * d + b] += (double)x[i * d + a] * x[i * d + b];
+    return h;
+}
+
+/* ‖X Wᵀ − X Ŵᵀ‖_F² / ‖X Wᵀ‖_F² */
+static double out_err(const float *x, int64_t n, int64_t d, const float *w, const float *wq,
+                      int64_t rows) {
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t r = 0; r < rows; r++) {
+            double y = 0, yq = 0;
+            for (int64_t c = 0; c < d; c++) {
+                y += (double)x[i * d + c] * w[r * d + c];
+                yq += (double)x[i * d + c] * wq[r * d + c];
+            }
+            num += (y - yq) * (y - yq);
+            den += y * y;
+        }
+    return num / den;
+}
+
+static const qc_clip_search no_clip = {0, 1.0f, 1};
+static const qc_clip_search clip20 = {1, 0.75f, 20};
+
+static void test_roundtrip(void) {
+    const int64_t rows = 7, cols = 200; /* 200 = ragged for groups 32, 64, 128 */
+    float w[7 * 200], deq[7 * 200], deq2[7 * 200];
+    fill_normal(w, rows * cols, 0.05);
+    w[3] = 0.4f; /* an outlier */
+    int groups[] = {32, 64, 128, 0};
+    for (int bits = 2; bits <= 8; bits++)
+        for (int sym = 0; sym < 2; sym++)
+            for (int gi = 0; gi < 4; gi++) {
+                qc_quant_format f = {bits, groups[gi], sym};
+                qc_err err;
+                qc_quant_state *q = qc_quant_state_new(&f, rows, cols, &err);
+                CHECK_FATAL(q);
+                int64_t gs = f.group_size ? f.group_size : cols;
+                CHECK(q->n_groups == (cols + gs - 1) / gs);
+                CHECK(qc_quant_rtn(w, NULL, &no_clip, q, deq, &err) == 0);
+                qc_quant_dequantize(q, deq2);
+                CHECK(memcmp(deq, deq2, sizeof deq) == 0);
+                int bad = 0, out_of_range = 0;
+                for (int64_t r = 0; r < rows; r++)
+                    for (int64_t c = 0; c < cols; c++) {
+                        int64_t g = r * q->n_groups + c / gs;
+                        float s = q->scales[g], z = q->zeros[g];
+                        /* s/2 from rounding, plus the f16 rounding of the
+                         * scale (relative 2^-11) over the whole code range. */
+                        double tol = s / 2 + s * ((1 << bits) - 1) * 0x1p-11 + 1e-7;
+                        if (fabs(deq[r * cols + c] - w[r * cols + c]) > tol) bad++;
+                        if (q->codes[r * cols + c] > (1 << bits) - 1) out_of_range++;
+                        if (z < 0 || z > (1 << bits) - 1 || z != floorf(z)) out_of_range++;
+                        if (sym && z != (float)(1 << (bits - 1))) out_of_range++;
+                        if (qc_f16_to_f32(qc_f32_to_f16(s)) != s || !(s > 0)) out_of_range++;
+                    }
+                CHECK_MSG(bad == 0, "bits %d sym %d group %d: %d elements off by > s/2", bits, sym,
+                          f.group_size, bad);
+                CHECK_MSG(out_of_range == 0, "bits %d sym %d group %d: codes/zeros/scales bad",
+                          bits, sym, f.group_size);
+                double want = (double)rows * cols * bits + (double)rows * q->n_groups * 16 +
+                              (sym ? 0 : (double)rows * q->n_groups * bits);
+                CHECK(qc_quant_storage_bits(q) == want);
+                qc_quant_state_free(q);
+            }
+}
+
+/* Zero weights dequantize to exactly zero; an all-zero group keeps a positive scale. */
+static void test_zeros(void) {
+    float w[64] = {0}, deq[64];
+    w[40] = 1.0f;
+    w[41] = -0.5f;
+    for (int sym = 0; sym < 2; sym++) {
+        qc_quant_format f = {4, 32, sym};
+        qc_err err;
+        qc_quant_state *q = qc_quant_state_new(&f, 1, 64, &err);
+        CHECK(qc_quant_rtn(w, NULL, &clip20, q, deq, &err) == 0);
+        for (int c = 0; c < 64; c++)
+            if (w[c] == 0) CHECK(deq[c] == 0);
+        CHECK(q->scales[0] > 0);
+        qc_quant_state_free(q);
+    }
+}
+
+static double weighted_err(const qc_quant_format *f, const float *w, const float *d, int n, float s,
+                           float z) {
+    double e = 0;
+    for (int j = 0; j < n; j++) {
+        double r = w[j] - qc_quant_value(qc_quant_code(w[j], s, z, f->bits), s, z);
+        e += d[j] * r * r;
+    }
+    return e;
+}
+
+static void test_clip_search(void) {
+    float w[128], d[128];
+    int better = 0;
+    for (int trial = 0; trial < 200; trial++) {
+        fill_normal(w, 128, 1);
+        w[trial % 128] *= 6; /* outliers make clipping pay */
+        for (int j = 0; j < 128; j++)
+            d[j] = (float)(urand() * 2 + 0.01);
+        qc_quant_format f = {2 + trial % 4, 128, trial % 2};
+        float s0, z0, s1, z1;
+        qc_quant_fit_group(&f, &no_clip, w, d, 128, &s0, &z0);
+        qc_quant_fit_group(&f, &clip20, w, d, 128, &s1, &z1);
+        double e0 = weighted_err(&f, w, d, 128, s0, z0), e1 = weighted_err(&f, w, d, 128, s1, z1);
+        CHECK_MSG(e1 <= e0, "trial %d: clip search error %g > plain %g", trial, e1, e0);
+        better += e1 < e0;
+    }
+    CHECK_MSG(better > 100, "clip search helped only %d of 200 groups", better);
+}
+
+/* RTN against a direct reading of the conventions in quant.c. */
+static void test_rtn_reference(void) {
+    const int64_t rows = 5, cols = 100, gs = 32;
+    float w[5 * 100], deq[5 * 100];
+    fill_normal(w, rows * cols, 0.02);
+    for (int sym = 0; sym < 2; sym++) {
+        qc_quant_format f = {3, (int)gs, sym};
+        qc_err err;
+        qc_quant_state *q = qc_quant_state_new(&f, rows, cols, &err);
+        CHECK(qc_quant_rtn(w, NULL, &no_clip, q, deq, &err) == 0);
+        int mism = 0;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c0 = 0; c0 < cols; c0 += gs) {
+                int64_t n = cols - c0 < gs ? cols - c0 : gs;
+                float lo = 0, hi = 0;
+                for (int64_t j = 0; j < n; j++) {
+                    lo = fminf(lo, w[r * cols + c0 + j]);
+                    hi = fmaxf(hi, w[r * cols + c0 + j]);
+                }
+                float s, z;
+                if (sym) {
+                    s = qc_f16_to_f32(qc_f32_to_f16(2 * fmaxf(-lo, hi) / 7));
+                    z = 4;
+                } else {
+                    s = qc_f16_to_f32(qc_f32_to_f16((hi - lo) / 7));
+                    z = fminf(7, fmaxf(0, floorf(-lo / s + 0.5f)));
+                }
+                for (int64_t j = 0; j < n; j++) {
+                    float x = fminf(7, fmaxf(0, w[r * cols + c0 + j] / s + z));
+                    float want = s * (floorf(x + 0.5f) - z);
+                    mism += deq[r * cols + c0 + j] != want;
+                }
+            }
+        CHECK_MSG(mism == 0, "sym %d: %d RTN values differ from the reference", sym, mism);
+        qc_quant_state_free(q);
+    }
+}
+
+typedef struct problem {
+    int64_t n, rows, cols;
+    float *x, *w;
+    double *h;
+} problem;
+
+static problem make_problem(int64_t n, int64_t rows, int64_t cols) {
+    problem p = {n, rows, cols, correlated_x(n, cols), malloc(sizeof(float) * rows * cols), NULL};
+    fill_normal(p.w, rows * cols, 0.05);
+    p.h = gram(p.x, n, cols);
+    return p;
+}
+
+static void free_problem(problem *p) {
+    free(p->x);
+    free(p->w);
+    free(p->h);
+}
+
+/* Runs GPTQ (copying H) and returns the relative output error. */
+static double run_gptq(const problem *p, qc_quant_format f, qc_gptq_opts o, qc_quant_state **qout,
+                       float *deq) {
+    qc_err err;
+    qc_quant_state *q = qc_quant_state_new(&f, p->rows, p->cols, &err);
+    double *h = malloc(sizeof(double) * p->cols * p->cols);
+    memcpy(h, p->h, sizeof(double) * p->cols * p->cols);
+    int rc = qc_quant_gptq(p->w, h, &o, q, deq, &err);
+    CHECK_MSG(rc == 0, "%s", err.msg);
+    free(h);
+    double e = out_err(p->x, p->n, p->cols, p->w, deq, p->rows);
+    if (qout)
+        *qout = q;
+    else
+        qc_quant_state_free(q);
+    return e;
+}
+
+static double run_rtn(const problem *p, qc_quant_format f, float *deq) {
+    qc_err err;
+    qc_quant_state *q = qc_quant_state_new(&f, p->rows, p->cols, &err);
+    double *diag = malloc(sizeof(double) * p->cols);
+    for (int64_t c = 0; c < p->cols; c++)
+        diag[c] = p->h[c * p->cols + c];
+    CHECK(qc_quant_rtn(p->w, diag, &clip20, q, deq, &err) == 0);
+    free(diag);
+    qc_quant_state_free(q);
+    return out_err(p->x, p->n, p->cols, p->w, deq, p->rows);
+}
+
+static void test_gptq_beats_rtn(void) {
+    problem p = make_problem(512, 48, 64);
+    float *deq = malloc(sizeof(float) * 48 * 64);
+    int bits[] = {3, 4}, groups[] = {32, 0};
+    for (int bi = 0; bi < 2; bi++)
+        for (int gi = 0; gi < 2; gi++)
+            for (int sym = 0; sym < 2; sym++)
+                for (int ao = 0; ao < 2; ao++) {
+                    qc_quant_format f = {bits[bi], groups[gi], sym};
+                    qc_gptq_opts o = {0.01, 16, ao, 0, clip20};
+                    double eg = run_gptq(&p, f, o, NULL, deq), er = run_rtn(&p, f, deq);
+                    printf("w%d g%-2d sym %d act %d: rel. output error RTN %.4g GPTQ %.4g\n",
+                           f.bits, f.group_size, sym, ao, er, eg);
+                    CHECK_MSG(eg < 0.8 * er,
+                              "w%d g%d sym %d act %d: GPTQ output error %.4g not below RTN %.4g",
+                              f.bits, f.group_size, sym, ao, eg, er);
+                }
+    free(deq);
+    free_problem(&p);
+}
+
+static void test_act_order(void) {
+    problem p = make_problem(256, 16, 96);
+    float *deq = malloc(sizeof(float) * 16 * 96), *deq2 = malloc(sizeof(float) * 16 * 96);
+    qc_quant_state *q;
+    qc_quant_format f = {4, 32, 0};
+    qc_gptq_opts o = {0.01, 20, 1, 0, clip20}; /* block 20: groups straddle blocks */
+    run_gptq(&p, f, o, &q, deq);
+    CHECK_FATAL(q->perm);
+    int seen[96] = {0}, bad = 0;
+    for (int i = 0; i < 96; i++) {
+        int c = q->perm[i];
+        CHECK_FATAL(c >= 0 && c < 96);
+        seen[c]++;
+        if (q->g_idx[c] != i / 32) bad++;
+        if (i && p.h[c * 96 + c] > p.h[q->perm[i - 1] * 97]) bad++;
+    }
+    for (int c = 0; c < 96; c++)
+        CHECK(seen[c] == 1);
+    CHECK_MSG(bad == 0, "%d g_idx/order mismatches", bad);
+    qc_quant_dequantize(q, deq2);
+    CHECK(memcmp(deq, deq2, sizeof(float) * 16 * 96) == 0);
+    CHECK(qc_quant_storage_bits(q) == 16.0 * 96 * 4 + 16.0 * 3 * 20 + 32.0 * 96);
+    qc_quant_state_free(q);
+
+    /* static groups: fixed grouping, g_idx trivial, no g_idx storage */
+    o.static_groups = 1;
+    run_gptq(&p, f, o, &q, deq);
+    for (int c = 0; c < 96; c++)
+        CHECK(q->g_idx[c] == c / 32);
+    qc_quant_dequantize(q, deq2);
+    CHECK(memcmp(deq, deq2, sizeof(float) * 16 * 96) == 0);
+    CHECK(qc_quant_storage_bits(q) == 16.0 * 96 * 4 + 16.0 * 3 * 20);
+    qc_quant_state_free(q);
+    free(deq);
+    free(deq2);
+    free_problem(&p);
+}
+
+/* The lazy-batch block width is an implementation detail: results agree up
+ * to rounding (a few codes may flip where f64 summation order differs). */
+static void test_block_invariance(void) {
+    problem p = make_problem(256, 32, 100);
+    float *d1 = malloc(sizeof(float) * 3200), *d2 = malloc(sizeof(float) * 3200);
+    qc_quant_format f = {3, 32, 0};
+    int blocks[] = {7, 32, 128};
+    qc_gptq_opts o = {0.01, 1, 1, 0, clip20};
+    run_gptq(&p, f, o, NULL, d1);
+    for (int b = 0; b < 3; b++) {
+        o.block = blocks[b];
+        run_gptq(&p, f, o, NULL, d2);
+        int diff = 0;
+        for (int i = 0; i < 3200; i++)
+            diff += d1[i] != d2[i];
+        CHECK_MSG(diff <= 16, "block %d: %d of 3200 values differ from block 1", blocks[b], diff);
+    }
+    free(d1);
+    free(d2);
+    free_problem(&p);
+}
+
+static void test_singular_and_bad(void) {
+    problem p = make_problem(128, 8, 40);
+    /* input 5 never fires, input 9 duplicates input 8: H singular twice over */
+    for (int64_t i = 0; i < p.n; i++) {
+        p.x[i * 40 + 5] = 0;
+        p.x[i * 40 + 9] = p.x[i * 40 + 8];
+    }
+    free(p.h);
+    p.h = gram(p.x, p.n, 40);
+    float deq[8 * 40];
+    qc_quant_format f = {4, 0, 1};
+    qc_gptq_opts o = {0.01, 16, 1, 0, clip20};
+    double e = run_gptq(&p, f, o, NULL, deq);
+    CHECK(isfinite(e) && e < 0.05);
+    for (int r = 0; r < 8; r++)
+        CHECK(deq[r * 40 + 5] == 0); /* dead input: weight 0 */
+
+    qc_err err;
+    qc_quant_state *q = qc_quant_state_new(&f, 8, 40, &err);
+    double *h = malloc(sizeof(double) * 1600);
+    memcpy(h, p.h, sizeof(double) * 1600);
+    o.damp = 0; /* duplicate columns: singular without dampening */
+    CHECK(qc_quant_gptq(p.w, h, &o, q, deq, &err) == -1);
+    CHECK_MSG(strstr(err.msg, "positive definite") && strstr(err.msg, "damp"), "%s", err.msg);
+
+    o.damp = 0.01;
+    memcpy(h, p.h, sizeof(double) * 1600);
+    h[3 * 40 + 7] = NAN;
+    CHECK(qc_quant_gptq(p.w, h, &o, q, deq, &err) == -1);
+    CHECK_MSG(strstr(err.msg, "Hessian") && strstr(err.msg, "non-finite"), "%s", err.msg);
+
+    memcpy(h, p.h, sizeof(double) * 1600);
+    p.w[2 * 40 + 11] = INFINITY;
+    CHECK(qc_quant_gptq(p.w, h, &o, q, deq, &err) == -1);
+    CHECK_MSG(strstr(err.msg, "row 2, column 11"), "%s", err.msg);
+    CHECK(qc_quant_rtn(p.w, NULL, &clip20, q, deq, &err) == -1);
+    CHECK_MSG(strstr(err.msg, "non-finite"), "%s", err.msg);
+    qc_quant_state_free(q);
+    free(h);
+
+    qc_quant_format bad = {9, 32, 0};
+    CHECK(qc_quant_state_new(&bad, 4, 40, &err) == NULL && strstr(err.msg, "bits"));
+    bad.bits = 1;
+    CHECK(qc_quant_format_check(&bad, 40, &err) == -1);
+    bad.bits = 4;
+    bad.group_size = -1;
+    CHECK(qc_quant_format_check(&bad, 40, &err) == -1);
+    free_problem(&p);
+}
+
+static int read_file(const char *path, void *buf, size_t n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    size_t got = fread(buf, 1, n, f);
+    fclose(f);
+    return got == n ? 0 : -1;
+}
+
+static int write_file(const char *path, const char *suffix, const void *buf, size_t n) {
+    char name[4096];
+    snprintf(name, sizeof name, "%s%s", path, suffix);
+    FILE *f = fopen(name, "wb");
+    if (!f) return -1;
+    size_t put = fwrite(buf, 1, n, f);
+    return fclose(f) == 0 && put == n ? 0 : -1;
+}
+
+static int run_mode(char **a) {
+    int gptq = strcmp(a[0], "gptq") == 0;
+    int64_t rows = atoll(a[1]), cols = atoll(a[2]);
+    qc_quant_format f = {atoi(a[6]), atoi(a[7]), atoi(a[8])};
+    qc_gptq_opts o = {0.01, atoi(a[12]), atoi(a[9]), atoi(a[10]), {atoi(a[11]), 0.75f, 20}};
+    float *w = malloc(sizeof(float) * rows * cols), *deq = malloc(sizeof(float) * rows * cols);
+    double *h = malloc(sizeof(double) * cols * cols), *diag = malloc(sizeof(double) * cols);
+    if (read_file(a[3], w, sizeof(float) * rows * cols) ||
+        read_file(a[4], h, sizeof(double) * cols * cols)) {
+        fprintf(stderr, "cannot read %s or %s\n", a[3], a[4]);
+        return 1;
+    }
+    for (int64_t c = 0; c < cols; c++)
+        diag[c] = h[c * cols + c];
+    qc_err err;
+    qc_quant_state *q = qc_quant_state_new(&f, rows, cols, &err);
+    if (!q || (gptq ? qc_quant_gptq(w, h, &o, q, deq, &err)
+                    : qc_quant_rtn(w, diag, &o.clip, q, deq, &err))) {
+        fprintf(stderr, "error: %s\n", err.msg);
+        return 1;
+    }
+    int rc = write_file(a[5], ".deq", deq, sizeof(float) * rows * cols) ||
+             write_file(a[5], ".codes", q->codes, (size_t)(rows * cols));
+    qc_quant_state_free(q);
+    free(w);
+    free(deq);
+    free(h);
+    free(diag);
+    return rc ? 1 : 0;
+}
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static int bench_mode(int64_t rows, int64_t cols) {
+    int64_t n = 2 * cols;
+    float *x = correlated_x(n, cols), *w = malloc(sizeof(float) * rows * cols);
+    float *deq = malloc(sizeof(float) * rows * cols);
+    fill_normal(w, rows * cols, 0.02);
+    double *xd = malloc(sizeof(double) * n * cols), *h = malloc(sizeof(double) * cols * cols);
+    for (int64_t i = 0; i < n * cols; i++)
+        xd[i] = x[i];
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)cols, (int)n, 1, xd, (int)cols, 0, h,
+                (int)cols);
+    for (int64_t a = 0; a < cols; a++)
+        for (int64_t b = 0; b < a; b++)
+            h[a * cols + b] = h[b * cols + a];
+    qc_quant_format f = {4, 128, 0};
+    qc_gptq_opts o = {0.01, 128, 1, 0, clip20};
+    qc_err err;
+    qc_quant_state *q = qc_quant_state_new(&f, rows, cols, &err);
+    double t0 = now();
+    int rc = qc_quant_gptq(w, h, &o, q, deq, &err);
+    double t1 = now();
+    if (rc) fprintf(stderr, "error: %s\n", err.msg);
+    printf("gptq w4 g128 act-order clip %lld x %lld: %.3f s\n", (long long)rows, (long long)cols,
+           t1 - t0);
+    qc_quant_state_free(q);
+    free(x);
+    free(w);
+    free(deq);
+    free(xd);
+    free(h);
+    return rc ? 1 : 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 14 && strcmp(argv[1], "--run") == 0) return run_mode(argv + 2);
+    if (argc == 4 && strcmp(argv[1], "--bench") == 0)
+        return bench_mode(atoll(argv[2]), atoll(argv[3]));
+    test_roundtrip();
+    test_zeros();
+    test_clip_search();
+    test_rtn_reference();
+    test_gptq_beats_rtn();
+    test_act_order();
+    test_block_invariance();
+    test_singular_and_bad();
+    TEST_END();
+}
