@@ -471,7 +471,14 @@ static int bench_mode(int64_t rows, int64_t cols) {
 }
 
 int main(int argc, char **argv) {
-    if (argc == 14 && strcmp(argv[1], "--run") == 0) return run_mode(argv + 2);
+    if (argc > 1 && strcmp(argv[1], "--run") == 0) {
+        if (argc != 15) {
+            fprintf(stderr, "usage: test_quant --run METHOD ROWS COLS W H OUT BITS GROUP SYM "
+                            "ACT_ORDER STATIC CLIP BLOCK\n");
+            return 2;
+        }
+        return run_mode(argv + 2);
+    }
     if (argc == 4 && strcmp(argv[1], "--bench") == 0)
         return bench_mode(atoll(argv[2]), atoll(argv[3]));
     test_roundtrip();
