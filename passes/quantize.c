@@ -1,0 +1,119 @@
+/* The `quantize` pass: RTN or GPTQ of every targeted linear of a block into
+ * group-wise integer codes (compiler/quant.h). Running it again over a block
+ * replaces the earlier result. */
+#include "compiler/pass.h"
+#include "compiler/quant.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const char *const methods[] = {"rtn", "gptq", NULL};
+
+static const qc_param_spec params[] = {
+    {"method", QC_PARAM_STRING, "gptq", 1, 0, methods,
+     "rtn: round to nearest; gptq: Hessian-based error compensation (Frantar et al. 2022)"},
+    {"bits", QC_PARAM_INT, "4", 2, 8, NULL, "bits per weight"},
+    {"group_size", QC_PARAM_INT, "128", 0, 1 << 20, NULL,
+     "columns sharing one scale/zero; 0 = per output channel; otherwise at least 8"},
+    {"symmetric", QC_PARAM_BOOL, "false", 1, 0, NULL,
+     "zero point fixed at 2^(bits-1) (true) or fitted per group (false)"},
+    {"act_order", QC_PARAM_BOOL, "true", 1, 0, NULL,
+     "gptq: quantize columns by decreasing Hessian diagonal (records the permutation)"},
+    {"static_groups", QC_PARAM_BOOL, "false", 1, 0, NULL,
+     "gptq: fit group scales on the original weights, in column order, before GPTQ"},
+    {"damp", QC_PARAM_FLOAT, "0.01", 0, 1, NULL,
+     "gptq: fraction of the mean Hessian diagonal added to the diagonal"},
+    {"block_size", QC_PARAM_INT, "128", 1, 4096, NULL, "gptq: lazy-update block width"},
+    {"clip_search", QC_PARAM_BOOL, "true", 1, 0, NULL,
+     "search a shrunk range per group minimising the Hessian-diagonal-weighted error"},
+    {"clip_min", QC_PARAM_FLOAT, "0.75", 0.5, 1, NULL, "smallest range ratio tried by the search"},
+    {"clip_steps", QC_PARAM_INT, "20", 1, 100, NULL, "range ratios tried, from 1 to clip_min"},
+    {NULL, 0, NULL, 0, 0, NULL, NULL},
+};
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static int quantize_linear(const qc_params *p, qc_calib_linear *l, qc_err *err) {
+    double t0 = now();
+    qc_quant_format fmt = {(int)qc_params_int(p, "bits"), (int)qc_params_int(p, "group_size"),
+                           qc_params_bool(p, "symmetric")};
+    qc_clip_search clip = {qc_params_bool(p, "clip_search"), (float)qc_params_float(p, "clip_min"),
+                           (int)qc_params_int(p, "clip_steps")};
+    int gptq = strcmp(qc_params_str(p, "method"), "gptq") == 0;
+    if (fmt.group_size != 0 && fmt.group_size < 8)
+        return qc_err_set(err, "group_size %d: use 0 (per-channel) or at least 8", fmt.group_size);
+    if (gptq && !l->H) return qc_err_set(err, "gptq needs calibration statistics (no Hessian)");
+
+    qc_quant_state_free(l->q);
+    l->q = NULL;
+    free(l->deq);
+    l->deq = NULL;
+    size_t n;
+    if (qc_mul_size((size_t)l->rows, (size_t)l->cols, &n) || n > SIZE_MAX / sizeof(float))
+        return qc_err_set(err, "%lld x %lld weight too large", (long long)l->rows,
+                          (long long)l->cols);
+    qc_quant_state *q = qc_quant_state_new(&fmt, l->rows, l->cols, err);
+    float *deq = q ? qc_malloc(n * sizeof(float), err) : NULL;
+    double *h = NULL;
+    int rc = -1;
+    if (!deq) goto done;
+    if (gptq) {
+        /* H is shared by the linears reading the same input; GPTQ factors
+         * its own copy. */
+        size_t hn;
+        if (qc_mul_size((size_t)l->cols, (size_t)l->cols, &hn) || hn > SIZE_MAX / sizeof(double)) {
+            qc_err_set(err, "Hessian of %lld columns too large", (long long)l->cols);
+            goto done;
+        }
+        h = qc_malloc(hn * sizeof(double), err);
+        if (!h) goto done;
+        memcpy(h, l->H, hn * sizeof(double));
+        qc_gptq_opts o = {qc_params_float(p, "damp"), (int)qc_params_int(p, "block_size"),
+                          qc_params_bool(p, "act_order"), qc_params_bool(p, "static_groups"), clip};
+        rc = qc_quant_gptq(l->w, h, &o, q, deq, err);
+    } else {
+        double *diag = NULL;
+        if (l->H) {
+            diag = qc_malloc((size_t)l->cols * sizeof(double), err);
+            if (!diag) goto done;
+            for (int64_t c = 0; c < l->cols; c++)
+                diag[c] = l->H[c * l->cols + c];
+        }
+        rc = qc_quant_rtn(l->w, diag, &clip, q, deq, err);
+        free(diag);
+    }
+done:
+    free(h);
+    if (rc) {
+        qc_quant_state_free(q);
+        free(deq);
+        return -1;
+    }
+    l->q = q;
+    l->deq = deq;
+    l->seconds = now() - t0;
+    return 0;
+}
+
+static int run_block(const qc_pass_ctx *ctx, const qc_params *p, qc_calib_block *b, qc_err *err) {
+    (void)ctx;
+    for (int i = 0; i < b->n_linears; i++) {
+        qc_calib_linear *l = &b->linears[i];
+        if (!l->targeted) continue;
+        if (quantize_linear(p, l, err))
+            return qc_err_prefix(err, "quantize: block %d: %s", b->index, l->name);
+    }
+    return 0;
+}
+
+const qc_pass qc_pass_quantize = {
+    "quantize",
+    "round weights to group-wise integer codes (RTN or GPTQ), with a clip search for scales",
+    params,
+    run_block,
+};
