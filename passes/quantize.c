@@ -40,6 +40,11 @@ static double now(void) {
 
 static int quantize_linear(const qc_params *p, qc_calib_linear *l, qc_err *err) {
     double t0 = now();
+    /* A failed run leaves no earlier result behind to be taken for this one. */
+    qc_quant_state_free(l->q);
+    l->q = NULL;
+    free(l->deq);
+    l->deq = NULL;
     qc_quant_format fmt = {(int)qc_params_int(p, "bits"), (int)qc_params_int(p, "group_size"),
                            qc_params_bool(p, "symmetric")};
     qc_clip_search clip = {qc_params_bool(p, "clip_search"), (float)qc_params_float(p, "clip_min"),
@@ -49,10 +54,6 @@ static int quantize_linear(const qc_params *p, qc_calib_linear *l, qc_err *err) 
         return qc_err_set(err, "group_size %d: use 0 (per-channel) or at least 8", fmt.group_size);
     if (gptq && !l->H) return qc_err_set(err, "gptq needs calibration statistics (no Hessian)");
 
-    qc_quant_state_free(l->q);
-    l->q = NULL;
-    free(l->deq);
-    l->deq = NULL;
     size_t n;
     if (qc_mul_size((size_t)l->rows, (size_t)l->cols, &n) || n > SIZE_MAX / sizeof(float))
         return qc_err_set(err, "%lld x %lld weight too large", (long long)l->rows,

@@ -5,7 +5,9 @@
  *       METHOD rtn|gptq; writes OUT.deq (f32 rows×cols) and OUT.codes (u8)
  *   test_quant --bench ROWS COLS   times GPTQ w4 g128 act-order on a random problem */
 #include "compiler/dequant.h"
+#include "compiler/pass.h"
 #include "compiler/quant.h"
+#include "compiler/recipe.h"
 #include "tests/check.h"
 
 #include <cblas.h>
@@ -384,6 +386,69 @@ static void test_singular_and_bad(void) {
     free_problem(&p);
 }
 
+extern const qc_pass qc_pass_quantize;
+
+/* Parameters of the quantize pass at their schema defaults. */
+static qc_params default_params(qc_param_value *v) {
+    int n = 0;
+    for (const qc_param_spec *sp = qc_pass_quantize.params; sp->name; sp++, n++) {
+        memset(&v[n], 0, sizeof v[n]);
+        v[n].spec = sp;
+        if (sp->type == QC_PARAM_INT) v[n].i = atoll(sp->def);
+        if (sp->type == QC_PARAM_FLOAT) v[n].f = atof(sp->def);
+        if (sp->type == QC_PARAM_BOOL) v[n].i = strcmp(sp->def, "true") == 0;
+        if (sp->type == QC_PARAM_STRING) v[n].s = (char *)sp->def;
+    }
+    return (qc_params){v, n};
+}
+
+static qc_param_value *param(qc_params *p, const char *name) {
+    return (qc_param_value *)qc_params_get(p, name);
+}
+
+static void test_pass(void) {
+    qc_err err;
+    CHECK_MSG(qc_pass_check_schema(&qc_pass_quantize, &err) == 0, "%s", err.msg);
+    qc_param_value v[32];
+    qc_params p = default_params(v);
+    CHECK(strcmp(qc_params_str(&p, "method"), "gptq") == 0 && qc_params_int(&p, "bits") == 4);
+    problem pr = make_problem(256, 24, 64);
+    double *h0 = malloc(sizeof(double) * 64 * 64);
+    memcpy(h0, pr.h, sizeof(double) * 64 * 64);
+    qc_calib_linear ls[2] = {
+        {"model.layers.0.mlp.gate_proj.weight", "gate_proj", 24, 64, pr.w, NULL, pr.h, NULL, 256, 1,
+         NULL, NULL, 0},
+        {"model.layers.0.mlp.up_proj.weight", "up_proj", 24, 64, pr.w, NULL, pr.h, NULL, 256, 0,
+         NULL, NULL, 0},
+    };
+    qc_calib_block b = {0, 2, ls};
+    qc_pass_ctx ctx = {0, 1};
+    param(&p, "group_size")->i = 32;
+    CHECK_MSG(qc_pass_quantize.run_block(&ctx, &p, &b, &err) == 0, "%s", err.msg);
+    CHECK(ls[0].q && ls[0].deq && ls[0].q->perm && ls[0].seconds > 0);
+    CHECK(!ls[1].q && !ls[1].deq);
+    CHECK(memcmp(h0, pr.h, sizeof(double) * 64 * 64) == 0); /* shared H untouched */
+    double eg = out_err(pr.x, 256, 64, pr.w, ls[0].deq, 24);
+
+    /* a second run replaces the first (no leak under ASan) */
+    param(&p, "method")->s = "rtn";
+    param(&p, "bits")->i = 3;
+    CHECK_MSG(qc_pass_quantize.run_block(&ctx, &p, &b, &err) == 0, "%s", err.msg);
+    CHECK(ls[0].q && ls[0].q->fmt.bits == 3 && !ls[0].q->perm);
+    CHECK(out_err(pr.x, 256, 64, pr.w, ls[0].deq, 24) > eg);
+
+    param(&p, "group_size")->i = 4;
+    CHECK(qc_pass_quantize.run_block(&ctx, &p, &b, &err) == -1);
+    CHECK_MSG(strstr(err.msg, "up_proj") == NULL && strstr(err.msg, "gate_proj") &&
+                  strstr(err.msg, "group_size"),
+              "%s", err.msg);
+    CHECK(ls[0].q == NULL && ls[0].deq == NULL); /* failed run leaves no stale result */
+    qc_quant_state_free(ls[0].q);
+    free(ls[0].deq);
+    free(h0);
+    free_problem(&pr);
+}
+
 static int read_file(const char *path, void *buf, size_t n) {
     FILE *f = fopen(path, "rb");
     if (!f) return -1;
@@ -489,5 +554,6 @@ int main(int argc, char **argv) {
     test_act_order();
     test_block_invariance();
     test_singular_and_bad();
+    test_pass();
     TEST_END();
 }
