@@ -268,11 +268,11 @@ static void gptq_work_free(gptq_work *k) {
     free(k->dead);
 }
 
-/* Sorts perm by decreasing diag, ties by increasing column (stable). */
-static const double *sort_key;
-static int cmp_diag_desc(const void *a, const void *b) {
+/* Orders columns by decreasing diag, ties by increasing column (stable). */
+static int cmp_diag_desc(const void *a, const void *b, void *key) {
+    const double *d = key;
     int32_t i = *(const int32_t *)a, j = *(const int32_t *)b;
-    if (sort_key[i] != sort_key[j]) return sort_key[i] > sort_key[j] ? -1 : 1;
+    if (d[i] != d[j]) return d[i] > d[j] ? -1 : 1;
     return (i > j) - (i < j);
 }
 
@@ -297,8 +297,7 @@ static int gptq_prepare_h(double *H, const qc_gptq_opts *o, gptq_work *k, qc_err
     for (int64_t j = 0; j < n; j++)
         k->perm[j] = (int32_t)j;
     if (o->act_order) {
-        sort_key = k->diag;
-        qsort(k->perm, (size_t)n, sizeof *k->perm, cmp_diag_desc);
+        qsort_r(k->perm, (size_t)n, sizeof *k->perm, cmp_diag_desc, k->diag);
         double *tmp = malloc((size_t)n * (size_t)n * sizeof *tmp);
         if (!tmp)
             return qc_err_set(err, "out of memory permuting a %lld x %lld Hessian", (long long)n,
@@ -380,7 +379,7 @@ int qc_quant_gptq(const float *w, double *H, const qc_gptq_opts *o, qc_quant_sta
     if (o->block < 1) return qc_err_set(err, "GPTQ: block size %d must be positive", o->block);
     int64_t rows = q->rows, n = q->cols, ng = q->n_groups, gs = q->fmt.group_size;
     int64_t B = o->block < n ? o->block : n, G = gs && gs < n ? gs : n;
-    if (rows > INT32_MAX || n > 46340) /* BLAS/LAPACK take int sizes; n² must fit too */
+    if (rows > INT32_MAX) /* BLAS takes int sizes */
         return qc_err_set(err, "GPTQ: %lld x %lld weight too large for BLAS", (long long)rows,
                           (long long)n);
     gptq_work k = {.rows = rows, .n = n};
