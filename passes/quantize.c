@@ -14,7 +14,7 @@ static const qc_param_spec params[] = {
     {"method", QC_PARAM_STRING, "gptq", 1, 0, methods,
      "rtn: round to nearest; gptq: Hessian-based error compensation (Frantar et al. 2022)"},
     {"bits", QC_PARAM_INT, "4", 2, 8, NULL, "bits per weight"},
-    {"group_size", QC_PARAM_INT, "128", 0, 1 << 20, NULL,
+    {"group_size", QC_PARAM_INT, "128", 0, 65536, NULL,
      "columns sharing one scale/zero; 0 = per output channel; otherwise at least 8"},
     {"symmetric", QC_PARAM_BOOL, "false", 1, 0, NULL,
      "zero point fixed at 2^(bits-1) (true) or fitted per group (false)"},
