@@ -219,8 +219,9 @@ static int range_check(ctx *c, yaml_node_t *n, const char *what, const qc_param_
                        const char *text) {
     if (c->no_range || s->min > s->max || (x >= s->min && x <= s->max)) return 0;
     if (s->max >= 1e15)
-        return fail(c, n, "%s: %s must be >= %g, got %s", what, s->name, s->min, text);
-    return fail(c, n, "%s: %s must be in [%g, %g], got %s", what, s->name, s->min, s->max, text);
+        return fail(c, n, "%s: %s must be >= %.15g, got %s", what, s->name, s->min, text);
+    return fail(c, n, "%s: %s must be in [%.15g, %.15g], got %s", what, s->name, s->min, s->max,
+                text);
 }
 
 static int parse_int(ctx *c, yaml_node_t *n, const char *what, const qc_param_spec *s,

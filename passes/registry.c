@@ -55,7 +55,7 @@ static void describe_param(FILE *f, const qc_param_spec *s) {
     } else if ((s->type == QC_PARAM_INT || s->type == QC_PARAM_FLOAT ||
                 s->type == QC_PARAM_INT_LIST) &&
                s->min <= s->max) {
-        fprintf(f, ", in [%g, %g]", s->min, s->max);
+        fprintf(f, ", in [%.15g, %.15g]", s->min, s->max);
     }
     fprintf(f, "\n  %-16s %s\n", "", s->doc ? s->doc : "");
 }
