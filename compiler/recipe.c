@@ -787,13 +787,14 @@ qc_recipe *qc_recipe_load(const char *path, qc_err *err) {
     }
     /* One byte past the limit tells an oversized file from one at the limit. */
     char *buf = qc_malloc(QC_RECIPE_MAX_BYTES + 1, err);
+    errno = 0;
     size_t n = buf ? fread(buf, 1, QC_RECIPE_MAX_BYTES + 1, f) : 0;
-    int read_error = ferror(f);
+    int read_error = ferror(f) ? (errno ? errno : EIO) : 0;
     fclose(f);
     if (!buf) return NULL;
     qc_recipe *r = NULL;
     if (read_error) {
-        qc_err_set(err, "%s: read error", path);
+        qc_err_set(err, "%s: cannot read: %s", path, strerror(read_error));
     } else if (n > QC_RECIPE_MAX_BYTES) {
         qc_err_set(err, "%s: larger than %u bytes; recipes are small text files", path,
                    QC_RECIPE_MAX_BYTES);

@@ -5,6 +5,7 @@
 #include "tests/check.h"
 
 #include <string.h>
+#include <unistd.h>
 
 static qc_recipe *parse(const char *text, qc_err *err) {
     return qc_recipe_parse(text, strlen(text), "t.yaml", NULL, err);
@@ -62,6 +63,9 @@ static void test_committed_recipes(void) {
         CHECK(r->gates.enabled && r->gates.ctx == 512 && r->gates.windows == 40);
         CHECK(r->gates.max_ppl_increase_pct == want[i].gate && r->gates.max_kl < 0);
         CHECK(strcmp(r->gates.text, "recipes/../../shared/data/wikitext2-test.raw.txt") == 0);
+        /* The data paths name real files when the shared data is checked out. */
+        if (access("../shared/data", F_OK) == 0)
+            CHECK(access(r->calib.text, R_OK) == 0 && access(r->gates.text, R_OK) == 0);
         qc_recipe_free(r);
     }
 }
@@ -272,6 +276,8 @@ static void test_load_errors(void) {
     qc_err err;
     CHECK(!qc_recipe_load("tests/data/no-such-recipe.yaml", &err));
     CHECK(strstr(err.msg, "tests/data/no-such-recipe.yaml: cannot open"));
+    CHECK(!qc_recipe_load("recipes", &err));
+    CHECK_MSG(strcmp(err.msg, "recipes: cannot read: Is a directory") == 0, "%s", err.msg);
     /* A buffer over the size limit is refused before parsing. */
     CHECK(!qc_recipe_parse("x", QC_RECIPE_MAX_BYTES + 1, "big.yaml", NULL, &err));
     CHECK(strstr(err.msg, "big.yaml: recipe is 1048577 bytes"));
