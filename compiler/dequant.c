@@ -21,6 +21,8 @@ static const dtype_info dtype_table[QC_DT_COUNT] = {
     [QC_DT_Q4_K] = {"Q4_K", 256, 2 + 2 + 12 + 128},
     [QC_DT_Q5_K] = {"Q5_K", 256, 2 + 2 + 12 + 32 + 128},
     [QC_DT_Q6_K] = {"Q6_K", 256, 128 + 64 + 16 + 2},
+    [QC_DT_U8] = {"U8", 1, 1},
+    [QC_DT_I32] = {"I32", 1, 4},
 };
 
 const char *qc_dtype_name(qc_dtype t) {
@@ -114,6 +116,14 @@ void qc_dequantize_blocks(qc_dtype t, const uint8_t *src, float *dst, int64_t n)
 void qc_dequantize(qc_dtype t, const void *src, float *dst, int64_t n) {
     if (t == QC_DT_F32 || t == QC_DT_F16 || t == QC_DT_BF16)
         dequant_float(t, src, dst, n);
+    else if (t == QC_DT_U8)
+        for (int64_t i = 0; i < n; i++) dst[i] = ((const uint8_t *)src)[i];
+    else if (t == QC_DT_I32)
+        for (int64_t i = 0; i < n; i++) {
+            int32_t v;
+            memcpy(&v, (const uint8_t *)src + 4 * i, 4);
+            dst[i] = (float)v;
+        }
     else
         qc_dequantize_blocks(t, src, dst, n);
 }

@@ -130,4 +130,8 @@ int qc_gguf_get_i32_array(const qc_gguf *g, const char *key, int32_t **out, size
  * NULL (for tools and tests that only need the weights). */
 int qc_gguf_load_model(qc_model *m, const char *path, int with_tokenizer, qc_err *err);
 
+/* Loads only the tokenizer (and bos/eos ids) of a GGUF file into m->tok; a
+ * file without one is an error. */
+int qc_gguf_load_tokenizer(qc_model *m, const char *path, qc_err *err);
+
 #endif

@@ -413,6 +413,15 @@ static int load_tokenizer(qc_model *m, const qc_gguf *g, qc_err *err) {
     return rc;
 }
 
+int qc_gguf_load_tokenizer(qc_model *m, const char *path, qc_err *err) {
+    qc_gguf *g = qc_gguf_open(path, err);
+    if (!g) return -1;
+    int rc = load_tokenizer(m, g, err);
+    if (rc == 0 && !m->tok) rc = qc_err_set(err, "%s: no tokenizer in the file", path);
+    qc_gguf_free(g);
+    return rc;
+}
+
 int qc_gguf_load_model(qc_model *m, const char *path, int with_tokenizer, qc_err *err) {
     qc_gguf *g = qc_gguf_open(path, err);
     if (!g) return -1;

@@ -1,5 +1,6 @@
 /* quantc command line: a thin layer over libquantc. Exit codes: 0 ok,
  * 1 failure (bad input, I/O), 2 usage. */
+#include "compiler/cli.h"
 #include "compiler/dequant.h"
 #include "compiler/mapfile.h"
 #include "compiler/model.h"
@@ -25,9 +26,6 @@
 #include <nvrtc.h>
 #endif
 
-enum { EXIT_FAIL = 1, EXIT_USAGE = 2 };
-#define MAX_TEXT_BYTES ((size_t)1 << 30)
-
 static const char *usage_text =
     "usage: quantc <command> [options]\n"
     "\n"
@@ -36,6 +34,9 @@ static const char *usage_text =
     "  run [MODEL] -p PROMPT      generate text\n"
     "  tokenize [MODEL]           print the token ids of a text\n"
     "  info [MODEL]               print the model's config and tensors\n"
+    "  compile [MODEL] -r RECIPE -o OUT   quantize MODEL as the recipe says\n"
+    "  recipe check RECIPE        validate a recipe without running it\n"
+    "  passes                     list every pass and its parameters\n"
     "\n"
     "MODEL is a Hugging Face directory (config.json + *.safetensors) or a .gguf\n"
     "file. Without MODEL, the demo model is used: $QUANTC_DEFAULT_MODEL, else\n"
@@ -84,25 +85,25 @@ static const char *info_help = "usage: quantc info [MODEL] [--json]\n"
                                "\n"
                                "Prints the model's config and a summary of its tensors.\n";
 
-static int die(const qc_err *err) {
+int qc_cli_die(const qc_err *err) {
     fprintf(stderr, "quantc: %s\n", err->msg);
     return EXIT_FAIL;
 }
 
-static int usage_error(const char *help, const char *fmt, const char *arg) {
+int qc_cli_usage_error(const char *help, const char *fmt, const char *arg) {
     fprintf(stderr, "quantc: ");
     fprintf(stderr, fmt, arg);
     fprintf(stderr, "\n%s", help);
     return EXIT_USAGE;
 }
 
-static double now_s(void) {
+double qc_cli_now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static int parse_int(const char *s, long lo, long hi, long *out) {
+int qc_cli_parse_int(const char *s, long lo, long hi, long *out) {
     char *end;
     long v = strtol(s, &end, 10);
     if (!*s || *end || v < lo || v > hi) return -1;
@@ -110,7 +111,7 @@ static int parse_int(const char *s, long lo, long hi, long *out) {
     return 0;
 }
 
-static int parse_float(const char *s, double *out) {
+int qc_cli_parse_float(const char *s, double *out) {
     char *end;
     double v = strtod(s, &end);
     if (!*s || *end) return -1;
@@ -131,7 +132,7 @@ static const char *default_model(void) {
     return buf;
 }
 
-static qc_model *load_model(const char *path, qc_err *err) {
+qc_model *qc_cli_load_model(const char *path, qc_err *err) {
     if (!path) {
         path = default_model();
         if (access(path, R_OK) != 0) {
@@ -145,7 +146,7 @@ static qc_model *load_model(const char *path, qc_err *err) {
     return qc_model_load(path, err);
 }
 
-static void set_threads(long n) {
+void qc_cli_set_threads(long n) {
     if (n <= 0) return;
     openblas_set_num_threads((int)n);
 }
@@ -174,7 +175,7 @@ typedef struct progress_ctx {
 static void eval_progress(void *ud, int done, int total, double nll) {
     progress_ctx *p = ud;
     if (p->quiet) return;
-    double el = now_s() - p->t0, eta = el / done * (total - done);
+    double el = qc_cli_now_s() - p->t0, eta = el / done * (total - done);
     fprintf(stderr, "\rwindow %d/%d  ppl %.4f  elapsed %.0fs  eta %.0fs   ", done, total, exp(nll),
             el, eta);
     if (done == total) fprintf(stderr, "\n");
@@ -196,46 +197,63 @@ static int tokenize_text(const qc_model *m, const char *path, char **text_out, i
 }
 
 static int cmd_eval(int argc, char **argv) {
-    static const struct option opts[] = {
-        {"text", required_argument, 0, OPT_TEXT},   {"ctx", required_argument, 0, OPT_CTX},
-        {"max-windows", required_argument, 0, OPT_MAX_WINDOWS},
-        {"ref", required_argument, 0, OPT_REF},     {"threads", required_argument, 0, OPT_THREADS},
-        {"json", no_argument, 0, OPT_JSON},         {"quiet", no_argument, 0, OPT_QUIET},
-        {"help", no_argument, 0, OPT_HELP},         {0, 0, 0, 0}};
+    static const struct option opts[] = {{"text", required_argument, 0, OPT_TEXT},
+                                         {"ctx", required_argument, 0, OPT_CTX},
+                                         {"max-windows", required_argument, 0, OPT_MAX_WINDOWS},
+                                         {"ref", required_argument, 0, OPT_REF},
+                                         {"threads", required_argument, 0, OPT_THREADS},
+                                         {"json", no_argument, 0, OPT_JSON},
+                                         {"quiet", no_argument, 0, OPT_QUIET},
+                                         {"help", no_argument, 0, OPT_HELP},
+                                         {0, 0, 0, 0}};
     const char *text = NULL, *ref_path = NULL;
     long ctx = 512, max_windows = 0, threads = 0;
     int json = 0, quiet = !isatty(2), c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case OPT_TEXT: text = optarg; break;
+        case OPT_TEXT:
+            text = optarg;
+            break;
         case OPT_CTX:
-            if (parse_int(optarg, 2, 1 << 20, &ctx))
-                return usage_error(eval_help, "--ctx: expected an integer ≥ 2, got '%s'", optarg);
+            if (qc_cli_parse_int(optarg, 2, 1 << 20, &ctx))
+                return qc_cli_usage_error(eval_help, "--ctx: expected an integer ≥ 2, got '%s'",
+                                          optarg);
             break;
         case OPT_MAX_WINDOWS:
-            if (parse_int(optarg, 1, 1L << 30, &max_windows))
-                return usage_error(eval_help, "--max-windows: expected a positive integer, got '%s'",
-                                   optarg);
+            if (qc_cli_parse_int(optarg, 1, 1L << 30, &max_windows))
+                return qc_cli_usage_error(
+                    eval_help, "--max-windows: expected a positive integer, got '%s'", optarg);
             break;
-        case OPT_REF: ref_path = optarg; break;
+        case OPT_REF:
+            ref_path = optarg;
+            break;
         case OPT_THREADS:
-            if (parse_int(optarg, 1, 1024, &threads))
-                return usage_error(eval_help, "--threads: expected 1..1024, got '%s'", optarg);
+            if (qc_cli_parse_int(optarg, 1, 1024, &threads))
+                return qc_cli_usage_error(eval_help, "--threads: expected 1..1024, got '%s'",
+                                          optarg);
             break;
-        case OPT_JSON: json = 1; break;
-        case OPT_QUIET: quiet = 1; break;
-        case OPT_HELP: printf("%s", eval_help); return 0;
-        default: return usage_error(eval_help, "%s", "bad option");
+        case OPT_JSON:
+            json = 1;
+            break;
+        case OPT_QUIET:
+            quiet = 1;
+            break;
+        case OPT_HELP:
+            printf("%s", eval_help);
+            return 0;
+        default:
+            return qc_cli_usage_error(eval_help, "%s", "bad option");
         }
     }
-    if (optind + 1 < argc) return usage_error(eval_help, "unexpected argument '%s'", argv[optind + 1]);
-    if (!text) return usage_error(eval_help, "%s", "--text FILE is required");
-    set_threads(threads);
+    if (optind + 1 < argc)
+        return qc_cli_usage_error(eval_help, "unexpected argument '%s'", argv[optind + 1]);
+    if (!text) return qc_cli_usage_error(eval_help, "%s", "--text FILE is required");
+    qc_cli_set_threads(threads);
 
     qc_err err = {{0}};
-    double t0 = now_s();
-    qc_model *m = load_model(optind < argc ? argv[optind] : NULL, &err);
-    if (!m) return die(&err);
+    double t0 = qc_cli_now_s();
+    qc_model *m = qc_cli_load_model(optind < argc ? argv[optind] : NULL, &err);
+    if (!m) return qc_cli_die(&err);
     int32_t *ids = NULL;
     size_t n_ids = 0;
     qc_model *mr = NULL;
@@ -244,14 +262,15 @@ static int cmd_eval(int argc, char **argv) {
     if (tokenize_text(m, text, NULL, &ids, &n_ids, &err)) goto out;
     if (!(rm = qcrt_model_from_ir(m, &err))) goto out;
     if (ref_path) {
-        if (!(mr = qc_model_load(ref_path, &err)) || !(rref = qcrt_model_from_ir(mr, &err))) goto out;
+        if (!(mr = qc_model_load(ref_path, &err)) || !(rref = qcrt_model_from_ir(mr, &err)))
+            goto out;
     }
-    progress_ctx pc = {now_s(), quiet};
-    qcrt_eval_opts eo = {.ctx = (int)ctx, .max_windows = (int)max_windows,
-                         .progress = eval_progress, .ud = &pc};
+    progress_ctx pc = {qc_cli_now_s(), quiet};
+    qcrt_eval_opts eo = {
+        .ctx = (int)ctx, .max_windows = (int)max_windows, .progress = eval_progress, .ud = &pc};
     qcrt_eval_result r;
     if (qcrt_eval_ppl(rm, rref, ids, n_ids, &eo, &r, &err)) goto out;
-    double secs = now_s() - t0;
+    double secs = qc_cli_now_s() - t0;
     if (json) {
         json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:i, s:I, s:f, s:f, s:f}", "model", m->path,
                               "text", text, "text_tokens", (json_int_t)r.text_tokens, "ctx",
@@ -280,7 +299,7 @@ static int cmd_eval(int argc, char **argv) {
     }
     rc = 0;
 out:
-    if (rc) die(&err);
+    if (rc) qc_cli_die(&err);
     free(ids);
     qcrt_model_free(rm);
     qcrt_model_free(rref);
@@ -290,50 +309,66 @@ out:
 }
 
 static int cmd_run(int argc, char **argv) {
-    static const struct option opts[] = {
-        {"prompt", required_argument, 0, 'p'},     {"temp", required_argument, 0, OPT_TEMP},
-        {"top-p", required_argument, 0, OPT_TOP_P}, {"seed", required_argument, 0, OPT_SEED},
-        {"threads", required_argument, 0, OPT_THREADS}, {"quiet", no_argument, 0, OPT_QUIET},
-        {"help", no_argument, 0, OPT_HELP},        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"prompt", required_argument, 0, 'p'},
+                                         {"temp", required_argument, 0, OPT_TEMP},
+                                         {"top-p", required_argument, 0, OPT_TOP_P},
+                                         {"seed", required_argument, 0, OPT_SEED},
+                                         {"threads", required_argument, 0, OPT_THREADS},
+                                         {"quiet", no_argument, 0, OPT_QUIET},
+                                         {"help", no_argument, 0, OPT_HELP},
+                                         {0, 0, 0, 0}};
     const char *prompt = NULL;
     long n_gen = 64, threads = 0, seed = 0;
     double temp = 0, top_p = 0.9;
     int quiet = 0, c;
     while ((c = getopt_long(argc, argv, "p:n:", opts, NULL)) != -1) {
         switch (c) {
-        case 'p': prompt = optarg; break;
+        case 'p':
+            prompt = optarg;
+            break;
         case 'n':
-            if (parse_int(optarg, 0, 1 << 20, &n_gen))
-                return usage_error(run_help, "-n: expected a non-negative integer, got '%s'", optarg);
+            if (qc_cli_parse_int(optarg, 0, 1 << 20, &n_gen))
+                return qc_cli_usage_error(run_help, "-n: expected a non-negative integer, got '%s'",
+                                          optarg);
             break;
         case OPT_TEMP:
-            if (parse_float(optarg, &temp) || !(temp >= 0))
-                return usage_error(run_help, "--temp: expected a number ≥ 0, got '%s'", optarg);
+            if (qc_cli_parse_float(optarg, &temp) || !(temp >= 0))
+                return qc_cli_usage_error(run_help, "--temp: expected a number ≥ 0, got '%s'",
+                                          optarg);
             break;
         case OPT_TOP_P:
-            if (parse_float(optarg, &top_p) || !(top_p > 0 && top_p <= 1))
-                return usage_error(run_help, "--top-p: expected a number in (0, 1], got '%s'", optarg);
+            if (qc_cli_parse_float(optarg, &top_p) || !(top_p > 0 && top_p <= 1))
+                return qc_cli_usage_error(run_help,
+                                          "--top-p: expected a number in (0, 1], got '%s'", optarg);
             break;
         case OPT_SEED:
-            if (parse_int(optarg, 0, 0x7fffffffL, &seed))
-                return usage_error(run_help, "--seed: expected a non-negative integer, got '%s'", optarg);
+            if (qc_cli_parse_int(optarg, 0, 0x7fffffffL, &seed))
+                return qc_cli_usage_error(
+                    run_help, "--seed: expected a non-negative integer, got '%s'", optarg);
             break;
         case OPT_THREADS:
-            if (parse_int(optarg, 1, 1024, &threads))
-                return usage_error(run_help, "--threads: expected 1..1024, got '%s'", optarg);
+            if (qc_cli_parse_int(optarg, 1, 1024, &threads))
+                return qc_cli_usage_error(run_help, "--threads: expected 1..1024, got '%s'",
+                                          optarg);
             break;
-        case OPT_QUIET: quiet = 1; break;
-        case OPT_HELP: printf("%s", run_help); return 0;
-        default: return usage_error(run_help, "%s", "bad option");
+        case OPT_QUIET:
+            quiet = 1;
+            break;
+        case OPT_HELP:
+            printf("%s", run_help);
+            return 0;
+        default:
+            return qc_cli_usage_error(run_help, "%s", "bad option");
         }
     }
-    if (optind + 1 < argc) return usage_error(run_help, "unexpected argument '%s'", argv[optind + 1]);
-    if (!prompt) return usage_error(run_help, "%s", "-p PROMPT is required");
-    set_threads(threads);
+    if (optind + 1 < argc)
+        return qc_cli_usage_error(run_help, "unexpected argument '%s'", argv[optind + 1]);
+    if (!prompt) return qc_cli_usage_error(run_help, "%s", "-p PROMPT is required");
+    qc_cli_set_threads(threads);
 
     qc_err err = {{0}};
-    qc_model *m = load_model(optind < argc ? argv[optind] : NULL, &err);
-    if (!m) return die(&err);
+    qc_model *m = qc_cli_load_model(optind < argc ? argv[optind] : NULL, &err);
+    if (!m) return qc_cli_die(&err);
     int rc = EXIT_FAIL;
     qcrt_model *rm = NULL;
     qcrt_state *st = NULL;
@@ -363,9 +398,9 @@ static int cmd_run(int argc, char **argv) {
     if (!(logits = qc_malloc((size_t)m->cfg.vocab * sizeof(float), &err))) goto out;
     fwrite(prompt, 1, strlen(prompt), stdout);
     fflush(stdout);
-    double t0 = now_s();
+    double t0 = qc_cli_now_s();
     if (qcrt_forward(rm, st, ids, (int)n_ids, logits, 0, &err)) goto out;
-    double t1 = now_s();
+    double t1 = qc_cli_now_s();
     int eos = qc_tokenizer_eos(m->tok), generated = 0;
     for (long i = 0; i < n_gen; i++) {
         int32_t next = qcrt_sample(smp, logits);
@@ -377,15 +412,17 @@ static int cmd_run(int argc, char **argv) {
         generated++;
         if (i + 1 < n_gen && qcrt_forward(rm, st, &next, 1, logits, 0, &err)) goto out;
     }
-    double t2 = now_s();
+    double t2 = qc_cli_now_s();
     printf("\n");
     if (!quiet)
-        fprintf(stderr, "prompt %zu tokens in %.2f s (%.1f tok/s), generated %d tokens in %.2f s (%.1f tok/s)\n",
+        fprintf(stderr,
+                "prompt %zu tokens in %.2f s (%.1f tok/s), generated %d tokens in %.2f s (%.1f "
+                "tok/s)\n",
                 n_ids, t1 - t0, n_ids / (t1 - t0), generated, t2 - t1,
                 generated ? generated / (t2 - t1) : 0.0);
     rc = 0;
 out:
-    if (rc) die(&err);
+    if (rc) qc_cli_die(&err);
     free(ids);
     free(logits);
     qcrt_sampler_free(smp);
@@ -396,30 +433,40 @@ out:
 }
 
 static int cmd_tokenize(int argc, char **argv) {
-    static const struct option opts[] = {{"text", required_argument, 0, OPT_TEXT},
-                                         {"prompt", required_argument, 0, 'p'},
-                                         {"bos", no_argument, 0, OPT_BOS},
-                                         {"json", no_argument, 0, OPT_JSON},
-                                         {"help", no_argument, 0, OPT_HELP},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"text", required_argument, 0, OPT_TEXT}, {"prompt", required_argument, 0, 'p'},
+        {"bos", no_argument, 0, OPT_BOS},         {"json", no_argument, 0, OPT_JSON},
+        {"help", no_argument, 0, OPT_HELP},       {0, 0, 0, 0}};
     const char *text = NULL, *prompt = NULL;
     int bos = 0, json = 0, c;
     while ((c = getopt_long(argc, argv, "p:", opts, NULL)) != -1) {
         switch (c) {
-        case OPT_TEXT: text = optarg; break;
-        case 'p': prompt = optarg; break;
-        case OPT_BOS: bos = 1; break;
-        case OPT_JSON: json = 1; break;
-        case OPT_HELP: printf("%s", tokenize_help); return 0;
-        default: return usage_error(tokenize_help, "%s", "bad option");
+        case OPT_TEXT:
+            text = optarg;
+            break;
+        case 'p':
+            prompt = optarg;
+            break;
+        case OPT_BOS:
+            bos = 1;
+            break;
+        case OPT_JSON:
+            json = 1;
+            break;
+        case OPT_HELP:
+            printf("%s", tokenize_help);
+            return 0;
+        default:
+            return qc_cli_usage_error(tokenize_help, "%s", "bad option");
         }
     }
     if (optind + 1 < argc)
-        return usage_error(tokenize_help, "unexpected argument '%s'", argv[optind + 1]);
-    if (!text == !prompt) return usage_error(tokenize_help, "%s", "give exactly one of --text, -p");
+        return qc_cli_usage_error(tokenize_help, "unexpected argument '%s'", argv[optind + 1]);
+    if (!text == !prompt)
+        return qc_cli_usage_error(tokenize_help, "%s", "give exactly one of --text, -p");
     qc_err err = {{0}};
-    qc_model *m = load_model(optind < argc ? argv[optind] : NULL, &err);
-    if (!m) return die(&err);
+    qc_model *m = qc_cli_load_model(optind < argc ? argv[optind] : NULL, &err);
+    if (!m) return qc_cli_die(&err);
     int rc = EXIT_FAIL;
     char *buf = NULL;
     int32_t *ids = NULL;
@@ -432,11 +479,12 @@ static int cmd_tokenize(int argc, char **argv) {
     if (prompt) len = strlen(prompt);
     if (qc_tokenizer_encode(m->tok, buf ? buf : prompt, len, bos, &ids, &n, &err)) goto out;
     if (json) putchar('[');
-    for (size_t i = 0; i < n; i++) printf(json ? "%s%d" : "%s%d", i ? (json ? "," : " ") : "", ids[i]);
+    for (size_t i = 0; i < n; i++)
+        printf(json ? "%s%d" : "%s%d", i ? (json ? "," : " ") : "", ids[i]);
     printf(json ? "]\n" : "\n");
     rc = 0;
 out:
-    if (rc) die(&err);
+    if (rc) qc_cli_die(&err);
     free(buf);
     free(ids);
     qc_model_free(m);
@@ -449,21 +497,26 @@ static const char *arch_name(qc_arch a) {
 }
 
 static int cmd_info(int argc, char **argv) {
-    static const struct option opts[] = {{"json", no_argument, 0, OPT_JSON},
-                                         {"help", no_argument, 0, OPT_HELP},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"json", no_argument, 0, OPT_JSON}, {"help", no_argument, 0, OPT_HELP}, {0, 0, 0, 0}};
     int json = 0, c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case OPT_JSON: json = 1; break;
-        case OPT_HELP: printf("%s", info_help); return 0;
-        default: return usage_error(info_help, "%s", "bad option");
+        case OPT_JSON:
+            json = 1;
+            break;
+        case OPT_HELP:
+            printf("%s", info_help);
+            return 0;
+        default:
+            return qc_cli_usage_error(info_help, "%s", "bad option");
         }
     }
-    if (optind + 1 < argc) return usage_error(info_help, "unexpected argument '%s'", argv[optind + 1]);
+    if (optind + 1 < argc)
+        return qc_cli_usage_error(info_help, "unexpected argument '%s'", argv[optind + 1]);
     qc_err err = {{0}};
-    qc_model *m = load_model(optind < argc ? argv[optind] : NULL, &err);
-    if (!m) return die(&err);
+    qc_model *m = qc_cli_load_model(optind < argc ? argv[optind] : NULL, &err);
+    if (!m) return qc_cli_die(&err);
     const qc_config *k = &m->cfg;
     int64_t params = 0, counts[QC_DT_COUNT] = {0};
     size_t bytes = 0;
@@ -472,16 +525,17 @@ static int cmd_info(int argc, char **argv) {
         bytes += m->tensors[i].nbytes;
         counts[m->tensors[i].dtype]++;
     }
-    json_t *o = json_pack(
-        "{s:s, s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:f, s:b, s:b, s:b, s:I, s:I, "
-        "s:i, s:b}",
-        "path", m->path, "format", m->format, "arch", arch_name(k->arch), "layers", k->n_layers,
-        "hidden", k->dim, "heads", k->n_heads, "kv_heads", k->n_kv_heads, "head_dim", k->head_dim,
-        "ffn", k->ffn_dim, "vocab", k->vocab, "max_pos", k->max_pos, "rope_theta",
-        (double)k->rope_theta, "norm_eps", (double)k->norm_eps, "tied_embeddings",
-        k->tied_embeddings, "qk_norm", k->qk_norm, "attn_bias", k->attn_bias, "parameters",
-        (json_int_t)params, "tensor_bytes", (json_int_t)bytes, "tensors", m->n_tensors, "tokenizer",
-        m->tok != NULL);
+    json_t *o =
+        json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:f, s:b, s:b, "
+                  "s:b, s:I, s:I, "
+                  "s:i, s:b}",
+                  "path", m->path, "format", m->format, "arch", arch_name(k->arch), "layers",
+                  k->n_layers, "hidden", k->dim, "heads", k->n_heads, "kv_heads", k->n_kv_heads,
+                  "head_dim", k->head_dim, "ffn", k->ffn_dim, "vocab", k->vocab, "max_pos",
+                  k->max_pos, "rope_theta", (double)k->rope_theta, "norm_eps", (double)k->norm_eps,
+                  "tied_embeddings", k->tied_embeddings, "qk_norm", k->qk_norm, "attn_bias",
+                  k->attn_bias, "parameters", (json_int_t)params, "tensor_bytes", (json_int_t)bytes,
+                  "tensors", m->n_tensors, "tokenizer", m->tok != NULL);
     json_t *types = json_object();
     for (int t = 0; t < QC_DT_COUNT; t++)
         if (counts[t]) json_object_set_new(types, qc_dtype_name(t), json_integer(counts[t]));
@@ -546,7 +600,10 @@ int main(int argc, char **argv) {
     static const struct {
         const char *name;
         int (*fn)(int, char **);
-    } cmds[] = {{"eval", cmd_eval}, {"run", cmd_run}, {"tokenize", cmd_tokenize}, {"info", cmd_info}};
+    } cmds[] = {{"eval", cmd_eval},          {"run", cmd_run},
+                {"tokenize", cmd_tokenize},  {"info", cmd_info},
+                {"compile", qc_cli_compile}, {"recipe", qc_cli_recipe},
+                {"passes", qc_cli_passes}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(cmd, cmds[i].name)) return cmds[i].fn(argc - 1, argv + 1);
     fprintf(stderr, "quantc: unknown command '%s'\n%s", cmd, usage_text);

@@ -2,6 +2,7 @@
 
 #include "dequant.h"
 #include "loaders.h"
+#include "quant.h"
 #include "tokenizer.h"
 
 #include <stdio.h>
@@ -42,6 +43,11 @@ void qc_model_free(qc_model *m) {
     for (int i = 0; i < m->n_files; i++) qc_mapfile_free(m->files[i]);
     free(m->files);
     qc_tokenizer_free(m->tok);
+    for (int i = 0; i < m->n_quant; i++) {
+        free(m->quant[i].name);
+        qc_quant_state_free(m->quant[i].q);
+    }
+    free(m->quant);
     free(m->path);
     free(m);
 }
@@ -50,6 +56,25 @@ const qc_tensor *qc_model_find(const qc_model *m, const char *name) {
     for (int i = 0; i < m->n_tensors; i++)
         if (strcmp(m->tensors[i].name, name) == 0) return &m->tensors[i];
     return NULL;
+}
+
+const qc_quant_state *qc_model_quant(const qc_model *m, const char *name) {
+    for (int i = 0; i < m->n_quant; i++)
+        if (strcmp(m->quant[i].name, name) == 0) return m->quant[i].q;
+    return NULL;
+}
+
+int qc_model_add_quant(qc_model *m, char *name, qc_quant_state *q, qc_err *err) {
+    qc_qlinear *nq = realloc(m->quant, (size_t)(m->n_quant + 1) * sizeof *nq);
+    if (!nq) {
+        free(name);
+        qc_quant_state_free(q);
+        return qc_err_set(err, "out of memory");
+    }
+    m->quant = nq;
+    m->quant[m->n_quant].name = name;
+    m->quant[m->n_quant++].q = q;
+    return 0;
 }
 
 int64_t qc_tensor_numel(const qc_tensor *t) {
@@ -115,6 +140,14 @@ int qc_tensor_to_f32(const qc_tensor *t, float *out, qc_err *err) {
 static int check_shape(const qc_model *m, const char *where, const char *name, int64_t rows,
                        int64_t cols, qc_err *err) {
     const qc_tensor *t = qc_model_find(m, name);
+    const qc_quant_state *q = qc_model_quant(m, name);
+    if (!t && q) {
+        if (q->rows != rows || q->cols != cols)
+            return qc_err_set(err, "%s: quantized '%s' is %lld × %lld, expected %lld × %lld",
+                              where, name, (long long)q->rows, (long long)q->cols, (long long)rows,
+                              (long long)cols);
+        return 0;
+    }
     if (!t) return qc_err_set(err, "%s: missing tensor '%s'", where, name);
     int64_t want_dims = cols ? 2 : 1;
     if (t->n_dims != want_dims || t->shape[0] != rows || (cols && t->shape[1] != cols))

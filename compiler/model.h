@@ -11,6 +11,14 @@
 #include <stdint.h>
 
 struct qc_tokenizer;
+struct qc_quant_state;
+
+/* A linear layer stored quantized (a compiled model): its weight name and
+ * compressed state (compiler/quant.h). */
+typedef struct qc_qlinear {
+    char *name;                /* weight name, e.g. "model.layers.0.mlp.up_proj.weight" */
+    struct qc_quant_state *q;  /* owned */
+} qc_qlinear;
 
 typedef enum qc_arch {
     QC_ARCH_LLAMA,   /* llama, incl. SmolLM */
@@ -61,6 +69,8 @@ typedef enum qc_dtype {
     QC_DT_Q4_K,
     QC_DT_Q5_K,
     QC_DT_Q6_K,
+    QC_DT_U8,  /* integer tensors of quantized models (codes, group index) */
+    QC_DT_I32,
     QC_DT_COUNT
 } qc_dtype;
 
@@ -86,6 +96,8 @@ typedef struct qc_model {
     qc_mapfile **files; /* owned mappings the tensors point into */
     int n_files;
     struct qc_tokenizer *tok; /* owned; NULL when the source has none */
+    qc_qlinear *quant;        /* owned; quantized linears (compiled models), else NULL */
+    int n_quant;
     char *path;               /* owned copy of the path it was loaded from */
     char *format;             /* "safetensors" or "gguf" (static string) */
 } qc_model;
@@ -102,6 +114,11 @@ const qc_tensor *qc_model_find(const qc_model *m, const char *name);
 /* Dequantizes the whole tensor into out (shape[0]*shape[1] floats, row-major,
  * HF order). Returns 0 or -1 with err set. */
 int qc_tensor_to_f32(const qc_tensor *t, float *out, qc_err *err);
+
+/* The quantized state of weight `name`, or NULL when it is stored plainly. */
+const struct qc_quant_state *qc_model_quant(const qc_model *m, const char *name);
+/* Attaches a quantized state (takes ownership of name and q, also on error). */
+int qc_model_add_quant(qc_model *m, char *name, struct qc_quant_state *q, qc_err *err);
 
 /* Number of elements of t. */
 int64_t qc_tensor_numel(const qc_tensor *t);

@@ -38,6 +38,10 @@ static int parse_dtype(const char *s, qc_dtype *out, size_t *item) {
         *out = QC_DT_F16, *item = 2;
     else if (strcmp(s, "BF16") == 0)
         *out = QC_DT_BF16, *item = 2;
+    else if (strcmp(s, "U8") == 0)
+        *out = QC_DT_U8, *item = 1;
+    else if (strcmp(s, "I32") == 0)
+        *out = QC_DT_I32, *item = 4;
     else
         return -1;
     return 0;

@@ -2,6 +2,8 @@
 
 #include "rope.h"
 
+#include "compiler/quant.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
@@ -56,6 +58,23 @@ static qcrt_linear *load_linear(const qc_model *m, int layer, const char *base, 
                                 int64_t cols, int with_bias, qc_err *err) {
     char name[192];
     snprintf(name, sizeof name, "model.layers.%d.%s.weight", layer, base);
+    const qc_quant_state *q = qc_model_quant(m, name);
+    if (q) { /* a compiled model: fake-quant linear over the stored codes */
+        float *bq = NULL;
+        if (q->rows != rows || q->cols != cols) {
+            qc_err_set(err, "%s: quantized '%s' is %lld × %lld, expected %lld × %lld",
+                       m->path ? m->path : "model", name, (long long)q->rows, (long long)q->cols,
+                       (long long)rows, (long long)cols);
+            return NULL;
+        }
+        if (with_bias) {
+            snprintf(name, sizeof name, "model.layers.%d.%s.bias", layer, base);
+            if (!(bq = load_tensor(m, name, rows, 0, err))) return NULL;
+        }
+        qcrt_linear *l = qcrt_linear_fq_new(q, bq, err);
+        free(bq);
+        return l;
+    }
     float *w = load_tensor(m, name, rows, cols, err), *b = NULL;
     if (!w) return NULL;
     if (with_bias) {

@@ -25,4 +25,12 @@ qcrt_linear *qcrt_linear_f32_new(float *w, float *bias, int64_t out, int64_t in,
 
 void qcrt_linear_free(qcrt_linear *l);
 
+struct qc_quant_state;
+
+/* Fake-quant linear: computes with exactly the weights a quantized layer
+ * stands for, Ŵ = dequantize(q) (compiler/quant.h), in f32 through BLAS, so
+ * `quantc eval` measures the compiled model. q is not retained; bias (out,
+ * may be NULL) is copied. */
+qcrt_linear *qcrt_linear_fq_new(const struct qc_quant_state *q, const float *bias, qc_err *err);
+
 #endif

@@ -1,0 +1,533 @@
+#include "calibrate.h"
+
+#include "dequant.h"
+#include "quant.h"
+#include "runtime/forward.h"
+#include "tokenizer.h"
+
+#include <cblas.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#define MAX_CALIB_TEXT ((size_t)1 << 30)
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* splitmix64 (Steele et al. 2014): the seeded choice of sample windows. */
+static uint64_t splitmix64(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* ---- statistics capture: a linear wrapper that accumulates Σ x xᵀ ---- */
+
+typedef struct capture {
+    qcrt_linear *inner;
+    double *H;     /* in × in, upper triangle accumulated */
+    float *absmax; /* in */
+    float *tmp;    /* in × in scratch for one call's XᵀX */
+    int64_t count; /* rows seen */
+} capture;
+
+static void capture_forward(const qcrt_linear *l, const float *x, int64_t n, float *y) {
+    capture *c = l->impl;
+    int64_t in = l->in;
+    c->inner->forward(c->inner, x, n, y);
+    /* One call holds at most a sample's tokens, so f32 sums of n products are
+     * accurate; the running total across samples is kept in f64. */
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)in, (int)n, 1.0f, x, (int)in, 0.0f,
+                c->tmp, (int)in);
+    for (int64_t i = 0; i < in; i++)
+        for (int64_t j = i; j < in; j++)
+            c->H[i * in + j] += c->tmp[i * in + j];
+    for (int64_t t = 0; t < n; t++)
+        for (int64_t j = 0; j < in; j++) {
+            float a = fabsf(x[t * in + j]);
+            if (a > c->absmax[j]) c->absmax[j] = a;
+        }
+    c->count += n;
+}
+
+static void capture_free(qcrt_linear *l) {
+    capture *c = l->impl;
+    qcrt_linear_free(c->inner);
+    free(c->tmp);
+    free(c);
+    free(l);
+}
+
+/* Wraps *slot in a capture that fills H/absmax (owned by the caller). */
+static int capture_wrap(qcrt_linear **slot, double *H, float *absmax, qc_err *err) {
+    qcrt_linear *inner = *slot;
+    qcrt_linear *l = qc_calloc(1, sizeof *l, err);
+    capture *c = qc_calloc(1, sizeof *c, err);
+    float *tmp = c ? qc_malloc((size_t)inner->in * (size_t)inner->in * sizeof(float), err) : NULL;
+    if (!l || !c || !tmp) {
+        free(l);
+        free(c);
+        free(tmp);
+        return -1;
+    }
+    c->inner = inner;
+    c->H = H;
+    c->absmax = absmax;
+    c->tmp = tmp;
+    l->out = inner->out;
+    l->in = inner->in;
+    l->forward = capture_forward;
+    l->free = capture_free;
+    l->impl = c;
+    *slot = l;
+    return 0;
+}
+
+/* ---- the block's linears ---- */
+
+enum { N_LIN = 7, N_GROUPS = 4 };
+static const struct {
+    const char *module; /* under model.layers.N. */
+    const char *kind;
+    int group; /* which input statistics it shares */
+} lin_desc[N_LIN] = {
+    {"self_attn.q_proj", "q_proj", 0}, {"self_attn.k_proj", "k_proj", 0},
+    {"self_attn.v_proj", "v_proj", 0}, {"self_attn.o_proj", "o_proj", 1},
+    {"mlp.gate_proj", "gate_proj", 2}, {"mlp.up_proj", "up_proj", 2},
+    {"mlp.down_proj", "down_proj", 3},
+};
+
+typedef struct calib_stats {
+    double *H[N_GROUPS];
+    float *absmax[N_GROUPS];
+    int64_t dim[N_GROUPS];
+} calib_stats;
+
+static qcrt_linear **block_slot(qcrt_block *b, int i) {
+    qcrt_linear **slots[N_LIN] = {&b->q, &b->k, &b->v, &b->o, &b->gate, &b->up, &b->down};
+    return slots[i];
+}
+
+static void free_calib_block(qc_calib_block *cb) {
+    for (int i = 0; i < cb->n_linears; i++) {
+        qc_calib_linear *l = &cb->linears[i];
+        free((char *)l->name);
+        free(l->w);
+        free(l->bias);
+        free(l->deq);
+        qc_quant_state_free(l->q);
+    }
+    free(cb->linears);
+    cb->linears = NULL;
+    cb->n_linears = 0;
+}
+
+static int load_calib_block(const qc_model *m, int b, calib_stats *st, qc_calib_block *cb,
+                            qc_err *err) {
+    const qc_config *c = &m->cfg;
+    int64_t qd = (int64_t)c->n_heads * c->head_dim, kvd = (int64_t)c->n_kv_heads * c->head_dim;
+    const int64_t shapes[N_LIN][2] = {
+        {qd, c->dim},         {kvd, c->dim},        {kvd, c->dim},       {c->dim, qd},
+        {c->ffn_dim, c->dim}, {c->ffn_dim, c->dim}, {c->dim, c->ffn_dim}};
+    cb->index = b;
+    cb->linears = qc_calloc(N_LIN, sizeof *cb->linears, err);
+    if (!cb->linears) return -1;
+    cb->n_linears = N_LIN;
+    char name[192];
+    for (int i = 0; i < N_LIN; i++) {
+        qc_calib_linear *l = &cb->linears[i];
+        snprintf(name, sizeof name, "model.layers.%d.%s.weight", b, lin_desc[i].module);
+        l->name = strdup(name);
+        l->kind = lin_desc[i].kind;
+        l->rows = shapes[i][0];
+        l->cols = shapes[i][1];
+        if (!l->name) return qc_err_set(err, "out of memory");
+        if (!(l->w = qcrt_load_tensor(m, name, l->rows, l->cols, err))) return -1;
+        if (c->attn_bias && i < 3) {
+            snprintf(name, sizeof name, "model.layers.%d.%s.bias", b, lin_desc[i].module);
+            if (!(l->bias = qcrt_load_tensor(m, name, l->rows, 0, err))) return -1;
+        }
+        int g = lin_desc[i].group;
+        l->H = st->H[g];
+        l->act_absmax = st->absmax[g];
+        for (int64_t k = 0; k < l->rows * l->cols; k++)
+            if (!isfinite(l->w[k]))
+                return qc_err_set(err, "%s: non-finite weight at row %lld, column %lld", l->name,
+                                  (long long)(k / l->cols), (long long)(k % l->cols));
+    }
+    return 0;
+}
+
+static int stats_alloc(const qc_config *c, calib_stats *st, qc_err *err) {
+    int64_t dims[N_GROUPS] = {c->dim, (int64_t)c->n_heads * c->head_dim, c->dim, c->ffn_dim};
+    for (int g = 0; g < N_GROUPS; g++) {
+        st->dim[g] = dims[g];
+        st->H[g] = qc_calloc((size_t)(dims[g] * dims[g]), sizeof(double), err);
+        st->absmax[g] = qc_calloc((size_t)dims[g], sizeof(float), err);
+        if (!st->H[g] || !st->absmax[g]) return -1;
+    }
+    return 0;
+}
+
+static void stats_reset(calib_stats *st) {
+    for (int g = 0; g < N_GROUPS; g++) {
+        memset(st->H[g], 0, (size_t)(st->dim[g] * st->dim[g]) * sizeof(double));
+        memset(st->absmax[g], 0, (size_t)st->dim[g] * sizeof(float));
+    }
+}
+
+static void stats_free(calib_stats *st) {
+    for (int g = 0; g < N_GROUPS; g++) {
+        free(st->H[g]);
+        free(st->absmax[g]);
+    }
+}
+
+/* Makes H the symmetric mean (1/N) Σ x xᵀ from the accumulated upper half. */
+static void stats_finish(calib_stats *st, int64_t count) {
+    for (int g = 0; g < N_GROUPS; g++) {
+        int64_t n = st->dim[g];
+        double *H = st->H[g];
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = i; j < n; j++) {
+                H[i * n + j] /= (double)count;
+                H[j * n + i] = H[i * n + j];
+            }
+    }
+}
+
+/* ‖W − Ŵ‖²/‖W‖² and tr(ΔW H ΔWᵀ)/tr(W H Wᵀ): the relative output error on
+ * the calibration inputs, since ‖XΔWᵀ‖² = N·tr(ΔW H ΔWᵀ) with H = XᵀX/N. */
+static int layer_errors(const qc_calib_linear *l, double *werr, double *oerr, qc_err *err) {
+    int64_t rows = l->rows, cols = l->cols;
+    size_t n = (size_t)(rows * cols);
+    double *d = qc_malloc(n * sizeof(double), err), *w = qc_malloc(n * sizeof(double), err);
+    double *t = qc_malloc(n * sizeof(double), err);
+    if (!d || !w || !t) {
+        free(d), free(w), free(t);
+        return -1;
+    }
+    double dw = 0, ww = 0;
+    for (size_t i = 0; i < n; i++) {
+        w[i] = l->w[i];
+        d[i] = (double)l->w[i] - (double)l->deq[i];
+        dw += d[i] * d[i];
+        ww += w[i] * w[i];
+    }
+    double num = 0, den = 0;
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)cols, (int)cols, 1.0, d,
+                (int)cols, l->H, (int)cols, 0.0, t, (int)cols);
+    for (size_t i = 0; i < n; i++)
+        num += t[i] * d[i];
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)cols, (int)cols, 1.0, w,
+                (int)cols, l->H, (int)cols, 0.0, t, (int)cols);
+    for (size_t i = 0; i < n; i++)
+        den += t[i] * w[i];
+    *werr = ww > 0 ? dw / ww : 0;
+    *oerr = den > 0 ? num / den : 0;
+    free(d), free(w), free(t);
+    return 0;
+}
+
+/* ---- samples ---- */
+
+static int embed_row(const qc_tensor *t, int64_t dim, int32_t id, float *out, qc_err *err) {
+    size_t rb;
+    if (qc_dtype_nbytes(t->dtype, dim, &rb) || (size_t)(id + 1) * rb > t->nbytes)
+        return qc_err_set(err, "%s: cannot read embedding row %d", t->name, id);
+    qc_dequantize(t->dtype, t->data + (size_t)id * rb, out, dim);
+    return 0;
+}
+
+/* Tokenizes the calibration text and cuts `samples` windows of `tokens`
+ * tokens at seeded random offsets (windows may overlap when the text is short). */
+static int32_t *make_samples(const qc_model *m, const char *path, int samples, int tokens,
+                             uint64_t seed, qc_err *err) {
+    if (!m->tok) {
+        qc_err_set(err, "%s: the model has no tokenizer to encode calibration text", m->path);
+        return NULL;
+    }
+    size_t len, n_ids;
+    char *text = qc_read_file(path, MAX_CALIB_TEXT, &len, err);
+    if (!text) return NULL;
+    int32_t *ids = NULL, *out = NULL;
+    if (qc_tokenizer_encode(m->tok, text, len, 0, &ids, &n_ids, err)) {
+        qc_err_prefix(err, "%s", path);
+        goto done;
+    }
+    if (n_ids < (size_t)tokens + 1) {
+        qc_err_set(err, "%s: calibration text has %zu tokens, fewer than one sample of %d", path,
+                   n_ids, tokens);
+        goto done;
+    }
+    if (!(out = qc_malloc((size_t)samples * (size_t)tokens * sizeof *out, err))) goto done;
+    uint64_t s = seed;
+    uint64_t span = n_ids - (size_t)tokens + 1;
+    for (int i = 0; i < samples; i++) {
+        uint64_t start = splitmix64(&s) % span;
+        memcpy(out + (size_t)i * tokens, ids + start, (size_t)tokens * sizeof *out);
+    }
+done:
+    free(text);
+    free(ids);
+    return out;
+}
+
+/* ---- the driver ---- */
+
+static char *module_name(const char *weight_name) {
+    size_t n = strlen(weight_name);
+    if (n > 7 && !strcmp(weight_name + n - 7, ".weight")) n -= 7;
+    return strndup(weight_name, n);
+}
+
+/* Every linear the recipe could target, for glob validation. */
+char **qc_calib_linear_names(const qc_config *c, int *n_out) {
+    int n = c->n_layers * N_LIN + 1;
+    char **names = calloc((size_t)n, sizeof *names), buf[192];
+    if (!names) return NULL;
+    for (int b = 0; b < c->n_layers; b++)
+        for (int i = 0; i < N_LIN; i++) {
+            snprintf(buf, sizeof buf, "model.layers.%d.%s", b, lin_desc[i].module);
+            names[b * N_LIN + i] = strdup(buf);
+        }
+    names[n - 1] = strdup("lm_head");
+    *n_out = n;
+    return names;
+}
+
+void qc_calib_names_free(char **names, int n) {
+    for (int i = 0; names && i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+typedef struct driver {
+    qc_model *m;
+    const qc_recipe *r;
+    qcrt_model *shell;
+    qcrt_state *st;
+    float *X;   /* samples × tokens × dim: the current block's inputs */
+    float *tmp; /* tokens × dim */
+    int samples, tokens;
+    calib_stats stats;
+} driver;
+
+static int run_samples(driver *d, const qcrt_block *blk, int b, float *X, qc_err *err) {
+    size_t per = (size_t)d->tokens * (size_t)d->m->cfg.dim;
+    for (int s = 0; s < d->samples; s++) {
+        float *x = X ? X + (size_t)s * per : d->tmp;
+        if (!X) memcpy(d->tmp, d->X + (size_t)s * per, per * sizeof(float));
+        qcrt_state_reset(d->st);
+        if (qcrt_block_forward(d->shell, blk, d->st, b, x, d->tokens, err)) return -1;
+    }
+    return 0;
+}
+
+static int report_layer(qc_calib_report *rep, const qc_calib_linear *l, qc_err *err) {
+    qc_layer_report *nl = realloc(rep->layers, (size_t)(rep->n_layers + 1) * sizeof *nl);
+    if (!nl) return qc_err_set(err, "out of memory");
+    rep->layers = nl;
+    qc_layer_report *lr = &rep->layers[rep->n_layers++];
+    memset(lr, 0, sizeof *lr);
+    lr->name = module_name(l->name);
+    lr->rows = l->rows;
+    lr->cols = l->cols;
+    lr->seconds = l->seconds;
+    rep->total_linear_params += l->rows * l->cols;
+    if (!l->q) {
+        lr->method = "none";
+        lr->bits_per_weight = 32;
+        return 0;
+    }
+    lr->method = l->q->perm || l->seconds < 0 ? "gptq" : "quantized";
+    lr->bits = l->q->fmt.bits;
+    lr->group_size = l->q->fmt.group_size;
+    lr->symmetric = l->q->fmt.symmetric;
+    lr->act_order = l->q->perm != NULL;
+    lr->bits_per_weight = qc_quant_storage_bits(l->q) / (double)(l->rows * l->cols);
+    rep->quantized_params += l->rows * l->cols;
+    return layer_errors(l, &lr->weight_err, &lr->output_err, err);
+}
+
+/* Calibrates, quantizes and propagates block b. */
+static int do_block(driver *d, int b, qc_calib_progress progress, void *ud, qc_calib_report *rep,
+                    qc_err *err) {
+    qc_model *m = d->m;
+    qcrt_block blk;
+    qc_calib_block cb = {0};
+    int rc = -1;
+    if (progress) progress(ud, b, m->cfg.n_layers, "statistics");
+    if (qcrt_block_load(m, b, &blk, err)) goto out;
+    stats_reset(&d->stats);
+    /* q/k/v read one input, gate/up another: capture once per input group. */
+    const int capture_at[N_GROUPS] = {0, 3, 4, 6};
+    for (int g = 0; g < N_GROUPS; g++)
+        if (capture_wrap(block_slot(&blk, capture_at[g]), d->stats.H[g], d->stats.absmax[g], err))
+            goto out;
+    if (run_samples(d, &blk, b, NULL, err)) goto out;
+    stats_finish(&d->stats, (int64_t)d->samples * d->tokens);
+    if (load_calib_block(m, b, &d->stats, &cb, err)) goto out;
+    for (int i = 0; i < cb.n_linears; i++)
+        cb.linears[i].n_tokens = (int64_t)d->samples * d->tokens;
+
+    qc_pass_ctx ctx = {.seed = d->r->calib.seed, .quiet = 1};
+    for (int p = 0; p < d->r->n_passes; p++) {
+        const qc_recipe_pass *rp = &d->r->passes[p];
+        if (!rp->pass->run_block) continue;
+        if (progress) progress(ud, b, m->cfg.n_layers, rp->pass->name);
+        for (int i = 0; i < cb.n_linears; i++) {
+            char *mod = module_name(cb.linears[i].name);
+            cb.linears[i].targeted = mod && qc_recipe_pass_matches(rp, mod);
+            free(mod);
+        }
+        if (rp->pass->run_block(&ctx, &rp->params, &cb, err)) {
+            qc_err_prefix(err, "block %d: %s", b, rp->pass->name);
+            goto out;
+        }
+    }
+    /* The compressed block: fake-quant linears where a pass quantized. */
+    for (int i = 0; i < cb.n_linears; i++) {
+        qc_calib_linear *l = &cb.linears[i];
+        if (report_layer(rep, l, err)) goto out;
+        qcrt_linear **slot = block_slot(&blk, i), *nl;
+        if (l->q) {
+            nl = qcrt_linear_fq_new(l->q, l->bias, err);
+        } else {
+            size_t n = (size_t)(l->rows * l->cols) * sizeof(float);
+            float *w = qc_malloc(n, err), *bias = NULL;
+            if (w) memcpy(w, l->w, n);
+            if (w && l->bias && (bias = qc_malloc((size_t)l->rows * sizeof(float), err)))
+                memcpy(bias, l->bias, (size_t)l->rows * sizeof(float));
+            nl = w && (!l->bias || bias) ? qcrt_linear_f32_new(w, bias, l->rows, l->cols, err)
+                                         : NULL;
+            if (!nl) free(w), free(bias);
+        }
+        if (!nl) goto out;
+        qcrt_linear_free(*slot);
+        *slot = nl;
+    }
+    if (progress) progress(ud, b, m->cfg.n_layers, "propagate");
+    if (run_samples(d, &blk, b, d->X, err)) goto out;
+    for (int i = 0; i < cb.n_linears; i++) {
+        qc_calib_linear *l = &cb.linears[i];
+        if (!l->q) continue;
+        char *name = strdup(l->name);
+        qc_quant_state *q = l->q;
+        l->q = NULL;
+        if (!name) {
+            qc_quant_state_free(q);
+            qc_err_set(err, "out of memory");
+            goto out;
+        }
+        if (qc_model_add_quant(m, name, q, err)) goto out;
+    }
+    rc = 0;
+out:
+    qcrt_block_free(&blk);
+    free_calib_block(&cb);
+    return rc;
+}
+
+int qc_calibrate(qc_model *m, const qc_recipe *r, const qc_calib_overrides *ov,
+                 qc_calib_progress progress, void *ud, qc_calib_report *rep, qc_err *err) {
+    memset(rep, 0, sizeof *rep);
+    double t0 = now_s();
+    driver d = {.m = m, .r = r};
+    const char *text = ov && ov->text ? ov->text : r->calib.text;
+    d.samples = ov && ov->samples > 0 ? ov->samples : r->calib.samples;
+    d.tokens = ov && ov->tokens > 0 ? ov->tokens : r->calib.tokens;
+    uint64_t seed = ov && ov->seed >= 0 ? (uint64_t)ov->seed : r->calib.seed;
+    rep->samples = d.samples;
+    rep->tokens = d.tokens;
+    rep->seed = seed;
+    rep->text = text;
+    if (m->n_quant > 0) return qc_err_set(err, "%s: the model is already quantized", m->path);
+    if (m->cfg.max_pos > 0 && d.tokens > m->cfg.max_pos)
+        return qc_err_set(err, "calibration tokens per sample (%d) exceed the model's context (%d)",
+                          d.tokens, m->cfg.max_pos);
+    int n_names = 0, rc = -1;
+    char **names = qc_calib_linear_names(&m->cfg, &n_names);
+    int32_t *ids = NULL;
+    if (!names) return qc_err_set(err, "out of memory");
+    if (qc_recipe_check_targets(r, (const char *const *)names, n_names, err)) goto out;
+    if (!(ids = make_samples(m, text, d.samples, d.tokens, seed, err))) goto out;
+    const qc_tensor *emb = qc_model_find(m, "model.embed_tokens.weight");
+    size_t per = (size_t)d.tokens * (size_t)m->cfg.dim, total;
+    if (!emb || qc_mul_size(per, (size_t)d.samples, &total) ||
+        qc_mul_size(total, sizeof(float), &total)) {
+        qc_err_set(err, "calibration activations do not fit in memory");
+        goto out;
+    }
+    if (!(d.shell = qcrt_model_shell(m, err)) ||
+        !(d.st = qcrt_state_new(d.shell, d.tokens, d.tokens, err)) ||
+        !(d.X = qc_malloc(total, err)) || !(d.tmp = qc_malloc(per * sizeof(float), err)) ||
+        stats_alloc(&m->cfg, &d.stats, err))
+        goto out;
+    for (size_t i = 0; i < (size_t)d.samples * (size_t)d.tokens; i++)
+        if (embed_row(emb, m->cfg.dim, ids[i], d.X + i * (size_t)m->cfg.dim, err)) goto out;
+    for (int b = 0; b < m->cfg.n_layers; b++)
+        if (do_block(&d, b, progress, ud, rep, err)) goto out;
+    if (progress) progress(ud, m->cfg.n_layers, m->cfg.n_layers, "done");
+    double bits = 0;
+    for (int i = 0; i < rep->n_layers; i++)
+        if (strcmp(rep->layers[i].method, "none"))
+            bits += rep->layers[i].bits_per_weight *
+                    (double)(rep->layers[i].rows * rep->layers[i].cols);
+    rep->avg_bits = rep->quantized_params ? bits / (double)rep->quantized_params : 0;
+    rc = 0;
+out : {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0) rep->peak_rss_kb = ru.ru_maxrss;
+}
+    rep->seconds = now_s() - t0;
+    qc_calib_names_free(names, n_names);
+    free(ids);
+    free(d.X);
+    free(d.tmp);
+    stats_free(&d.stats);
+    qcrt_state_free(d.st);
+    qcrt_model_free(d.shell);
+    return rc;
+}
+
+void qc_calib_report_free(qc_calib_report *rep) {
+    for (int i = 0; i < rep->n_layers; i++)
+        free(rep->layers[i].name);
+    free(rep->layers);
+    memset(rep, 0, sizeof *rep);
+}
+
+char *qc_calib_report_json(const qc_calib_report *rep) {
+    json_t *layers = json_array();
+    for (int i = 0; i < rep->n_layers; i++) {
+        const qc_layer_report *l = &rep->layers[i];
+        json_array_append_new(
+            layers,
+            json_pack("{s:s, s:s, s:i, s:i, s:b, s:b, s:I, s:I, s:f, s:f, s:f, s:f}", "name",
+                      l->name, "method", l->method, "bits", l->bits, "group_size", l->group_size,
+                      "symmetric", l->symmetric, "act_order", l->act_order, "rows",
+                      (json_int_t)l->rows, "cols", (json_int_t)l->cols, "bits_per_weight",
+                      l->bits_per_weight, "weight_rel_err", l->weight_err, "output_rel_err",
+                      l->output_err, "seconds", l->seconds));
+    }
+    json_t *o =
+        json_pack("{s:{s:s, s:i, s:i, s:I}, s:f, s:f, s:I, s:I, s:I, s:o}", "calibration", "text",
+                  rep->text ? rep->text : "", "samples", rep->samples, "tokens", rep->tokens,
+                  "seed", (json_int_t)rep->seed, "seconds", rep->seconds, "avg_bits_per_weight",
+                  rep->avg_bits, "quantized_params", (json_int_t)rep->quantized_params,
+                  "linear_params", (json_int_t)rep->total_linear_params, "peak_rss_kb",
+                  (json_int_t)rep->peak_rss_kb, "layers", layers);
+    char *s = json_dumps(o, JSON_INDENT(1) | JSON_REAL_PRECISION(8));
+    json_decref(o);
+    return s;
+}

@@ -1,0 +1,326 @@
+/* quantc compile / recipe check / passes. */
+#include "compiler/calibrate.h"
+#include "compiler/cli.h"
+#include "compiler/qmodel.h"
+#include "compiler/quant.h"
+#include "compiler/recipe.h"
+#include "compiler/tokenizer.h"
+#include "runtime/eval.h"
+#include "runtime/forward.h"
+
+#include <getopt.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *compile_help =
+    "usage: quantc compile [MODEL] -r RECIPE -o OUT [options]\n"
+    "\n"
+    "Runs the recipe's passes over MODEL block by block with calibration data\n"
+    "and writes the compressed model to the directory OUT (config.json,\n"
+    "model.safetensors with codes/scales/zeros, tokenizer, quantc.json with the\n"
+    "recipe and the per-layer report). `quantc eval OUT` measures it. When the\n"
+    "recipe has gates, the compiled model is evaluated against MODEL and a failed\n"
+    "gate exits 1 without writing OUT.\n"
+    "\n"
+    "  -r, --recipe FILE      recipe (YAML; see recipes/)\n"
+    "  -o, --out DIR          output directory (replaced if it holds an earlier compile)\n"
+    "  --calib FILE           calibration text instead of the recipe's\n"
+    "  --calib-samples N      number of calibration samples instead of the recipe's\n"
+    "  --calib-tokens T       tokens per sample instead of the recipe's\n"
+    "  --seed S               calibration seed instead of the recipe's\n"
+    "  --report FILE          also write the per-layer report as JSON to FILE\n"
+    "  --no-gates             skip the recipe's quality gates\n"
+    "  --threads N            threads (default: all cores)\n"
+    "  --quiet                no progress line, no per-layer table\n";
+
+static const char *recipe_help = "usage: quantc recipe check RECIPE [--model MODEL]\n"
+                                 "\n"
+                                 "Validates a recipe against every pass's parameter schema\n"
+                                 "(errors give file:line:column). With --model, also checks\n"
+                                 "that every target/ignore pattern matches a layer of MODEL.\n";
+
+enum {
+    OPT_CALIB = 2000,
+    OPT_SAMPLES,
+    OPT_TOKENS,
+    OPT_SEED,
+    OPT_REPORT,
+    OPT_NO_GATES,
+    OPT_THREADS,
+    OPT_QUIET,
+    OPT_HELP,
+    OPT_MODEL
+};
+
+typedef struct progress {
+    double t0;
+    int quiet;
+} progress;
+
+static void on_progress(void *ud, int block, int n, const char *what) {
+    progress *p = ud;
+    if (p->quiet) return;
+    double el = qc_cli_now_s() - p->t0;
+    double eta = block > 0 ? el / block * (n - block) : 0;
+    fprintf(stderr, "\rblock %d/%d  %-10s  elapsed %.0fs  eta %.0fs   ", block < n ? block + 1 : n,
+            n, what, el, eta);
+    if (block == n) fprintf(stderr, "\n");
+}
+
+static void on_eval_progress(void *ud, int done, int total, double nll) {
+    progress *p = ud;
+    if (p->quiet) return;
+    fprintf(stderr, "\rgate eval: window %d/%d  ppl %.4f   ", done, total, exp(nll));
+    if (done == total) fprintf(stderr, "\n");
+}
+
+static void print_table(const qc_calib_report *rep) {
+    printf("%-40s %-6s %4s %5s %6s %10s %10s %7s\n", "layer", "method", "bits", "group", "bpw",
+           "w err", "out err", "time s");
+    for (int i = 0; i < rep->n_layers; i++) {
+        const qc_layer_report *l = &rep->layers[i];
+        printf("%-40s %-6s %4d %5d %6.3f %10.3e %10.3e %7.2f\n", l->name, l->method, l->bits,
+               l->group_size, l->bits_per_weight, l->weight_err, l->output_err, l->seconds);
+    }
+    printf("%d layers, %.3f bits per weight over %lld quantized of %lld linear parameters, "
+           "%.1f s, peak RSS %.0f MiB\n",
+           rep->n_layers, rep->avg_bits, (long long)rep->quantized_params,
+           (long long)rep->total_linear_params, rep->seconds, rep->peak_rss_kb / 1024.0);
+}
+
+/* Evaluates the compiled model against the original on the gate text. */
+static int run_gates(qc_model *m, const qc_recipe *r, int quiet, json_t *prov, int *failed,
+                     qc_err *err) {
+    *failed = 0;
+    size_t len, n_ids = 0;
+    int32_t *ids = NULL;
+    char *text = qc_read_file(r->gates.text, MAX_TEXT_BYTES, &len, err);
+    if (!text) return -1;
+    int rc = qc_tokenizer_encode(m->tok, text, len, 0, &ids, &n_ids, err);
+    free(text);
+    if (rc) return qc_err_prefix(err, "%s", r->gates.text);
+    /* The reference is the same IR with the quantized states set aside. */
+    qc_qlinear *quant = m->quant;
+    int n_quant = m->n_quant;
+    m->quant = NULL;
+    m->n_quant = 0;
+    qcrt_model *ref = qcrt_model_from_ir(m, err);
+    m->quant = quant;
+    m->n_quant = n_quant;
+    qcrt_model *qm = ref ? qcrt_model_from_ir(m, err) : NULL;
+    progress p = {qc_cli_now_s(), quiet};
+    qcrt_eval_opts eo = {.ctx = r->gates.ctx,
+                         .max_windows = r->gates.windows,
+                         .progress = on_eval_progress,
+                         .ud = &p};
+    qcrt_eval_result res;
+    rc = qm ? qcrt_eval_ppl(qm, ref, ids, n_ids, &eo, &res, err) : -1;
+    if (rc == 0) {
+        double inc = (res.ppl / res.ref_ppl - 1) * 100;
+        json_t *g =
+            json_pack("{s:s, s:i, s:i, s:f, s:f, s:f, s:f, s:f}", "text", r->gates.text, "ctx",
+                      r->gates.ctx, "windows", res.windows, "ppl", res.ppl, "ref_ppl", res.ref_ppl,
+                      "ppl_increase_pct", inc, "kl", res.kl, "top1_agreement", res.top1);
+        printf("gate eval: %d windows of %d: perplexity %.4f vs %.4f unquantized (%+.2f%%), "
+               "KL %.5f, top-1 %.2f%%\n",
+               res.windows, r->gates.ctx, res.ppl, res.ref_ppl, inc, res.kl, 100 * res.top1);
+        if (r->gates.max_ppl_increase_pct >= 0 && !(inc <= r->gates.max_ppl_increase_pct)) {
+            fprintf(stderr,
+                    "quantc: gate failed: perplexity increase %.2f%% > max_ppl_increase_pct "
+                    "%.2f (%s:%d)\n",
+                    inc, r->gates.max_ppl_increase_pct, r->path, r->gates.line);
+            *failed = 1;
+        }
+        if (r->gates.max_kl >= 0 && !(res.kl <= r->gates.max_kl)) {
+            fprintf(stderr, "quantc: gate failed: KL %.5f > max_kl %.5f (%s:%d)\n", res.kl,
+                    r->gates.max_kl, r->path, r->gates.line);
+            *failed = 1;
+        }
+        json_object_set_new(g, "passed", json_boolean(!*failed));
+        json_object_set_new(prov, "gates", g);
+    }
+    qcrt_model_free(qm);
+    qcrt_model_free(ref);
+    free(ids);
+    return rc;
+}
+
+int qc_cli_compile(int argc, char **argv) {
+    static const struct option opts[] = {{"recipe", required_argument, 0, 'r'},
+                                         {"out", required_argument, 0, 'o'},
+                                         {"calib", required_argument, 0, OPT_CALIB},
+                                         {"calib-samples", required_argument, 0, OPT_SAMPLES},
+                                         {"calib-tokens", required_argument, 0, OPT_TOKENS},
+                                         {"seed", required_argument, 0, OPT_SEED},
+                                         {"report", required_argument, 0, OPT_REPORT},
+                                         {"no-gates", no_argument, 0, OPT_NO_GATES},
+                                         {"threads", required_argument, 0, OPT_THREADS},
+                                         {"quiet", no_argument, 0, OPT_QUIET},
+                                         {"help", no_argument, 0, OPT_HELP},
+                                         {0, 0, 0, 0}};
+    const char *recipe_path = NULL, *out = NULL, *report_path = NULL;
+    qc_calib_overrides ov = {.text = NULL, .samples = -1, .tokens = -1, .seed = -1};
+    long v, threads = 0;
+    int quiet = 0, no_gates = 0, c;
+    while ((c = getopt_long(argc, argv, "r:o:", opts, NULL)) != -1) {
+        switch (c) {
+        case 'r':
+            recipe_path = optarg;
+            break;
+        case 'o':
+            out = optarg;
+            break;
+        case OPT_CALIB:
+            ov.text = optarg;
+            break;
+        case OPT_SAMPLES:
+            if (qc_cli_parse_int(optarg, 1, 1 << 20, &v))
+                return qc_cli_usage_error(compile_help,
+                                          "--calib-samples: expected 1..1048576, got '%s'", optarg);
+            ov.samples = (int)v;
+            break;
+        case OPT_TOKENS:
+            if (qc_cli_parse_int(optarg, 2, 1 << 20, &v))
+                return qc_cli_usage_error(compile_help,
+                                          "--calib-tokens: expected 2..1048576, got '%s'", optarg);
+            ov.tokens = (int)v;
+            break;
+        case OPT_SEED:
+            if (qc_cli_parse_int(optarg, 0, 0x7fffffffL, &v))
+                return qc_cli_usage_error(
+                    compile_help, "--seed: expected a non-negative integer, got '%s'", optarg);
+            ov.seed = v;
+            break;
+        case OPT_REPORT:
+            report_path = optarg;
+            break;
+        case OPT_NO_GATES:
+            no_gates = 1;
+            break;
+        case OPT_THREADS:
+            if (qc_cli_parse_int(optarg, 1, 1024, &threads))
+                return qc_cli_usage_error(compile_help, "--threads: expected 1..1024, got '%s'",
+                                          optarg);
+            break;
+        case OPT_QUIET:
+            quiet = 1;
+            break;
+        case OPT_HELP:
+            printf("%s", compile_help);
+            return 0;
+        default:
+            return qc_cli_usage_error(compile_help, "%s", "bad option");
+        }
+    }
+    if (optind + 1 < argc)
+        return qc_cli_usage_error(compile_help, "unexpected argument '%s'", argv[optind + 1]);
+    if (!recipe_path) return qc_cli_usage_error(compile_help, "%s", "-r RECIPE is required");
+    if (!out) return qc_cli_usage_error(compile_help, "%s", "-o OUT is required");
+    qc_cli_set_threads(threads);
+    int show = !quiet && isatty(2);
+
+    qc_err err = {{0}};
+    qc_recipe *r = qc_recipe_load(recipe_path, &err);
+    if (!r) return qc_cli_die(&err);
+    qc_model *m = qc_cli_load_model(optind < argc ? argv[optind] : NULL, &err);
+    if (!m) {
+        qc_recipe_free(r);
+        return qc_cli_die(&err);
+    }
+    int rc = EXIT_FAIL, failed = 0;
+    qc_calib_report rep = {0};
+    json_t *prov = NULL;
+    char *rep_json = NULL, *prov_s = NULL;
+    progress p = {qc_cli_now_s(), !show};
+    if (qc_calibrate(m, r, &ov, on_progress, &p, &rep, &err)) goto out;
+    if (!quiet) print_table(&rep);
+    rep_json = qc_calib_report_json(&rep);
+    json_error_t je;
+    prov = json_pack("{s:s, s:s, s:s, s:s, s:o}", "quantc_version", QC_VERSION, "source", m->path,
+                     "recipe_path", r->path, "recipe", r->text, "report",
+                     rep_json ? json_loads(rep_json, 0, &je) : json_null());
+    if (r->gates.enabled && !no_gates && run_gates(m, r, !show, prov, &failed, &err)) goto out;
+    if (failed) {
+        fprintf(stderr, "quantc: %s not written because a gate failed\n", out);
+        goto out;
+    }
+    if (report_path) {
+        FILE *f = fopen(report_path, "w");
+        if (!f || fputs(rep_json, f) < 0 || fclose(f) != 0) {
+            qc_err_set(&err, "%s: cannot write the report", report_path);
+            goto out;
+        }
+    }
+    prov_s = json_dumps(prov, JSON_INDENT(1) | JSON_REAL_PRECISION(8));
+    if (qc_qmodel_write(m, out, prov_s, &err)) goto out;
+    if (!quiet) printf("wrote %s\n", out);
+    rc = 0;
+out:
+    if (rc && !failed) qc_cli_die(&err);
+    free(prov_s);
+    free(rep_json);
+    json_decref(prov);
+    qc_calib_report_free(&rep);
+    qc_model_free(m);
+    qc_recipe_free(r);
+    return rc;
+}
+
+int qc_cli_recipe(int argc, char **argv) {
+    static const struct option opts[] = {{"model", required_argument, 0, OPT_MODEL},
+                                         {"help", no_argument, 0, OPT_HELP},
+                                         {0, 0, 0, 0}};
+    const char *model = NULL;
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case OPT_MODEL:
+            model = optarg;
+            break;
+        case OPT_HELP:
+            printf("%s", recipe_help);
+            return 0;
+        default:
+            return qc_cli_usage_error(recipe_help, "%s", "bad option");
+        }
+    }
+    if (optind + 2 != argc || strcmp(argv[optind], "check"))
+        return qc_cli_usage_error(recipe_help, "%s", "expected: recipe check RECIPE");
+    qc_err err = {{0}};
+    qc_recipe *r = qc_recipe_load(argv[optind + 1], &err);
+    if (!r) return qc_cli_die(&err);
+    int rc = 0;
+    if (model) {
+        qc_model *m = qc_model_load(model, &err);
+        int n = 0;
+        char **names = m ? qc_calib_linear_names(&m->cfg, &n) : NULL;
+        if (!m || !names || qc_recipe_check_targets(r, (const char *const *)names, n, &err))
+            rc = qc_cli_die(&err);
+        qc_calib_names_free(names, n);
+        qc_model_free(m);
+    }
+    if (rc == 0) printf("%s: ok (%d passes)\n", r->path, r->n_passes);
+    qc_recipe_free(r);
+    return rc;
+}
+
+int qc_cli_passes(int argc, char **argv) {
+    (void)argv;
+    if (argc > 1) {
+        printf("usage: quantc passes\n\nLists every pass with its parameters, defaults and "
+               "ranges.\n");
+        return strcmp(argv[1], "--help") ? EXIT_USAGE : 0;
+    }
+    char *s = qc_passes_describe();
+    if (!s) {
+        fprintf(stderr, "quantc: out of memory\n");
+        return EXIT_FAIL;
+    }
+    fputs(s, stdout);
+    free(s);
+    return 0;
+}
