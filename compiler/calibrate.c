@@ -333,7 +333,8 @@ static int run_samples(driver *d, const qcrt_block *blk, int b, float *X, qc_err
     return 0;
 }
 
-static int report_layer(qc_calib_report *rep, const qc_calib_linear *l, qc_err *err) {
+static int report_layer(qc_calib_report *rep, const qc_calib_linear *l, const char *method,
+                        qc_err *err) {
     qc_layer_report *nl = realloc(rep->layers, (size_t)(rep->n_layers + 1) * sizeof *nl);
     if (!nl) return qc_err_set(err, "out of memory");
     rep->layers = nl;
@@ -349,7 +350,7 @@ static int report_layer(qc_calib_report *rep, const qc_calib_linear *l, qc_err *
         lr->bits_per_weight = 32;
         return 0;
     }
-    lr->method = l->q->perm || l->seconds < 0 ? "gptq" : "quantized";
+    lr->method = method ? method : "quantized";
     lr->bits = l->q->fmt.bits;
     lr->group_size = l->q->fmt.group_size;
     lr->symmetric = l->q->fmt.symmetric;
@@ -381,6 +382,7 @@ static int do_block(driver *d, int b, qc_calib_progress progress, void *ud, qc_c
         cb.linears[i].n_tokens = (int64_t)d->samples * d->tokens;
 
     qc_pass_ctx ctx = {.seed = d->r->calib.seed, .quiet = 1};
+    const char *method[N_LIN] = {0}; /* which quantizer produced each linear's state */
     for (int p = 0; p < d->r->n_passes; p++) {
         const qc_recipe_pass *rp = &d->r->passes[p];
         if (!rp->pass->run_block) continue;
@@ -394,11 +396,15 @@ static int do_block(driver *d, int b, qc_calib_progress progress, void *ud, qc_c
             qc_err_prefix(err, "block %d: %s", b, rp->pass->name);
             goto out;
         }
+        const qc_param_value *mv = qc_params_get(&rp->params, "method");
+        for (int i = 0; i < cb.n_linears; i++)
+            if (cb.linears[i].targeted && cb.linears[i].q)
+                method[i] = mv && mv->s ? mv->s : rp->pass->name;
     }
     /* The compressed block: fake-quant linears where a pass quantized. */
     for (int i = 0; i < cb.n_linears; i++) {
         qc_calib_linear *l = &cb.linears[i];
-        if (report_layer(rep, l, err)) goto out;
+        if (report_layer(rep, l, method[i], err)) goto out;
         qcrt_linear **slot = block_slot(&blk, i), *nl;
         if (l->q) {
             nl = qcrt_linear_fq_new(l->q, l->bias, err);
