@@ -578,7 +578,7 @@ static void print_version(void) {
 #else
     printf("no (not found at build time)\n");
 #endif
-    printf("  CUDA driver:              loaded at run time (libcuda.so.1), never linked\n");
+    printf("  CUDA driver:              not linked (dlopen of libcuda.so.1 comes with the CUDA runtime)\n");
     printf("  libraries: OpenBLAS %s, jansson %s, libyaml, zstd, PCRE2, xxhash\n",
            openblas_get_config(), JANSSON_VERSION);
 }
