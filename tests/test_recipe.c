@@ -41,7 +41,7 @@ static void test_committed_recipes(void) {
         const char *method;
         int bits, group, sym;
         double gate;
-    } want[] = {{"rtn", 8, 0, 1, 1.0}, {"gptq", 4, 128, 0, 15.0}, {"gptq", 3, 128, 0, 60.0}};
+    } want[] = {{"rtn", 8, 0, 1, 1.0}, {"gptq", 4, 128, 0, 25.0}, {"gptq", 3, 128, 0, 100.0}};
     for (int i = 0; i < 3; i++) {
         qc_err err;
         qc_recipe *r = qc_recipe_load(files[i], &err);
