@@ -32,6 +32,46 @@ static uint64_t splitmix64(uint64_t *s) {
 
 /* ---- statistics capture: a linear wrapper that accumulates Σ x xᵀ ---- */
 
+/* Adds the upper triangle of xᵀx (x: n × in) to H and folds |x| into absmax.
+ * One call holds at most a sample's tokens, so f32 sums of n products are
+ * accurate; the running total across samples is kept in f64. */
+static void accumulate_stats(const float *x, int64_t n, int64_t in, float *tmp, double *H,
+                             float *absmax) {
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)in, (int)n, 1.0f, x, (int)in, 0.0f, tmp,
+                (int)in);
+    for (int64_t i = 0; i < in; i++)
+        for (int64_t j = i; j < in; j++)
+            H[i * in + j] += tmp[i * in + j];
+    for (int64_t t = 0; t < n; t++)
+        for (int64_t j = 0; j < in; j++) {
+            float a = fabsf(x[t * in + j]);
+            if (a > absmax[j]) absmax[j] = a;
+        }
+}
+
+/* Makes H (n × n) the symmetric mean (1/count) Σ x xᵀ from its upper half. */
+static void finish_gram(double *H, int64_t n, int64_t count) {
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = i; j < n; j++) {
+            H[i * n + j] /= (double)count;
+            H[j * n + i] = H[i * n + j];
+        }
+}
+
+/* A NaN/Inf activation shows on H's diagonal (x_j² summed) or in absmax:
+ * the model itself misbehaves on the calibration data, and every statistic
+ * after it would be garbage, so this is an error, not a warning. */
+static int check_stats(const double *H, const float *absmax, int64_t n, const char *where,
+                       qc_err *err) {
+    for (int64_t j = 0; j < n; j++)
+        if (!isfinite(H[j * n + j]) || !isfinite(absmax[j]))
+            return qc_err_set(err,
+                              "non-finite activation (or x² overflow) at the input of %s, channel "
+                              "%lld, on the calibration data",
+                              where, (long long)j);
+    return 0;
+}
+
 typedef struct capture {
     qcrt_linear *inner;
     double *H;     /* in × in, upper triangle accumulated */
@@ -44,18 +84,7 @@ static void capture_forward(const qcrt_linear *l, const float *x, int64_t n, flo
     capture *c = l->impl;
     int64_t in = l->in;
     c->inner->forward(c->inner, x, n, y);
-    /* One call holds at most a sample's tokens, so f32 sums of n products are
-     * accurate; the running total across samples is kept in f64. */
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)in, (int)n, 1.0f, x, (int)in, 0.0f,
-                c->tmp, (int)in);
-    for (int64_t i = 0; i < in; i++)
-        for (int64_t j = i; j < in; j++)
-            c->H[i * in + j] += c->tmp[i * in + j];
-    for (int64_t t = 0; t < n; t++)
-        for (int64_t j = 0; j < in; j++) {
-            float a = fabsf(x[t * in + j]);
-            if (a > c->absmax[j]) c->absmax[j] = a;
-        }
+    accumulate_stats(x, n, in, c->tmp, c->H, c->absmax);
     c->count += n;
 }
 
@@ -192,17 +221,16 @@ static void stats_free(calib_stats *st) {
     }
 }
 
-/* Makes H the symmetric mean (1/N) Σ x xᵀ from the accumulated upper half. */
-static void stats_finish(calib_stats *st, int64_t count) {
+static int stats_finish(calib_stats *st, int64_t count, int b, qc_err *err) {
+    static const char *const group_name[N_GROUPS] = {"q/k/v_proj", "o_proj", "gate/up_proj",
+                                                     "down_proj"};
+    char where[64];
     for (int g = 0; g < N_GROUPS; g++) {
-        int64_t n = st->dim[g];
-        double *H = st->H[g];
-        for (int64_t i = 0; i < n; i++)
-            for (int64_t j = i; j < n; j++) {
-                H[i * n + j] /= (double)count;
-                H[j * n + i] = H[i * n + j];
-            }
+        finish_gram(st->H[g], st->dim[g], count);
+        snprintf(where, sizeof where, "block %d %s", b, group_name[g]);
+        if (check_stats(st->H[g], st->absmax[g], st->dim[g], where, err)) return -1;
     }
+    return 0;
 }
 
 /* ‖W − Ŵ‖²/‖W‖² and tr(ΔW H ΔWᵀ)/tr(W H Wᵀ): the relative output error on
@@ -344,6 +372,7 @@ static int report_layer(qc_calib_report *rep, const qc_calib_linear *l, const ch
     lr->rows = l->rows;
     lr->cols = l->cols;
     lr->seconds = l->seconds;
+    snprintf(lr->note, sizeof lr->note, "%s", l->note);
     rep->total_linear_params += l->rows * l->cols;
     if (!l->q) {
         lr->method = "none";
@@ -358,6 +387,57 @@ static int report_layer(qc_calib_report *rep, const qc_calib_linear *l, const ch
     lr->bits_per_weight = qc_quant_storage_bits(l->q) / (double)(l->rows * l->cols);
     rep->quantized_params += l->rows * l->cols;
     return layer_errors(l, &lr->weight_err, &lr->output_err, err);
+}
+
+/* Runs the recipe's block-level passes in order over cb's linears; method[i]
+ * names the quantizer that produced linear i's state. */
+static int run_block_passes(driver *d, qc_calib_block *cb, qc_calib_progress progress, void *ud,
+                            const char **method, qc_err *err) {
+    qc_pass_ctx ctx = {.seed = d->r->calib.seed, .quiet = 1};
+    int n_layers = d->m->cfg.n_layers;
+    for (int p = 0; p < d->r->n_passes; p++) {
+        const qc_recipe_pass *rp = &d->r->passes[p];
+        if (!rp->pass->run_block) continue;
+        if (progress)
+            progress(ud, cb->index < n_layers ? cb->index : n_layers - 1, n_layers, rp->pass->name);
+        int any = 0;
+        for (int i = 0; i < cb->n_linears; i++) {
+            char *mod = module_name(cb->linears[i].name);
+            cb->linears[i].targeted = mod && qc_recipe_pass_matches(rp, mod);
+            any |= cb->linears[i].targeted;
+            free(mod);
+        }
+        if (!any) continue;
+        if (rp->pass->run_block(&ctx, &rp->params, cb, err)) {
+            if (cb->index < n_layers)
+                qc_err_prefix(err, "block %d: %s", cb->index, rp->pass->name);
+            else
+                qc_err_prefix(err, "lm_head: %s", rp->pass->name);
+            return -1;
+        }
+        const qc_param_value *mv = qc_params_get(&rp->params, "method");
+        for (int i = 0; i < cb->n_linears; i++)
+            if (cb->linears[i].targeted && cb->linears[i].q)
+                method[i] = mv && mv->s ? mv->s : rp->pass->name;
+    }
+    return 0;
+}
+
+/* Moves cb's quantized states onto the model under their weight names. */
+static int attach_states(qc_model *m, qc_calib_block *cb, qc_err *err) {
+    for (int i = 0; i < cb->n_linears; i++) {
+        qc_calib_linear *l = &cb->linears[i];
+        if (!l->q) continue;
+        char *name = strdup(l->name);
+        qc_quant_state *q = l->q;
+        l->q = NULL;
+        if (!name) {
+            qc_quant_state_free(q);
+            return qc_err_set(err, "out of memory");
+        }
+        if (qc_model_add_quant(m, name, q, err)) return -1;
+    }
+    return 0;
 }
 
 /* Calibrates, quantizes and propagates block b. */
@@ -376,31 +456,13 @@ static int do_block(driver *d, int b, qc_calib_progress progress, void *ud, qc_c
         if (capture_wrap(block_slot(&blk, capture_at[g]), d->stats.H[g], d->stats.absmax[g], err))
             goto out;
     if (run_samples(d, &blk, b, NULL, err)) goto out;
-    stats_finish(&d->stats, (int64_t)d->samples * d->tokens);
+    if (stats_finish(&d->stats, (int64_t)d->samples * d->tokens, b, err)) goto out;
     if (load_calib_block(m, b, &d->stats, &cb, err)) goto out;
     for (int i = 0; i < cb.n_linears; i++)
         cb.linears[i].n_tokens = (int64_t)d->samples * d->tokens;
 
-    qc_pass_ctx ctx = {.seed = d->r->calib.seed, .quiet = 1};
     const char *method[N_LIN] = {0}; /* which quantizer produced each linear's state */
-    for (int p = 0; p < d->r->n_passes; p++) {
-        const qc_recipe_pass *rp = &d->r->passes[p];
-        if (!rp->pass->run_block) continue;
-        if (progress) progress(ud, b, m->cfg.n_layers, rp->pass->name);
-        for (int i = 0; i < cb.n_linears; i++) {
-            char *mod = module_name(cb.linears[i].name);
-            cb.linears[i].targeted = mod && qc_recipe_pass_matches(rp, mod);
-            free(mod);
-        }
-        if (rp->pass->run_block(&ctx, &rp->params, &cb, err)) {
-            qc_err_prefix(err, "block %d: %s", b, rp->pass->name);
-            goto out;
-        }
-        const qc_param_value *mv = qc_params_get(&rp->params, "method");
-        for (int i = 0; i < cb.n_linears; i++)
-            if (cb.linears[i].targeted && cb.linears[i].q)
-                method[i] = mv && mv->s ? mv->s : rp->pass->name;
-    }
+    if (run_block_passes(d, &cb, progress, ud, method, err)) goto out;
     /* The compressed block: fake-quant linears where a pass quantized. */
     for (int i = 0; i < cb.n_linears; i++) {
         qc_calib_linear *l = &cb.linears[i];
@@ -423,24 +485,79 @@ static int do_block(driver *d, int b, qc_calib_progress progress, void *ud, qc_c
         *slot = nl;
     }
     if (progress) progress(ud, b, m->cfg.n_layers, "propagate");
-    if (run_samples(d, &blk, b, d->X, err)) goto out;
-    for (int i = 0; i < cb.n_linears; i++) {
-        qc_calib_linear *l = &cb.linears[i];
-        if (!l->q) continue;
-        char *name = strdup(l->name);
-        qc_quant_state *q = l->q;
-        l->q = NULL;
-        if (!name) {
-            qc_quant_state_free(q);
-            qc_err_set(err, "out of memory");
-            goto out;
-        }
-        if (qc_model_add_quant(m, name, q, err)) goto out;
-    }
+    if (run_samples(d, &blk, b, d->X, err) || attach_states(m, &cb, err)) goto out;
     rc = 0;
 out:
     qcrt_block_free(&blk);
     free_calib_block(&cb);
+    return rc;
+}
+
+/* Does any block-level pass of the recipe target lm_head? */
+static int lm_head_targeted(const qc_recipe *r) {
+    for (int p = 0; p < r->n_passes; p++)
+        if (r->passes[p].pass->run_block && qc_recipe_pass_matches(&r->passes[p], "lm_head"))
+            return 1;
+    return 0;
+}
+
+/* lm_head after the last block: its input is the final RMSNorm of the
+ * (compressed) model's residual stream, so its statistics come from d->X
+ * normalised in place (X is not needed afterwards). A tied lm_head is
+ * quantized as its own weight "lm_head.weight"; the embedding stays. */
+static int do_lm_head(driver *d, qc_calib_progress progress, void *ud, qc_calib_report *rep,
+                      qc_err *err) {
+    qc_model *m = d->m;
+    const qc_config *c = &m->cfg;
+    int64_t dim = c->dim, n = (int64_t)d->samples * d->tokens;
+    qc_calib_block cb = {.index = c->n_layers};
+    const char *method[1] = {0};
+    int rc = -1;
+    float *norm = qcrt_load_tensor(m, "model.norm.weight", dim, 0, err);
+    double *H = qc_calloc((size_t)(dim * dim), sizeof *H, err);
+    float *absmax = qc_calloc((size_t)dim, sizeof *absmax, err);
+    float *tmp = qc_malloc((size_t)(dim * dim) * sizeof *tmp, err);
+    if (!norm || !H || !absmax || !tmp) goto out;
+    if (progress) progress(ud, c->n_layers - 1, c->n_layers, "lm_head");
+    for (int64_t t = 0; t < n; t++) {
+        float *x = d->X + t * dim;
+        double ss = 0;
+        for (int64_t j = 0; j < dim; j++)
+            ss += (double)x[j] * x[j];
+        float inv = 1.0f / sqrtf((float)(ss / (double)dim) + c->norm_eps);
+        for (int64_t j = 0; j < dim; j++)
+            x[j] = x[j] * inv * norm[j];
+    }
+    for (int s = 0; s < d->samples; s++)
+        accumulate_stats(d->X + (size_t)s * (size_t)d->tokens * (size_t)dim, d->tokens, dim, tmp, H,
+                         absmax);
+    finish_gram(H, dim, n);
+    if (check_stats(H, absmax, dim, "lm_head", err)) goto out;
+    if (!(cb.linears = qc_calloc(1, sizeof *cb.linears, err))) goto out;
+    cb.n_linears = 1;
+    qc_calib_linear *l = &cb.linears[0];
+    l->kind = "lm_head";
+    l->rows = c->vocab;
+    l->cols = dim;
+    l->H = H;
+    l->act_absmax = absmax;
+    l->n_tokens = n;
+    if (!(l->name = strdup("lm_head.weight"))) {
+        qc_err_set(err, "out of memory");
+        goto out;
+    }
+    const char *src = c->tied_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+    if (!(l->w = qcrt_load_tensor(m, src, l->rows, l->cols, err))) goto out;
+    if (run_block_passes(d, &cb, progress, ud, method, err) ||
+        report_layer(rep, l, method[0], err) || attach_states(m, &cb, err))
+        goto out;
+    rc = 0;
+out:
+    free_calib_block(&cb);
+    free(norm);
+    free(H);
+    free(absmax);
+    free(tmp);
     return rc;
 }
 
@@ -483,6 +600,7 @@ int qc_calibrate(qc_model *m, const qc_recipe *r, const qc_calib_overrides *ov,
         if (embed_row(emb, m->cfg.dim, ids[i], d.X + i * (size_t)m->cfg.dim, err)) goto out;
     for (int b = 0; b < m->cfg.n_layers; b++)
         if (do_block(&d, b, progress, ud, rep, err)) goto out;
+    if (lm_head_targeted(r) && do_lm_head(&d, progress, ud, rep, err)) goto out;
     if (progress) progress(ud, m->cfg.n_layers, m->cfg.n_layers, "done");
     double bits = 0;
     for (int i = 0; i < rep->n_layers; i++)
@@ -517,14 +635,14 @@ char *qc_calib_report_json(const qc_calib_report *rep) {
     json_t *layers = json_array();
     for (int i = 0; i < rep->n_layers; i++) {
         const qc_layer_report *l = &rep->layers[i];
-        json_array_append_new(
-            layers,
-            json_pack("{s:s, s:s, s:i, s:i, s:b, s:b, s:I, s:I, s:f, s:f, s:f, s:f}", "name",
-                      l->name, "method", l->method, "bits", l->bits, "group_size", l->group_size,
-                      "symmetric", l->symmetric, "act_order", l->act_order, "rows",
-                      (json_int_t)l->rows, "cols", (json_int_t)l->cols, "bits_per_weight",
-                      l->bits_per_weight, "weight_rel_err", l->weight_err, "output_rel_err",
-                      l->output_err, "seconds", l->seconds));
+        json_t *e = json_pack(
+            "{s:s, s:s, s:i, s:i, s:b, s:b, s:I, s:I, s:f, s:f, s:f, s:f}", "name", l->name,
+            "method", l->method, "bits", l->bits, "group_size", l->group_size, "symmetric",
+            l->symmetric, "act_order", l->act_order, "rows", (json_int_t)l->rows, "cols",
+            (json_int_t)l->cols, "bits_per_weight", l->bits_per_weight, "weight_rel_err",
+            l->weight_err, "output_rel_err", l->output_err, "seconds", l->seconds);
+        if (e && l->note[0]) json_object_set_new(e, "note", json_string(l->note));
+        json_array_append_new(layers, e);
     }
     json_t *o =
         json_pack("{s:{s:s, s:i, s:i, s:I}, s:f, s:f, s:I, s:I, s:I, s:o}", "calibration", "text",

@@ -28,6 +28,7 @@ typedef struct qc_layer_report {
     double weight_err;      /* ‖W − Ŵ‖² / ‖W‖² */
     double output_err; /* ‖X(W − Ŵ)ᵀ‖² / ‖XWᵀ‖² on the calibration inputs (via H) */
     double seconds;
+    char note[160]; /* handled conditions (singular Hessian, dead inputs), or "" */
 } qc_layer_report;
 
 typedef struct qc_calib_report {

@@ -86,6 +86,9 @@ static void print_table(const qc_calib_report *rep) {
         printf("%-40s %-6s %4d %5d %6.3f %10.3e %10.3e %7.2f\n", l->name, l->method, l->bits,
                l->group_size, l->bits_per_weight, l->weight_err, l->output_err, l->seconds);
     }
+    for (int i = 0; i < rep->n_layers; i++)
+        if (rep->layers[i].note[0])
+            printf("note: %s: %s\n", rep->layers[i].name, rep->layers[i].note);
     printf("%d layers, %.3f bits per weight over %lld quantized of %lld linear parameters, "
            "%.1f s, peak RSS %.0f MiB\n",
            rep->n_layers, rep->avg_bits, (long long)rep->quantized_params,

@@ -21,8 +21,9 @@ typedef enum qc_param_type {
 typedef struct qc_param_spec {
     const char *name;
     qc_param_type type;
-    const char *def;         /* default as YAML text ("4", "0.01", "true", "gptq", "[2, 3]"); NULL = required */
-    double min, max;         /* inclusive range for INT/FLOAT and INT_LIST items (min > max: no range) */
+    const char
+        *def; /* default as YAML text ("4", "0.01", "true", "gptq", "[2, 3]"); NULL = required */
+    double min, max; /* inclusive range for INT/FLOAT and INT_LIST items (min > max: no range) */
     const char *const *enum_values; /* NULL-terminated, for STRING */
     const char *doc;
 } qc_param_spec;
@@ -30,13 +31,13 @@ typedef struct qc_param_spec {
 /* A parsed, validated value. */
 typedef struct qc_param_value {
     const qc_param_spec *spec;
-    int64_t i;       /* INT, BOOL */
-    double f;        /* FLOAT */
-    char *s;         /* STRING */
-    int64_t *ilist;  /* INT_LIST */
-    char **slist;    /* STRING_LIST */
-    int n;           /* list length */
-    int line, col;   /* where it was written in the recipe (0 when defaulted) */
+    int64_t i;      /* INT, BOOL */
+    double f;       /* FLOAT */
+    char *s;        /* STRING */
+    int64_t *ilist; /* INT_LIST */
+    char **slist;   /* STRING_LIST */
+    int n;          /* list length */
+    int line, col;  /* where it was written in the recipe (0 when defaulted) */
 } qc_param_value;
 
 /* Every parameter of a pass invocation, defaults filled in. */
@@ -55,8 +56,9 @@ const char *qc_params_str(const qc_params *p, const char *name);
  * with the calibration statistics of their inputs. Linears that read the
  * same input (q/k/v; gate/up) share one H. */
 typedef struct qc_calib_linear {
-    const char *name;  /* HF weight name, e.g. "model.layers.3.self_attn.q_proj.weight" */
-    const char *kind;  /* "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj" */
+    const char *name; /* HF weight name, e.g. "model.layers.3.self_attn.q_proj.weight" */
+    const char
+        *kind; /* "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj" */
     int64_t rows, cols;
     float *w;          /* rows × cols, f32; a pass may modify it (e.g. smoothing scales) */
     float *bias;       /* rows or NULL */
@@ -69,10 +71,11 @@ typedef struct qc_calib_linear {
     qc_quant_state *q; /* owned; NULL until a quantizer runs */
     float *deq;        /* rows × cols dequantized weight (owned), or NULL */
     double seconds;    /* time spent quantizing it */
+    char note[160];    /* handled conditions worth reporting (e.g. singular Hessian), or "" */
 } qc_calib_linear;
 
 typedef struct qc_calib_block {
-    int index;         /* block number */
+    int index; /* block number */
     int n_linears;
     qc_calib_linear *linears;
 } qc_calib_block;

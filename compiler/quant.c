@@ -255,6 +255,8 @@ typedef struct gptq_work {
     double *diag; /* n: diag H after the dead-column fix, original order */
     int32_t *perm;
     uint8_t *dead; /* n: H_jj was 0 (original order) */
+    double damp_used;
+    int retries;
 } gptq_work;
 
 static void gptq_work_free(gptq_work *k) {
@@ -312,18 +314,42 @@ static int gptq_prepare_h(double *H, const qc_gptq_opts *o, gptq_work *k, qc_err
     for (int64_t j = 0; j < n; j++)
         mean += H[j * n + j];
     mean /= (double)n;
+    /* The factorizations below write only the upper triangle; the strict
+     * lower one and this copy of the diagonal let a failed attempt restart
+     * with ten times the dampening (up to damp = 1, where H + mean·I is
+     * positive definite for any positive semi-definite H). */
+    double *d0 = malloc((size_t)n * sizeof *d0);
+    if (!d0) return qc_err_set(err, "out of memory for a %lld-column Hessian", (long long)n);
     for (int64_t j = 0; j < n; j++)
-        H[j * n + j] += o->damp * mean;
-    /* H = UᵀU, H⁻¹ from the factor, then H⁻¹ = U'ᵀU' (GPTQ's "Cholesky
-     * reformulation": row p of U' holds the update coefficients of column p). */
-    lapack_int info = LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', (lapack_int)n, H, (lapack_int)n);
-    if (info == 0) info = LAPACKE_dpotri(LAPACK_ROW_MAJOR, 'U', (lapack_int)n, H, (lapack_int)n);
-    if (info == 0) info = LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', (lapack_int)n, H, (lapack_int)n);
+        d0[j] = H[j * n + j];
+    double damp = o->damp;
+    lapack_int info = 0;
+    for (int attempt = 0;; attempt++) {
+        if (attempt > 0)
+            for (int64_t a = 0; a < n; a++)
+                for (int64_t b = a + 1; b < n; b++)
+                    H[a * n + b] = H[b * n + a];
+        for (int64_t j = 0; j < n; j++)
+            H[j * n + j] = d0[j] + damp * mean;
+        /* H = UᵀU, H⁻¹ from the factor, then H⁻¹ = U'ᵀU' (GPTQ's "Cholesky
+         * reformulation": row p of U' holds the update coefficients of column p). */
+        info = LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', (lapack_int)n, H, (lapack_int)n);
+        if (info == 0)
+            info = LAPACKE_dpotri(LAPACK_ROW_MAJOR, 'U', (lapack_int)n, H, (lapack_int)n);
+        if (info == 0)
+            info = LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', (lapack_int)n, H, (lapack_int)n);
+        if (info == 0 || damp >= 1) break;
+        damp = damp > 0 ? damp * 10 : 1e-4;
+        if (damp > 1) damp = 1;
+        k->retries++;
+    }
+    free(d0);
     if (info != 0)
         return qc_err_set(err,
-                          "Hessian (%lld x %lld) is not positive definite after dampening "
-                          "(damp %g of mean diagonal %g; LAPACK info %d); try a larger damp",
-                          (long long)n, (long long)n, o->damp, mean, (int)info);
+                          "Hessian (%lld x %lld) is not positive definite even with damp %g of "
+                          "its mean diagonal %g (LAPACK info %d)",
+                          (long long)n, (long long)n, damp, mean, (int)info);
+    k->damp_used = damp;
     for (int64_t a = 1; a < n; a++)
         memset(H + a * n, 0, (size_t)a * sizeof *H);
     return 0;
@@ -400,6 +426,13 @@ int qc_quant_gptq(const float *w, double *H, const qc_gptq_opts *o, qc_quant_sta
     if (gptq_prepare_h(H, o, &k, err)) {
         gptq_work_free(&k);
         return -1;
+    }
+    if (o->info) {
+        o->info->damp_used = k.damp_used;
+        o->info->damp_retries = k.retries;
+        o->info->dead_inputs = 0;
+        for (int64_t j = 0; j < n; j++)
+            o->info->dead_inputs += k.dead[j];
     }
     const double *U = H;
     for (int64_t p = 0; p < n; p++) {

@@ -30,12 +30,12 @@ typedef struct qc_clip_search {
 typedef struct qc_quant_state {
     qc_quant_format fmt;
     int64_t rows, cols;
-    int64_t n_groups;  /* per row */
-    uint8_t *codes;    /* rows × cols, original column order */
-    float *scales;     /* rows × n_groups */
-    float *zeros;      /* rows × n_groups (integer-valued; 2^(bits-1) when symmetric) */
-    int32_t *g_idx;    /* cols: group of each column (act-order reorders groups) */
-    int32_t *perm;     /* cols: GPTQ column order when act-order was used, else NULL */
+    int64_t n_groups; /* per row */
+    uint8_t *codes;   /* rows × cols, original column order */
+    float *scales;    /* rows × n_groups */
+    float *zeros;     /* rows × n_groups (integer-valued; 2^(bits-1) when symmetric) */
+    int32_t *g_idx;   /* cols: group of each column (act-order reorders groups) */
+    int32_t *perm;    /* cols: GPTQ column order when act-order was used, else NULL */
 } qc_quant_state;
 
 /* Allocates an empty state for a rows × cols weight in fmt (g_idx set to
@@ -75,21 +75,31 @@ int qc_quant_rtn(const float *w, const double *diag, const qc_clip_search *clip,
  * (rows × cols) column by column using H = 2XᵀX (cols × cols, f64, modified:
  * dampened in place), spreading each column's error over the columns not yet
  * quantized through the Cholesky factor of H⁻¹. */
+/* What GPTQ had to do about a degenerate Hessian, for the report. */
+typedef struct qc_gptq_info {
+    double damp_used;    /* the dampening that made H positive definite */
+    int damp_retries;    /* times damp was raised tenfold after a failed Cholesky */
+    int64_t dead_inputs; /* columns with H_jj = 0 (never-active inputs), zeroed */
+} qc_gptq_info;
+
 typedef struct qc_gptq_opts {
     double damp;       /* fraction of mean(diag H) added to the diagonal (0.01) */
     int block;         /* lazy-update block width (128) */
     int act_order;     /* quantize columns by decreasing diag(H) */
     int static_groups; /* fit group scales on the unmodified weight before GPTQ */
     qc_clip_search clip;
+    qc_gptq_info *info; /* optional out: degenerate-Hessian handling */
 } qc_gptq_opts;
 
 /* Fills q (already allocated with qc_quant_state_new) and, when deq is
  * non-NULL, the dequantized weight. H is overwritten (dampened, factored).
  * Columns whose H diagonal is zero (dead inputs) get weight 0 and no error
- * spreading. Returns 0, or -1 with err (e.g. H not positive definite even
- * after dampening: the message says so and suggests a larger damp). */
-int qc_quant_gptq(const float *w, double *H, const qc_gptq_opts *opts, qc_quant_state *q, float *deq,
-                  qc_err *err);
+ * spreading. When H + damp·mean(diag)·I is not positive definite (a singular
+ * Hessian: collinear or too few calibration tokens), damp is raised tenfold
+ * up to 1 and opts->info says so. Returns 0, or -1 with err (non-finite H,
+ * or not positive definite even at damp 1). */
+int qc_quant_gptq(const float *w, double *H, const qc_gptq_opts *opts, qc_quant_state *q,
+                  float *deq, qc_err *err);
 
 /* Dequantizes q into w (rows × cols). */
 void qc_quant_dequantize(const qc_quant_state *q, float *w);

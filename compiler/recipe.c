@@ -598,7 +598,9 @@ static int parse_pass(ctx *c, yaml_node_t *item, qc_recipe_pass *rp) {
                         what);
     } else {
         if (!(rp->targets = qc_calloc(1, sizeof *rp->targets, c->err))) return -1;
-        if (!(rp->targets[0].pattern = dup_str("*", 1, c->err))) return -1;
+        /* Every block linear; lm_head (the largest, most sensitive matrix of
+         * small models) only when a recipe names it, as in GPTQ/AWQ tools. */
+        if (!(rp->targets[0].pattern = dup_str("model.layers.*", 14, c->err))) return -1;
         rp->n_targets = 1;
     }
     if (g.ignore && classify(g.ignore).k != K_NULL &&

@@ -4,6 +4,7 @@
 #include "compiler/pass.h"
 #include "compiler/quant.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -38,6 +39,18 @@ static double now(void) {
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
+/* Says in the report what GPTQ did about a degenerate Hessian. */
+static void note_hessian(qc_calib_linear *l, const qc_gptq_opts *o, const qc_gptq_info *info) {
+    size_t n = strlen(l->note);
+    if (info->damp_retries)
+        n += (size_t)snprintf(l->note + n, sizeof l->note - n,
+                              "%sHessian singular at damp %g; used damp %g", n ? "; " : "", o->damp,
+                              info->damp_used);
+    if (info->dead_inputs && n < sizeof l->note)
+        snprintf(l->note + n, sizeof l->note - n, "%s%lld dead inputs (H_jj = 0) zeroed",
+                 n ? "; " : "", (long long)info->dead_inputs);
+}
+
 static int quantize_linear(const qc_params *p, qc_calib_linear *l, qc_err *err) {
     double t0 = now();
     /* A failed run leaves no earlier result behind to be taken for this one. */
@@ -45,6 +58,7 @@ static int quantize_linear(const qc_params *p, qc_calib_linear *l, qc_err *err) 
     l->q = NULL;
     free(l->deq);
     l->deq = NULL;
+    l->note[0] = 0;
     qc_quant_format fmt = {(int)qc_params_int(p, "bits"), (int)qc_params_int(p, "group_size"),
                            qc_params_bool(p, "symmetric")};
     qc_clip_search clip = {qc_params_bool(p, "clip_search"), (float)qc_params_float(p, "clip_min"),
@@ -74,9 +88,15 @@ static int quantize_linear(const qc_params *p, qc_calib_linear *l, qc_err *err) 
         h = qc_malloc(hn * sizeof(double), err);
         if (!h) goto done;
         memcpy(h, l->H, hn * sizeof(double));
-        qc_gptq_opts o = {qc_params_float(p, "damp"), (int)qc_params_int(p, "block_size"),
-                          qc_params_bool(p, "act_order"), qc_params_bool(p, "static_groups"), clip};
+        qc_gptq_info info = {0};
+        qc_gptq_opts o = {qc_params_float(p, "damp"),
+                          (int)qc_params_int(p, "block_size"),
+                          qc_params_bool(p, "act_order"),
+                          qc_params_bool(p, "static_groups"),
+                          clip,
+                          &info};
         rc = qc_quant_gptq(l->w, h, &o, q, deq, err);
+        if (rc == 0) note_hessian(l, &o, &info);
     } else {
         double *diag = NULL;
         if (l->H) {

@@ -70,8 +70,10 @@ char *qc_passes_describe(void) {
         fprintf(f, "%s%s: %s\n", i ? "\n" : "", p->name, p->doc);
         for (const qc_param_spec *s = p->params; s && s->name; s++)
             describe_param(f, s);
-        fprintf(f, "  %-16s %-14s default [\"*\"]\n  %-16s %s\n", "targets", "list of glob", "",
-                "layers the pass applies to (fnmatch over module names; '*' crosses dots)");
+        fprintf(f, "  %-16s %-14s default [\"model.layers.*\"]\n  %-16s %s\n  %-16s %s\n",
+                "targets", "list of glob", "",
+                "layers the pass applies to (fnmatch over module names; '*' crosses dots);", "",
+                "lm_head only when named (e.g. \"lm_head\" or \"*\")");
         fprintf(f, "  %-16s %-14s default []\n  %-16s %s\n", "ignore", "list of glob", "",
                 "layers excluded from targets");
     }

@@ -162,6 +162,17 @@ qcrt_model *qcrt_model_from_ir(const qc_model *m, qc_err *err) {
         goto fail;
     for (int l = 0; l < c->n_layers; l++)
         if (qcrt_block_load(m, l, &r->blocks[l], err)) goto fail;
+    const qc_quant_state *hq = qc_model_quant(m, "lm_head.weight");
+    if (hq) { /* quantized lm_head (tied or not: it has its own codes) */
+        if (hq->rows != c->vocab || hq->cols != c->dim) {
+            qc_err_set(err, "%s: quantized 'lm_head.weight' is %lld × %lld, expected %d × %d",
+                       m->path ? m->path : "model", (long long)hq->rows, (long long)hq->cols,
+                       c->vocab, c->dim);
+            goto fail;
+        }
+        if (!(r->lm_head = qcrt_linear_fq_new(hq, NULL, err))) goto fail;
+        return r;
+    }
     float *head;
     if (c->tied_embeddings) {
         size_t n = (size_t)c->vocab * (size_t)c->dim * sizeof(float);
@@ -419,13 +430,15 @@ static void block_forward(const qcrt_model *m, const qcrt_block *b, qcrt_state *
     add_rows(x, s->xb2, nd);
 }
 
-int qcrt_block_forward(const qcrt_model *m, const qcrt_block *b, qcrt_state *s, int layer,
-                       float *x, int n, qc_err *err) {
+int qcrt_block_forward(const qcrt_model *m, const qcrt_block *b, qcrt_state *s, int layer, float *x,
+                       int n, qc_err *err) {
     if (layer < 0 || layer >= m->cfg.n_layers)
         return qc_err_set(err, "forward: layer %d out of range", layer);
     if (n <= 0 || n > s->max_batch || n > s->max_ctx - s->pos)
-        return qc_err_set(err, "forward: %d tokens at position %d do not fit the state (batch %d, "
-                          "context %d)", n, s->pos, s->max_batch, s->max_ctx);
+        return qc_err_set(err,
+                          "forward: %d tokens at position %d do not fit the state (batch %d, "
+                          "context %d)",
+                          n, s->pos, s->max_batch, s->max_ctx);
     block_forward(m, b, s, layer, x, n);
     return 0;
 }

@@ -7,8 +7,10 @@ with each committed recipe, checked against independent numpy computations:
   numpy_forward.py) over those numpy-dequantized weights: mean NLL within
   1e-4 (f32 vs f64 forward on a 64-wide model differs by ~1e-6 in logits);
 - GPTQ has lower output error than RTN at the same format;
+- a quantized lm_head (tied in the tiny model) evaluates like numpy's;
 - bad inputs: unknown pass (file:line:col), too-short calibration text,
-  failing gate (exit 1, no output), output path that is not ours.
+  NaN / overflowing activations, failing gate (exit 1, no output), output
+  path that is not ours.
 Exits 77 when numpy/safetensors are missing."""
 import json
 import math
@@ -55,7 +57,7 @@ def dequantize(t, base):
     return s[:, g].astype(np.float64) * (codes - z[:, g].astype(np.float64))
 
 
-def compile_and_check(tmp, recipe, bound, text_ids):
+def compile_and_check(tmp, recipe, bound, text_ids, n_layers=14):
     out = os.path.join(tmp, os.path.basename(recipe) + ".out")
     rep = os.path.join(tmp, "report.json")
     rc, so, se = qc("compile", TINY, "-r", recipe, "-o", out, "--calib", CALIB, "--calib-samples", "8",
@@ -66,7 +68,8 @@ def compile_and_check(tmp, recipe, bound, text_ids):
     report = json.load(open(rep))
     cfg = json.load(open(os.path.join(out, "config.json")))
     qcfg = cfg["quantization_config"]["layers"]
-    check(len(report["layers"]) == 14 and len(qcfg) == 14, f"{recipe}: 14 layers quantized")
+    check(len(report["layers"]) == n_layers and len(qcfg) == n_layers,
+          f"{recipe}: {n_layers} layers quantized")
     t = load_file(os.path.join(out, "model.safetensors"))
     _, orig = numpy_forward.load(TINY)
     weights = {k: v.astype(np.float64) for k, v in t.items() if v.dtype == np.float32 and "." in k
@@ -76,7 +79,7 @@ def compile_and_check(tmp, recipe, bound, text_ids):
         codes = t[mod + ".qcodes"]
         check(int(codes.max()) < (1 << spec["bits"]), f"{mod}: codes fit {spec['bits']} bits")
         w_hat = dequantize(t, mod)
-        w = orig[mod + ".weight"]
+        w = orig[mod + ".weight"] if mod != "lm_head" else orig.get("lm_head.weight", orig["model.embed_tokens.weight"])
         rel = np.linalg.norm(w - w_hat) / np.linalg.norm(w)
         worst = max(worst, rel)
         weights[mod + ".weight"] = w_hat
@@ -142,6 +145,15 @@ def main():
             print(f"mean relative output error: RTN {er:.4g}, GPTQ {eg:.4g}")
             check(eg < er, f"GPTQ output error {eg} not below RTN {er}")
 
+        # lm_head (tied in the tiny llama) is quantized only when named: GPTQ
+        # on the final-norm activations, its own codes, the embedding kept.
+        head = recipe("head.yaml", common + "passes:\n  - quantize: {method: gptq, bits: 4, group_size: 32, "
+                      "targets: ['*']}\n")
+        rh = compile_and_check(tmp, head, 0.3, ids, n_layers=15)
+        if rh:
+            check(rh["layers"][-1]["name"] == "lm_head" and rh["layers"][-1]["method"] == "gptq",
+                  f"lm_head reported last: {rh['layers'][-1]}")
+
         # Bad inputs.
         bad = recipe("bad.yaml", common + "passes:\n  - quantise: {bits: 4}\n")
         rc, so, se = qc("compile", TINY, "-r", bad, "-o", os.path.join(tmp, "x"))
@@ -157,6 +169,26 @@ def main():
         rc, so, se = qc("compile", TINY, "-r", gate, "-o", os.path.join(tmp, "g"), "--quiet")
         check(rc == 1 and "gate failed" in se and "max_kl" in se, f"failing gate: {rc} {se}")
         check(not os.path.exists(os.path.join(tmp, "g")), "no output after a failed gate")
+        # Non-finite activations with finite linear weights: a NaN and an Inf
+        # in norm weights.
+        from safetensors.numpy import save_file
+        for what, tensor, val, where in [
+                ("NaN norm", "model.layers.1.post_attention_layernorm.weight", float("nan"),
+                 "block 1 gate/up_proj"),
+                ("Inf norm", "model.layers.0.input_layernorm.weight", float("inf"),
+                 "block 0 q/k/v_proj")]:
+            bad_dir = os.path.join(tmp, "nan_model")
+            shutil.rmtree(bad_dir, ignore_errors=True)
+            shutil.copytree(TINY, bad_dir)
+            t = load_file(os.path.join(bad_dir, "model.safetensors"))
+            a = t[tensor].copy()
+            a[3] = val
+            t[tensor] = a
+            save_file(t, os.path.join(bad_dir, "model.safetensors"))
+            rc, so, se = qc("compile", bad_dir, "-r", gptq, "-o", os.path.join(tmp, "n"), "--quiet")
+            check(rc == 1 and "non-finite activation" in se and where in se,
+                  f"{what}: exit {rc}, message {se.strip()}")
+            check(not os.path.exists(os.path.join(tmp, "n")), f"{what}: no output")
         notours = os.path.join(tmp, "file")
         with open(notours, "w") as f:
             f.write("keep me")

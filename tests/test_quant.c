@@ -264,7 +264,7 @@ static void test_gptq_beats_rtn(void) {
             for (int sym = 0; sym < 2; sym++)
                 for (int ao = 0; ao < 2; ao++) {
                     qc_quant_format f = {bits[bi], groups[gi], sym};
-                    qc_gptq_opts o = {0.01, 16, ao, 0, clip20};
+                    qc_gptq_opts o = {0.01, 16, ao, 0, clip20, NULL};
                     double eg = run_gptq(&p, f, o, NULL, deq), er = run_rtn(&p, f, deq);
                     printf("w%d g%-2d sym %d act %d: rel. output error RTN %.4g GPTQ %.4g\n",
                            f.bits, f.group_size, sym, ao, er, eg);
@@ -281,7 +281,7 @@ static void test_act_order(void) {
     float *deq = malloc(sizeof(float) * 16 * 96), *deq2 = malloc(sizeof(float) * 16 * 96);
     qc_quant_state *q;
     qc_quant_format f = {4, 32, 0};
-    qc_gptq_opts o = {0.01, 20, 1, 0, clip20}; /* block 20: groups straddle blocks */
+    qc_gptq_opts o = {0.01, 20, 1, 0, clip20, NULL}; /* block 20: groups straddle blocks */
     run_gptq(&p, f, o, &q, deq);
     CHECK_FATAL(q->perm);
     int seen[96] = {0}, bad = 0;
@@ -321,7 +321,7 @@ static void test_block_invariance(void) {
     float *d1 = malloc(sizeof(float) * 3200), *d2 = malloc(sizeof(float) * 3200);
     qc_quant_format f = {3, 32, 0};
     int blocks[] = {7, 32, 128};
-    qc_gptq_opts o = {0.01, 1, 1, 0, clip20};
+    qc_gptq_opts o = {0.01, 1, 1, 0, clip20, NULL};
     run_gptq(&p, f, o, NULL, d1);
     for (int b = 0; b < 3; b++) {
         o.block = blocks[b];
@@ -347,7 +347,7 @@ static void test_singular_and_bad(void) {
     p.h = gram(p.x, p.n, 40);
     float deq[8 * 40];
     qc_quant_format f = {4, 0, 1};
-    qc_gptq_opts o = {0.01, 16, 1, 0, clip20};
+    qc_gptq_opts o = {0.01, 16, 1, 0, clip20, NULL};
     double e = run_gptq(&p, f, o, NULL, deq);
     CHECK(isfinite(e) && e < 0.05);
     for (int r = 0; r < 8; r++)
@@ -357,9 +357,22 @@ static void test_singular_and_bad(void) {
     qc_quant_state *q = qc_quant_state_new(&f, 8, 40, &err);
     double *h = malloc(sizeof(double) * 1600);
     memcpy(h, p.h, sizeof(double) * 1600);
-    o.damp = 0; /* duplicate columns: singular without dampening */
+    /* Duplicate columns: singular without dampening. GPTQ raises damp
+     * (0 -> 1e-4) and says so instead of failing. */
+    qc_gptq_info info = {0};
+    o.damp = 0;
+    o.info = &info;
+    CHECK(qc_quant_gptq(p.w, h, &o, q, deq, &err) == 0);
+    CHECK_MSG(info.damp_retries >= 1 && info.damp_used >= 1e-4 && info.dead_inputs == 1,
+              "retries %d damp %g dead %lld", info.damp_retries, info.damp_used,
+              (long long)info.dead_inputs);
+    /* Not a Gram matrix at all (|H_89| > H_88, H_99): no dampening up to 1
+     * makes it positive definite -- a clear error, not a wrong model. */
+    memcpy(h, p.h, sizeof(double) * 1600);
+    h[8 * 40 + 9] = h[9 * 40 + 8] = 10 * (h[8 * 40 + 8] + h[9 * 40 + 9]);
     CHECK(qc_quant_gptq(p.w, h, &o, q, deq, &err) == -1);
-    CHECK_MSG(strstr(err.msg, "positive definite") && strstr(err.msg, "damp"), "%s", err.msg);
+    CHECK_MSG(strstr(err.msg, "positive definite") && strstr(err.msg, "damp 1"), "%s", err.msg);
+    o.info = NULL;
 
     o.damp = 0.01;
     memcpy(h, p.h, sizeof(double) * 1600);
@@ -417,9 +430,9 @@ static void test_pass(void) {
     memcpy(h0, pr.h, sizeof(double) * 64 * 64);
     qc_calib_linear ls[2] = {
         {"model.layers.0.mlp.gate_proj.weight", "gate_proj", 24, 64, pr.w, NULL, pr.h, NULL, 256, 1,
-         NULL, NULL, 0},
+         NULL, NULL, 0, ""},
         {"model.layers.0.mlp.up_proj.weight", "up_proj", 24, 64, pr.w, NULL, pr.h, NULL, 256, 0,
-         NULL, NULL, 0},
+         NULL, NULL, 0, ""},
     };
     qc_calib_block b = {0, 2, ls};
     qc_pass_ctx ctx = {0, 1};
@@ -470,7 +483,7 @@ static int run_mode(char **a) {
     int gptq = strcmp(a[0], "gptq") == 0;
     int64_t rows = atoll(a[1]), cols = atoll(a[2]);
     qc_quant_format f = {atoi(a[6]), atoi(a[7]), atoi(a[8])};
-    qc_gptq_opts o = {0.01, atoi(a[12]), atoi(a[9]), atoi(a[10]), {atoi(a[11]), 0.75f, 20}};
+    qc_gptq_opts o = {0.01, atoi(a[12]), atoi(a[9]), atoi(a[10]), {atoi(a[11]), 0.75f, 20}, NULL};
     float *w = malloc(sizeof(float) * rows * cols), *deq = malloc(sizeof(float) * rows * cols);
     double *h = malloc(sizeof(double) * cols * cols), *diag = malloc(sizeof(double) * cols);
     if (read_file(a[3], w, sizeof(float) * rows * cols) ||
@@ -517,7 +530,7 @@ static int bench_mode(int64_t rows, int64_t cols) {
         for (int64_t b = 0; b < a; b++)
             h[a * cols + b] = h[b * cols + a];
     qc_quant_format f = {4, 128, 0};
-    qc_gptq_opts o = {0.01, 128, 1, 0, clip20};
+    qc_gptq_opts o = {0.01, 128, 1, 0, clip20, NULL};
     qc_err err;
     qc_quant_state *q = qc_quant_state_new(&f, rows, cols, &err);
     double t0 = now();

@@ -58,7 +58,8 @@ static void test_committed_recipes(void) {
         CHECK(qc_params_int(p, "bits") == want[i].bits);
         CHECK(qc_params_int(p, "group_size") == want[i].group);
         CHECK(qc_params_bool(p, "symmetric") == want[i].sym);
-        CHECK(r->passes[0].n_targets == 1 && strcmp(r->passes[0].targets[0].pattern, "*") == 0);
+        CHECK(r->passes[0].n_targets == 1 &&
+              strcmp(r->passes[0].targets[0].pattern, "model.layers.*") == 0);
         CHECK(r->n_targets == 1 && strcmp(r->targets[0], "cpu:host") == 0);
         CHECK(r->gates.enabled && r->gates.ctx == 512 && r->gates.windows == 40);
         CHECK(r->gates.max_ppl_increase_pct == want[i].gate && r->gates.max_kl < 0);
@@ -243,15 +244,21 @@ static void test_globs(void) {
               "%s", err.msg);
     qc_recipe_free(r);
 
-    /* The default "*" crosses dots and matches everything. */
+    /* The default targets every block linear but not lm_head; "*" crosses
+     * dots and matches everything, lm_head included. */
     r = parse(HEAD "passes: [quantize]\n", &err);
     CHECK_FATAL(r);
-    CHECK(qc_recipe_pass_matches(&r->passes[0], "lm_head"));
+    CHECK(qc_recipe_pass_matches(&r->passes[0], "model.layers.0.mlp.up_proj"));
+    CHECK(!qc_recipe_pass_matches(&r->passes[0], "lm_head"));
     CHECK(qc_recipe_check_targets(r, names, 3, &err) == 0);
     CHECK(qc_recipe_check_targets(r, names, 0, &err) < 0);
-    CHECK_MSG(strcmp(err.msg, "t.yaml: quantize: target pattern '*' matches no layer of the model "
-                              "(the model has no linear layers)") == 0,
+    CHECK_MSG(strcmp(err.msg, "t.yaml: quantize: target pattern 'model.layers.*' matches no layer "
+                              "of the model (the model has no linear layers)") == 0,
               "%s", err.msg);
+    qc_recipe_free(r);
+    r = parse(HEAD "passes: [{quantize: {targets: ['*']}}]\n", &err);
+    CHECK_FATAL(r);
+    CHECK(qc_recipe_pass_matches(&r->passes[0], "lm_head"));
     qc_recipe_free(r);
 }
 

@@ -109,7 +109,8 @@ def forward(cfg, w, ids):
         x = x + (g / (1 + np.exp(-g)) * u) @ w[p + "mlp.down_proj.weight"].T
     x = rmsnorm(x, w["model.norm.weight"], eps)
     tied = cfg.get("tie_word_embeddings", False)
-    head = w["model.embed_tokens.weight"] if tied else w["lm_head.weight"]
+    # A compiled model may carry its own (quantized) lm_head even when tied.
+    head = w.get("lm_head.weight", w["model.embed_tokens.weight"]) if tied else w["lm_head.weight"]
     return x @ head.T
 
 
