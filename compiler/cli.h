@@ -24,5 +24,7 @@ void qc_cli_set_threads(long n);
 int qc_cli_compile(int argc, char **argv);
 int qc_cli_recipe(int argc, char **argv);
 int qc_cli_passes(int argc, char **argv);
+/* compiler/cli_inspect.c */
+int qc_cli_inspect(int argc, char **argv);
 
 #endif

@@ -1,7 +1,7 @@
 /* quantc compile / recipe check / passes. */
+#include "compiler/artifact_model.h"
 #include "compiler/calibrate.h"
 #include "compiler/cli.h"
-#include "compiler/qmodel.h"
 #include "compiler/quant.h"
 #include "compiler/recipe.h"
 #include "compiler/tokenizer.h"
@@ -15,23 +15,30 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 static const char *compile_help =
-    "usage: quantc compile [MODEL] -r RECIPE -o OUT [options]\n"
+    "usage: quantc compile [MODEL] -r RECIPE -o OUT.qc [options]\n"
     "\n"
     "Runs the recipe's passes over MODEL block by block with calibration data\n"
-    "and writes the compressed model to the directory OUT (config.json,\n"
-    "model.safetensors with codes/scales/zeros, tokenizer, quantc.json with the\n"
-    "recipe and the per-layer report). `quantc eval OUT` measures it. When the\n"
-    "recipe has gates, the compiled model is evaluated against MODEL and a failed\n"
-    "gate exits 1 without writing OUT.\n"
+    "and writes the compiled model to the artifact file OUT.qc (one file: a JSON\n"
+    "manifest with the config, layers, provenance and metrics; the tokenizer;\n"
+    "the tensors; docs/artifact-format.md). `quantc eval OUT.qc` measures it and\n"
+    "`quantc inspect OUT.qc` describes it. The file is written beside OUT under a\n"
+    "temporary name and renamed into place. When the recipe has gates, the\n"
+    "compiled model is evaluated against MODEL and a failed gate exits 1 without\n"
+    "writing OUT.\n"
     "\n"
     "  -r, --recipe FILE      recipe (YAML; see recipes/)\n"
-    "  -o, --out DIR          output directory (replaced if it holds an earlier compile)\n"
+    "  -o, --out FILE         output artifact, by convention NAME.qc (replaced if it\n"
+    "                         is an earlier artifact; any other file is kept)\n"
     "  --calib FILE           calibration text instead of the recipe's\n"
     "  --calib-samples N      number of calibration samples instead of the recipe's\n"
     "  --calib-tokens T       tokens per sample instead of the recipe's\n"
     "  --seed S               calibration seed instead of the recipe's\n"
+    "  --compress none|zstd[:LEVEL]\n"
+    "                         section compression instead of the recipe's artifact:\n"
+    "                         (zstd level 1..19, default 3)\n"
     "  --report FILE          also write the per-layer report as JSON to FILE\n"
     "  --no-gates             skip the recipe's quality gates\n"
     "  --threads N            threads (default: all cores)\n"
@@ -53,7 +60,8 @@ enum {
     OPT_THREADS,
     OPT_QUIET,
     OPT_HELP,
-    OPT_MODEL
+    OPT_MODEL,
+    OPT_COMPRESS
 };
 
 typedef struct progress {
@@ -96,7 +104,7 @@ static void print_table(const qc_calib_report *rep) {
 }
 
 /* Evaluates the compiled model against the original on the gate text. */
-static int run_gates(qc_model *m, const qc_recipe *r, int quiet, json_t *prov, int *failed,
+static int run_gates(qc_model *m, const qc_recipe *r, int quiet, json_t *metrics, int *failed,
                      qc_err *err) {
     *failed = 0;
     size_t len, n_ids = 0;
@@ -144,12 +152,61 @@ static int run_gates(qc_model *m, const qc_recipe *r, int quiet, json_t *prov, i
             *failed = 1;
         }
         json_object_set_new(g, "passed", json_boolean(!*failed));
-        json_object_set_new(prov, "gates", g);
+        json_object_set_new(metrics, "gates", g);
     }
     qcrt_model_free(qm);
     qcrt_model_free(ref);
     free(ids);
     return rc;
+}
+
+/* "none", "zstd" or "zstd:LEVEL" (c may be NULL to only check). */
+static int parse_compress(const char *s, qc_artifact_compress *c) {
+    qc_artifact_compress v = {QCRT_COMP_NONE, 3};
+    long level;
+    if (!strcmp(s, "zstd"))
+        v.method = QCRT_COMP_ZSTD;
+    else if (!strncmp(s, "zstd:", 5) && qc_cli_parse_int(s + 5, 1, 19, &level) == 0)
+        v.method = QCRT_COMP_ZSTD, v.level = (int)level;
+    else if (strcmp(s, "none"))
+        return -1;
+    if (c) *c = v;
+    return 0;
+}
+
+static void hex64(char out[17], uint64_t h) {
+    snprintf(out, 17, "%016llx", (unsigned long long)h);
+}
+
+/* Drops timing keys ("seconds", "peak_rss_kb") everywhere in v: the artifact
+ * holds only what the same inputs reproduce (--report keeps them). */
+static void drop_timings(json_t *v) {
+    if (json_is_object(v)) {
+        json_object_del(v, "seconds");
+        json_object_del(v, "peak_rss_kb");
+        const char *k;
+        json_t *x;
+        json_object_foreach(v, k, x) drop_timings(x);
+    } else if (json_is_array(v)) {
+        for (size_t i = 0; i < json_array_size(v); i++)
+            drop_timings(json_array_get(v, i));
+    }
+}
+
+/* manifest.provenance from the compile: recipe (text and hash), quantc
+ * version, calibration data (path, hash, samples, tokens, seed). */
+static json_t *compile_provenance(const qc_recipe *r, const qc_calib_report *rep, qc_err *err) {
+    char rh[17], th[17];
+    hex64(rh, XXH3_64bits(r->text, r->text_len));
+    size_t len;
+    char *text = qc_read_file(rep->text, MAX_TEXT_BYTES, &len, err);
+    if (!text) return NULL;
+    hex64(th, XXH3_64bits(text, len));
+    free(text);
+    return json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:s, s:i, s:i, s:I}}", "quantc_version",
+                     QC_VERSION, "recipe_path", r->path, "recipe", r->text, "recipe_xxh3", rh,
+                     "calibration", "text", rep->text, "text_xxh3", th, "samples", rep->samples,
+                     "tokens", rep->tokens, "seed", (json_int_t)rep->seed);
 }
 
 int qc_cli_compile(int argc, char **argv) {
@@ -163,9 +220,10 @@ int qc_cli_compile(int argc, char **argv) {
                                          {"no-gates", no_argument, 0, OPT_NO_GATES},
                                          {"threads", required_argument, 0, OPT_THREADS},
                                          {"quiet", no_argument, 0, OPT_QUIET},
+                                         {"compress", required_argument, 0, OPT_COMPRESS},
                                          {"help", no_argument, 0, OPT_HELP},
                                          {0, 0, 0, 0}};
-    const char *recipe_path = NULL, *out = NULL, *report_path = NULL;
+    const char *recipe_path = NULL, *out = NULL, *report_path = NULL, *compress = NULL;
     qc_calib_overrides ov = {.text = NULL, .samples = -1, .tokens = -1, .seed = -1};
     long v, threads = 0;
     int quiet = 0, no_gates = 0, c;
@@ -212,6 +270,13 @@ int qc_cli_compile(int argc, char **argv) {
         case OPT_QUIET:
             quiet = 1;
             break;
+        case OPT_COMPRESS:
+            if (parse_compress(optarg, NULL))
+                return qc_cli_usage_error(compile_help,
+                                          "--compress: expected none, zstd or zstd:1..19, got '%s'",
+                                          optarg);
+            compress = optarg;
+            break;
         case OPT_HELP:
             printf("%s", compile_help);
             return 0;
@@ -236,17 +301,24 @@ int qc_cli_compile(int argc, char **argv) {
     }
     int rc = EXIT_FAIL, failed = 0;
     qc_calib_report rep = {0};
-    json_t *prov = NULL;
-    char *rep_json = NULL, *prov_s = NULL;
+    json_t *prov = NULL, *metrics = NULL;
+    char *rep_json = NULL;
     progress p = {qc_cli_now_s(), !show};
+    qc_artifact_model_opts ao = {
+        .compress = {r->artifact.zstd ? QCRT_COMP_ZSTD : QCRT_COMP_NONE, r->artifact.level}};
+    if (compress) parse_compress(compress, &ao.compress);
     if (qc_calibrate(m, r, &ov, on_progress, &p, &rep, &err)) goto out;
     if (!quiet) print_table(&rep);
     rep_json = qc_calib_report_json(&rep);
     json_error_t je;
-    prov = json_pack("{s:s, s:s, s:s, s:s, s:o}", "quantc_version", QC_VERSION, "source", m->path,
-                     "recipe_path", r->path, "recipe", r->text, "report",
-                     rep_json ? json_loads(rep_json, 0, &je) : json_null());
-    if (r->gates.enabled && !no_gates && run_gates(m, r, !show, prov, &failed, &err)) goto out;
+    json_t *rep_obj = rep_json ? json_loads(rep_json, 0, &je) : NULL;
+    drop_timings(rep_obj);
+    metrics = json_pack("{s:o}", "calibration", rep_obj ? rep_obj : json_null());
+    if (!(prov = compile_provenance(r, &rep, &err)) || !metrics) {
+        if (!metrics) qc_err_set(&err, "out of memory");
+        goto out;
+    }
+    if (r->gates.enabled && !no_gates && run_gates(m, r, !show, metrics, &failed, &err)) goto out;
     if (failed) {
         fprintf(stderr, "quantc: %s not written because a gate failed\n", out);
         goto out;
@@ -258,15 +330,25 @@ int qc_cli_compile(int argc, char **argv) {
             goto out;
         }
     }
-    prov_s = json_dumps(prov, JSON_INDENT(1) | JSON_REAL_PRECISION(8));
-    if (qc_qmodel_write(m, out, prov_s, &err)) goto out;
-    if (!quiet) printf("wrote %s\n", out);
+    ao.provenance = prov;
+    ao.metrics = metrics;
+    qc_artifact_stats st;
+    if (qc_artifact_write_model(m, out, &ao, &st, &err)) goto out;
+    if (!quiet) {
+        printf("wrote %s: %llu bytes, %d sections", out, (unsigned long long)st.file_bytes,
+               st.n_sections);
+        if (ao.compress.method == QCRT_COMP_ZSTD)
+            printf(", zstd level %d: %llu -> %llu bytes (ratio %.3f)", ao.compress.level,
+                   (unsigned long long)st.raw_bytes, (unsigned long long)st.stored_bytes,
+                   st.stored_bytes ? (double)st.raw_bytes / (double)st.stored_bytes : 1.0);
+        printf("\n");
+    }
     rc = 0;
 out:
     if (rc && !failed) qc_cli_die(&err);
-    free(prov_s);
     free(rep_json);
     json_decref(prov);
+    json_decref(metrics);
     qc_calib_report_free(&rep);
     qc_model_free(m);
     qc_recipe_free(r);

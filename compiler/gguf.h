@@ -130,8 +130,15 @@ int qc_gguf_get_i32_array(const qc_gguf *g, const char *key, int32_t **out, size
  * NULL (for tools and tests that only need the weights). */
 int qc_gguf_load_model(qc_model *m, const char *path, int with_tokenizer, qc_err *err);
 
-/* Loads only the tokenizer (and bos/eos ids) of a GGUF file into m->tok; a
- * file without one is an error. */
-int qc_gguf_load_tokenizer(qc_model *m, const char *path, qc_err *err);
+/* Loads only the tokenizer (and bos/eos ids) of a GGUF image in memory
+ * (borrowed; name used in messages) into m->tok; an image without one is an
+ * error. */
+int qc_gguf_load_tokenizer_mem(qc_model *m, const uint8_t *data, size_t size, const char *name,
+                               qc_err *err);
+
+/* A GGUF image with no tensors holding the tokenizer.* metadata of the GGUF
+ * file at path, copied byte for byte (for artifacts). *out is a new buffer of
+ * *len bytes the caller frees. */
+int qc_gguf_tokenizer_extract(const char *path, uint8_t **out, size_t *len, qc_err *err);
 
 #endif

@@ -413,13 +413,58 @@ static int load_tokenizer(qc_model *m, const qc_gguf *g, qc_err *err) {
     return rc;
 }
 
-int qc_gguf_load_tokenizer(qc_model *m, const char *path, qc_err *err) {
-    qc_gguf *g = qc_gguf_open(path, err);
+int qc_gguf_load_tokenizer_mem(qc_model *m, const uint8_t *data, size_t size, const char *name,
+                               qc_err *err) {
+    qc_gguf *g = qc_gguf_parse(data, size, name, err);
     if (!g) return -1;
     int rc = load_tokenizer(m, g, err);
-    if (rc == 0 && !m->tok) rc = qc_err_set(err, "%s: no tokenizer in the file", path);
+    if (rc == 0 && !m->tok) rc = qc_err_set(err, "%s: no tokenizer in the file", name);
     qc_gguf_free(g);
     return rc;
+}
+
+/* A key/value runs from its key to the next entry: the next key, the first
+ * tensor info, or the end of the file. */
+static size_t kv_end(const qc_gguf *g, int64_t i) {
+    return i + 1 < g->n_kv ? g->kvs[i + 1].key_offset
+           : g->n_tensors  ? g->tensors[0].info_offset
+                           : g->size;
+}
+
+/* The tokenizer.* key/values are copied byte for byte. */
+int qc_gguf_tokenizer_extract(const char *path, uint8_t **out, size_t *len, qc_err *err) {
+    qc_gguf *g = qc_gguf_open(path, err);
+    if (!g) return -1;
+    uint64_t n = 0;
+    size_t total = 24;
+    for (int64_t i = 0; i < g->n_kv; i++) {
+        if (strncmp(g->kvs[i].key, "tokenizer.", 10)) continue;
+        total += kv_end(g, i) - g->kvs[i].key_offset;
+        n++;
+    }
+    uint8_t *buf = qc_malloc(total, err);
+    if (!buf) {
+        qc_gguf_free(g);
+        return -1;
+    }
+    /* Header: magic, the source's version, 0 tensors, n key/values. */
+    memcpy(buf, "GGUF", 4);
+    for (int i = 0; i < 4; i++)
+        buf[4 + i] = (uint8_t)(g->version >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        buf[8 + i] = 0, buf[16 + i] = (uint8_t)(n >> (8 * i));
+    size_t at = 24;
+    for (int64_t i = 0; i < g->n_kv; i++) {
+        if (strncmp(g->kvs[i].key, "tokenizer.", 10)) continue;
+        size_t start = g->kvs[i].key_offset;
+        size_t end = kv_end(g, i);
+        memcpy(buf + at, g->data + start, end - start);
+        at += end - start;
+    }
+    qc_gguf_free(g);
+    *out = buf;
+    *len = total;
+    return 0;
 }
 
 int qc_gguf_load_model(qc_model *m, const char *path, int with_tokenizer, qc_err *err) {

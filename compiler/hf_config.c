@@ -235,6 +235,16 @@ static int parse_root(const char *where, json_t *root, qc_config *c, qc_hf_confi
     if (!json_is_object(root)) return qc_err_set(err, "%s: top level is not a JSON object", where);
     const arch_desc *a = find_arch(where, root, err);
     if (!a) return -1;
+    /* Pre-quantized checkpoints (GPTQ, AWQ, ...) store tensors quantc would
+     * misread; its own compiled models are artifact files. */
+    json_t *qcfg = json_object_get(root, "quantization_config");
+    if (qcfg) {
+        const char *qm = json_string_value(json_object_get(qcfg, "quant_method"));
+        return qc_err_set(err,
+                          "%s: quantization_config (quant_method '%.40s') is not supported "
+                          "(quantc reads unquantized F32/F16/BF16 checkpoints)",
+                          where, qm ? qm : "?");
+    }
     c->arch = a->arch;
     json_t *ar = json_object_get(root, "architectures");
     const char *an = json_is_array(ar) && json_array_size(ar)

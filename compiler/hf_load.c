@@ -3,7 +3,6 @@
 #include "hf_config.h"
 #include "loaders.h"
 #include "safetensors.h"
-#include "qmodel.h"
 #include "tokenizer.h"
 
 #include <jansson.h>
@@ -153,8 +152,6 @@ int qc_hf_load(qc_model *m, const char *dir, qc_err *err) {
         m->tok = qc_tokenizer_from_json(tpath, err);
         if (!m->tok) rc = -1;
     }
-    /* A quantc compiled model: quantized linears (and a GGUF tokenizer). */
-    if (rc == 0) rc = qc_qmodel_attach(m, dir, err);
 done:
     json_decref(seen);
     free(cpath);

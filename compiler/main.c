@@ -34,12 +34,15 @@ static const char *usage_text =
     "  run [MODEL] -p PROMPT      generate text\n"
     "  tokenize [MODEL]           print the token ids of a text\n"
     "  info [MODEL]               print the model's config and tensors\n"
-    "  compile [MODEL] -r RECIPE -o OUT   quantize MODEL as the recipe says\n"
+    "  compile [MODEL] -r RECIPE -o OUT.qc   compile MODEL as the recipe says into\n"
+    "                             an artifact (one file)\n"
+    "  inspect ARTIFACT           describe a compiled model (--json)\n"
     "  recipe check RECIPE        validate a recipe without running it\n"
     "  passes                     list every pass and its parameters\n"
     "\n"
-    "MODEL is a Hugging Face directory (config.json + *.safetensors) or a .gguf\n"
-    "file. Without MODEL, the demo model is used: $QUANTC_DEFAULT_MODEL, else\n"
+    "MODEL is a Hugging Face directory (config.json + *.safetensors), a .gguf\n"
+    "file, or an artifact from `quantc compile` (by convention NAME.qc). Without\n"
+    "MODEL, the demo model is used: $QUANTC_DEFAULT_MODEL, else\n"
     "~/.cache/quantc/SmolLM2-135M-Instruct.Q4_1.gguf (scripts/fetch-demo gets it).\n"
     "\n"
     "global options: --help, --version; 'quantc <command> --help' for a command.\n";
@@ -603,7 +606,7 @@ int main(int argc, char **argv) {
     } cmds[] = {{"eval", cmd_eval},          {"run", cmd_run},
                 {"tokenize", cmd_tokenize},  {"info", cmd_info},
                 {"compile", qc_cli_compile}, {"recipe", qc_cli_recipe},
-                {"passes", qc_cli_passes}};
+                {"passes", qc_cli_passes},   {"inspect", qc_cli_inspect}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(cmd, cmds[i].name)) return cmds[i].fn(argc - 1, argv + 1);
     fprintf(stderr, "quantc: unknown command '%s'\n%s", cmd, usage_text);

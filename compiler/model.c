@@ -1,5 +1,6 @@
 #include "model.h"
 
+#include "artifact_model.h"
 #include "dequant.h"
 #include "loaders.h"
 #include "quant.h"
@@ -9,6 +10,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+/* Does the file start with the artifact magic? (GGUF files start "GGUF".) */
+static int is_artifact(const char *path) {
+    uint8_t magic[8];
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    int yes = fread(magic, 1, sizeof magic, f) == sizeof magic &&
+              qcrt_artifact_has_magic(magic, sizeof magic);
+    fclose(f);
+    return yes;
+}
 
 qc_model *qc_model_load(const char *path, qc_err *err) {
     struct stat st;
@@ -24,6 +36,9 @@ qc_model *qc_model_load(const char *path, qc_err *err) {
     if (S_ISDIR(st.st_mode)) {
         m->format = "safetensors";
         rc = qc_hf_load(m, path, err);
+    } else if (is_artifact(path)) {
+        m->format = "artifact";
+        rc = qc_artifact_load_model(m, path, err);
     } else {
         m->format = "gguf";
         rc = qc_gguf_load(m, path, err);

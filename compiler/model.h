@@ -99,10 +99,11 @@ typedef struct qc_model {
     qc_qlinear *quant;        /* owned; quantized linears (compiled models), else NULL */
     int n_quant;
     char *path;               /* owned copy of the path it was loaded from */
-    char *format;             /* "safetensors" or "gguf" (static string) */
+    char *format;             /* "safetensors", "gguf" or "artifact" (static string) */
 } qc_model;
 
-/* Loads a Hugging Face directory (config.json + safetensors) or a .gguf file.
+/* Loads a Hugging Face directory (config.json + safetensors), a .gguf file,
+ * or a quantc artifact (recognised by its magic; compiler/artifact_model.h).
  * Returns a new model (free with qc_model_free) or NULL with err set. Checks
  * that every tensor the architecture needs is present with the right shape. */
 qc_model *qc_model_load(const char *path, qc_err *err);

@@ -432,6 +432,13 @@ static const qc_param_spec gates_specs[] = {
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
+static const char *const compress_values[] = {"none", "zstd", NULL};
+static const qc_param_spec artifact_specs[] = {
+    {"compress", QC_PARAM_STRING, "none", 0, -1, compress_values, "section compression"},
+    {"level", QC_PARAM_INT, "3", 1, 19, NULL, "zstd level"},
+    {NULL, 0, NULL, 0, 0, NULL, NULL},
+};
+
 static const qc_param_spec export_specs[] = {
     {"format", QC_PARAM_STRING, NULL, 0, -1, NULL, "export format"},
     {"path", QC_PARAM_STRING, NULL, 0, -1, NULL, "output path"},
@@ -487,6 +494,18 @@ static int parse_gates(ctx *c, yaml_node_t *key, yaml_node_t *val, qc_recipe *r)
             rc = fail(c, key, "gates: give max_ppl_increase_pct and/or max_kl");
         else if (!(r->gates.text = resolve_path(c, qc_params_get(&p, "text"), "gates")))
             rc = -1;
+    }
+    qc_params_free(&p);
+    return rc;
+}
+
+static int parse_artifact(ctx *c, yaml_node_t *key, yaml_node_t *val, qc_recipe *r) {
+    qc_params p = {0};
+    int rc = parse_params(c, val, key, "artifact", artifact_specs, NULL, &p);
+    if (rc == 0) {
+        r->artifact.zstd = !strcmp(qc_params_str(&p, "compress"), "zstd");
+        r->artifact.level = (int)qc_params_int(&p, "level");
+        r->artifact.line = line_of(key), r->artifact.col = col_of(key);
     }
     qc_params_free(&p);
     return rc;
@@ -624,9 +643,18 @@ static int parse_passes(ctx *c, yaml_node_t *key, yaml_node_t *val, qc_recipe *r
 
 /* ---- Top level. */
 
-enum { KEY_VERSION, KEY_CALIB, KEY_PASSES, KEY_TARGETS, KEY_GATES, KEY_EXPORT, N_KEYS };
-static const char *const top_keys[N_KEYS] = {"quantc",  "calibration", "passes",
-                                             "targets", "gates",       "export"};
+enum {
+    KEY_VERSION,
+    KEY_CALIB,
+    KEY_PASSES,
+    KEY_TARGETS,
+    KEY_GATES,
+    KEY_EXPORT,
+    KEY_ARTIFACT,
+    N_KEYS
+};
+static const char *const top_keys[N_KEYS] = {"quantc", "calibration", "passes",  "targets",
+                                             "gates",  "export",      "artifact"};
 
 static int parse_root(ctx *c, yaml_node_t *root, qc_recipe *r) {
     if (root->type != YAML_MAPPING_NODE) {
@@ -667,6 +695,9 @@ static int parse_root(ctx *c, yaml_node_t *root, qc_recipe *r) {
     if (keys[KEY_TARGETS] && parse_targets(c, vals[KEY_TARGETS], r) < 0) return -1;
     if (keys[KEY_GATES] && parse_gates(c, keys[KEY_GATES], vals[KEY_GATES], r) < 0) return -1;
     if (keys[KEY_EXPORT] && parse_exports(c, vals[KEY_EXPORT], r) < 0) return -1;
+    r->artifact.level = 3;
+    if (keys[KEY_ARTIFACT] && parse_artifact(c, keys[KEY_ARTIFACT], vals[KEY_ARTIFACT], r) < 0)
+        return -1;
     return 0;
 }
 

@@ -19,6 +19,9 @@
  *     max_ppl_increase_pct: 3.0    # at least one of these two
  *     max_kl: 0.05
  *   export: [ { format: gguf, path: out.gguf } ]           # optional, stored
+ *   artifact:                      # optional
+ *     compress: zstd               # none (default) or zstd, per section
+ *     level: 3                     # zstd level, default 3, in [1, 19]
  *
  * Relative paths under calibration.text and gates.text resolve against the
  * recipe file's directory. Anchors and aliases are rejected. */
@@ -84,6 +87,11 @@ typedef struct qc_recipe {
     } gates;
     qc_recipe_export *exports;
     int n_exports;
+    struct {
+        int zstd;      /* compress the artifact's sections with zstd */
+        int level;     /* zstd level (default 3) */
+        int line, col; /* of the artifact: key (0 when absent) */
+    } artifact;
 } qc_recipe;
 
 /* Reads and parses a recipe file (at most QC_RECIPE_MAX_BYTES). Relative

@@ -45,6 +45,12 @@ qc_tokenizer *qc_tokenizer_from_json(const char *path, qc_err *err);
 qc_tokenizer *qc_tokenizer_from_json_buffer(const char *data, size_t len, const char *name,
                                             qc_err *err);
 
+/* The same with a tokenizer_config.json held in memory (config may be NULL);
+ * config_name is used in messages about it. */
+qc_tokenizer *qc_tokenizer_from_json_buffers(const char *data, size_t len, const char *config,
+                                             size_t config_len, const char *config_name,
+                                             const char *name, qc_err *err);
+
 void qc_tokenizer_free(qc_tokenizer *t);
 
 /* Encodes len bytes of text. With add_special, prepends BOS where the

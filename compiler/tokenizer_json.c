@@ -330,47 +330,44 @@ done:
 
 qc_tokenizer *qc_tokenizer_from_json_buffer(const char *data, size_t len, const char *name,
                                             qc_err *err) {
-    json_t *root = load_json(data, len, name, err);
+    return qc_tokenizer_from_json_buffers(data, len, NULL, 0, NULL, name, err);
+}
+
+qc_tokenizer *qc_tokenizer_from_json_buffers(const char *data, size_t len, const char *config,
+                                             size_t config_len, const char *config_name,
+                                             const char *name, qc_err *err) {
+    json_t *root = load_json(data, len, name, err), *cfg = NULL;
     if (!root) return NULL;
-    qc_tokenizer *t = from_root(root, NULL, name, err);
+    if (config && !(cfg = load_json(config, config_len, config_name, err))) {
+        json_decref(root);
+        return NULL;
+    }
+    qc_tokenizer *t = from_root(root, cfg, name, err);
+    json_decref(cfg);
     json_decref(root);
     return t;
 }
 
 qc_tokenizer *qc_tokenizer_from_json(const char *path, qc_err *err) {
-    size_t len;
+    size_t len, clen = 0;
     char *data = qc_read_file(path, MAX_JSON_BYTES, &len, err);
     if (!data) return NULL;
-    json_t *root = load_json(data, len, path, err);
-    free(data);
-    if (!root) return NULL;
     /* tokenizer_config.json beside it, when present */
-    json_t *config = NULL;
     const char *slash = strrchr(path, '/');
     size_t dir = slash ? (size_t)(slash - path + 1) : 0;
-    char *cpath = malloc(dir + sizeof "tokenizer_config.json");
+    char *cpath = malloc(dir + sizeof "tokenizer_config.json"), *cdata = NULL;
     if (!cpath) {
-        json_decref(root);
+        free(data);
         qc_err_set(err, "out of memory");
         return NULL;
     }
     memcpy(cpath, path, dir);
     memcpy(cpath + dir, "tokenizer_config.json", sizeof "tokenizer_config.json");
-    size_t clen;
     qc_err cerr;
-    char *cdata = qc_read_file(cpath, 64u << 20, &clen, &cerr);
-    if (cdata) {
-        config = load_json(cdata, clen, cpath, err);
-        free(cdata);
-        if (!config) {
-            free(cpath);
-            json_decref(root);
-            return NULL;
-        }
-    }
+    cdata = qc_read_file(cpath, 64u << 20, &clen, &cerr);
+    qc_tokenizer *t = qc_tokenizer_from_json_buffers(data, len, cdata, clen, cpath, path, err);
+    free(cdata);
     free(cpath);
-    qc_tokenizer *t = from_root(root, config, path, err);
-    json_decref(config);
-    json_decref(root);
+    free(data);
     return t;
 }

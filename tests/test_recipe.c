@@ -110,6 +110,18 @@ static void test_defaults_and_fields(void) {
           strcmp(r->exports[0].path, "out.gguf") == 0);
     qc_recipe_free(r);
 
+    /* artifact: defaults to no compression (level 3 when zstd is chosen). */
+    const char *a = HEAD "passes: [quantize]\nartifact: {compress: zstd, level: 9}\n";
+    r = qc_recipe_parse(a, strlen(a), "t.yaml", NULL, &err);
+    CHECK_FATAL(r);
+    CHECK(r->artifact.zstd == 1 && r->artifact.level == 9 && r->artifact.line == 4);
+    qc_recipe_free(r);
+    a = HEAD "passes: [quantize]\n";
+    r = qc_recipe_parse(a, strlen(a), "t.yaml", NULL, &err);
+    CHECK_FATAL(r);
+    CHECK(r->artifact.zstd == 0 && r->artifact.level == 3 && r->artifact.line == 0);
+    qc_recipe_free(r);
+
     /* Relative paths resolve against base_dir. */
     const char *g = HEAD "passes: [quantize]\ngates: { text: t.txt, max_kl: 0.05 }\n";
     r = qc_recipe_parse(g, strlen(g), "t.yaml", "dir/", &err);
@@ -137,7 +149,14 @@ static void test_errors(void) {
         "t.yaml:3:9: recipe: passes must be a list, got string \"quantize\"");
     ERR(HEAD "passes: [quantize]\npasess: 1\n",
         "t.yaml:4:1: unknown key 'pasess' (did you mean 'passes'?); valid: quantc, calibration, "
-        "passes, targets, gates, export");
+        "passes, targets, gates, export, artifact");
+    /* The artifact section. */
+    ERR(HEAD "passes: [quantize]\nartifact: {compress: lz4}\n",
+        "t.yaml:4:22: artifact: compress must be one of none, zstd, got 'lz4'");
+    ERR(HEAD "passes: [quantize]\nartifact: {compress: zstd, level: 25}\n",
+        "t.yaml:4:35: artifact: level must be in [1, 19], got 25");
+    ERR_PREFIX(HEAD "passes: [quantize]\nartifact: {compres: zstd}\n",
+               "t.yaml:4:12: artifact: unknown key 'compres' (did you mean 'compress'?)");
     ERR(HEAD "passes: [quantize]\nquantc: 1\n",
         "t.yaml:4:1: recipe: duplicate key 'quantc' (first at 1:1)");
     ERR("a: &x 1\nb: *x\n", "t.yaml:2:4: YAML aliases are not supported in recipes");
