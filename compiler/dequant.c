@@ -23,6 +23,9 @@ static const dtype_info dtype_table[QC_DT_COUNT] = {
     [QC_DT_Q6_K] = {"Q6_K", 256, 128 + 64 + 16 + 2},
     [QC_DT_U8] = {"U8", 1, 1},
     [QC_DT_I32] = {"I32", 1, 4},
+    [QC_DT_Q3_K] = {"Q3_K", 256, 32 + 64 + 12 + 2},
+    [QC_DT_IQ4_NL] = {"IQ4_NL", 32, 2 + 16},
+    [QC_DT_IQ4_XS] = {"IQ4_XS", 256, 2 + 2 + 4 + 128},
 };
 
 const char *qc_dtype_name(qc_dtype t) {

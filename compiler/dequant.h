@@ -21,6 +21,9 @@ int qc_dtype_nbytes(qc_dtype t, int64_t n, size_t *out);
  * needs no alignment. */
 void qc_dequantize(qc_dtype t, const void *src, float *dst, int64_t n);
 
+/* The 16 non-linear levels of IQ4_NL / IQ4_XS codes. */
+extern const int8_t qc_iq4_levels[16];
+
 /* Scalar conversions. */
 float qc_f16_to_f32(uint16_t h);
 uint16_t qc_f32_to_f16(float f);

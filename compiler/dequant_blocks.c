@@ -136,6 +136,57 @@ static void q6_k(const uint8_t *b, float *y) {
     }
 }
 
+/* Q3_K: {u8 hmask[32]; u8 qs[64]; u8 scales[12]; f16 d}: 16 sub-blocks of
+ * 16. Element e takes its low 2 bits from qs[32(e / 128) + e % 32] at bit
+ * 2((e % 128) / 32) and its third bit from bit e / 32 of hmask[e % 32];
+ * x = (d * (sc - 32)) * (q - 4). Scale s is 6 bits: the low 4 from
+ * scales[s % 8] (low nibble for s < 8, high for s >= 8), the top 2 from bits
+ * 2(s / 4) of scales[8 + s % 4]. */
+static void q3_k(const uint8_t *b, float *y) {
+    const uint8_t *hmask = b, *qs = b + 32, *sc = b + 96;
+    float d = f16at(b + 108);
+    for (int e = 0; e < 256; e++) {
+        int s = e / 16;
+        int ls =
+            ((sc[s % 8] >> (4 * (s / 8))) & 0x0f) | (((sc[8 + s % 4] >> (2 * (s / 4))) & 3) << 4);
+        int lo = (qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
+        int hi = (hmask[e % 32] >> (e / 32)) & 1;
+        float dl = d * (float)(ls - 32);
+        y[e] = dl * (float)((lo | (hi << 2)) - 4);
+    }
+}
+
+/* The non-linear 4-bit levels of IQ4_NL / IQ4_XS (part of the format). */
+const int8_t qc_iq4_levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                  1,    13,   25,  38,  53,  69,  89,  113};
+
+/* IQ4_NL: {f16 d; u8 qs[16]} with Q4_0's nibble order; x = d * level[q]. */
+static void iq4_nl(const uint8_t *b, float *y) {
+    float d = f16at(b);
+    for (int j = 0; j < 16; j++) {
+        y[j] = d * (float)qc_iq4_levels[b[2 + j] & 0x0f];
+        y[j + 16] = d * (float)qc_iq4_levels[b[2 + j] >> 4];
+    }
+}
+
+/* IQ4_XS: {f16 d; u16 scales_h; u8 scales_l[4]; u8 qs[128]}: 8 sub-blocks of
+ * 32, each with IQ4_NL's nibble order in 16 bytes of qs and a 6-bit scale ls
+ * (low 4 bits: nibble s % 2 of scales_l[s / 2]; top 2: bits 2s of
+ * scales_h); x = (d * (ls - 32)) * level[q]. */
+static void iq4_xs(const uint8_t *b, float *y) {
+    float d = f16at(b);
+    unsigned sh = (unsigned)(b[2] | (b[3] << 8));
+    for (int s = 0; s < 8; s++) {
+        int ls = ((b[4 + s / 2] >> (4 * (s % 2))) & 0x0f) | (int)(((sh >> (2 * s)) & 3) << 4);
+        float dl = d * (float)(ls - 32);
+        const uint8_t *q = b + 8 + 16 * s;
+        for (int j = 0; j < 16; j++) {
+            y[32 * s + j] = dl * (float)qc_iq4_levels[q[j] & 0x0f];
+            y[32 * s + j + 16] = dl * (float)qc_iq4_levels[q[j] >> 4];
+        }
+    }
+}
+
 void qc_dequantize_blocks(qc_dtype t, const uint8_t *src, float *dst, int64_t n) {
     void (*block)(const uint8_t *, float *) = NULL;
     switch (t) {
@@ -162,6 +213,15 @@ void qc_dequantize_blocks(qc_dtype t, const uint8_t *src, float *dst, int64_t n)
         break;
     case QC_DT_Q6_K:
         block = q6_k;
+        break;
+    case QC_DT_Q3_K:
+        block = q3_k;
+        break;
+    case QC_DT_IQ4_NL:
+        block = iq4_nl;
+        break;
+    case QC_DT_IQ4_XS:
+        block = iq4_xs;
         break;
     default:
         memset(dst, 0, (size_t)n * sizeof *dst);

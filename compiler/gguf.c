@@ -83,6 +83,15 @@ int qc_gguf_dtype_from_ggml(uint32_t t, qc_dtype *out) {
     case 14:
         *out = QC_DT_Q6_K;
         return 0;
+    case 11:
+        *out = QC_DT_Q3_K;
+        return 0;
+    case 20:
+        *out = QC_DT_IQ4_NL;
+        return 0;
+    case 23:
+        *out = QC_DT_IQ4_XS;
+        return 0;
     case 30:
         *out = QC_DT_BF16;
         return 0;

@@ -71,6 +71,9 @@ typedef enum qc_dtype {
     QC_DT_Q6_K,
     QC_DT_U8,  /* integer tensors of quantized models (codes, group index) */
     QC_DT_I32,
+    QC_DT_Q3_K,   /* further ggml block types (GGUF sources and exports) */
+    QC_DT_IQ4_NL,
+    QC_DT_IQ4_XS,
     QC_DT_COUNT
 } qc_dtype;
 

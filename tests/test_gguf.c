@@ -19,7 +19,7 @@ static void test_getters(void) {
     qc_gguf *g = qc_gguf_open("tests/data/gguf_types.gguf", &err);
     CHECK_MSG(g != NULL, "%s", err.msg);
     if (!g) return;
-    CHECK(g->version == 3 && g->alignment == 32 && g->n_tensors == 11);
+    CHECK(g->version == 3 && g->alignment == 32 && g->n_tensors == 14);
     int64_t i64;
     uint32_t u32;
     int32_t i32;

@@ -6,8 +6,9 @@ implementation of the format and of ggml's block layouts).
 
 OUTDIR/gguf_types.gguf      one (2, 256) tensor per supported type, named after the
                             type; F32/F16/BF16 and Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 hold
-                            gguf.quants.quantize(random normal data); Q4_K/Q5_K/Q6_K
-                            hold random block bytes with finite f16 super-scales.
+                            gguf.quants.quantize(random normal data); Q4_K/Q5_K/Q6_K/
+                            Q3_K/IQ4_NL/IQ4_XS hold random block bytes with finite f16
+                            (super-)scales.
                             Also one metadata key of every value type.
 OUTDIR/gguf_types.f32       gguf.quants.dequantize of each tensor, in file order,
                             raw little-endian f32.
@@ -39,7 +40,8 @@ from gguf import GGUFValueType as V
 SHAPE = (2, 256)  # rows, columns (ggml ne = [256, 2])
 
 # Byte offsets of the f16 super-scales inside one K-quant block.
-K_SCALE_OFFSETS = {T.Q4_K: (0, 2), T.Q5_K: (0, 2), T.Q6_K: (208,)}
+K_SCALE_OFFSETS = {T.Q4_K: (0, 2), T.Q5_K: (0, 2), T.Q6_K: (208,), T.Q3_K: (108,),
+                   T.IQ4_NL: (0,), T.IQ4_XS: (0,)}
 
 
 def random_k_blocks(rng, qtype, n_blocks):
@@ -73,7 +75,7 @@ def write_types(outdir, rng):
     w.add_key_value("test.nested", [[1, 2], [3]], V.ARRAY)
     expected = []
     for qtype in (T.F32, T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q4_K, T.Q5_K,
-                  T.Q6_K):
+                  T.Q6_K, T.Q3_K, T.IQ4_NL, T.IQ4_XS):
         if qtype in K_SCALE_OFFSETS:
             n_blocks = SHAPE[0] * SHAPE[1] // gguf.GGML_QUANT_SIZES[qtype][0]
             raw = random_k_blocks(rng, qtype, n_blocks).reshape(SHAPE[0], -1)
