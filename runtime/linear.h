@@ -4,6 +4,7 @@
 #ifndef QCRT_LINEAR_H
 #define QCRT_LINEAR_H
 
+#include "../codegen/kernel_spec.h"
 #include "../compiler/err.h"
 
 #include <stdint.h>
@@ -32,5 +33,19 @@ struct qc_quant_state;
  * `quantc eval` measures the compiled model. q is not retained; bias (out,
  * may be NULL) is copied. */
 qcrt_linear *qcrt_linear_fq_new(const struct qc_quant_state *q, const float *bias, qc_err *err);
+
+struct qcrt_pool;
+/* Generated-kernel linear (runtime/cpu_kernels.h): y = x·Ŵᵀ (+ bias) with
+ * the gemv kernel when n == 1, else the gemm kernel (x in chunks of 64
+ * rows). packed (packed_size bytes, codegen/pack.h) is checked against spec
+ * and must outlive the linear (e.g. the mapped artifact); bias (out, may be
+ * NULL) is copied. With a pool of T threads, output rows are split in
+ * T contiguous ranges (multiples of QC_GEMM_ROW_TILE); every output is
+ * computed by one thread in a fixed order, so results do not depend on T.
+ * pool may be NULL (one thread) and must outlive the linear; forward() is
+ * not reentrant (per-thread scratch lives in the linear). */
+qcrt_linear *qcrt_linear_cpu_new(const qc_kernel_spec *spec, qc_gemv_fn gemv, qc_gemm_fn gemm,
+                                 const uint8_t *packed, size_t packed_size, const float *bias,
+                                 struct qcrt_pool *pool, qc_err *err);
 
 #endif

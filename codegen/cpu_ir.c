@@ -1,0 +1,851 @@
+/* LLVM IR emission of the CPU kernels (see cpu_ir.h; packed layout: pack.h).
+ * The generator mirrors the emitted code: prologue, row loop, unit loop
+ * over packed tiles (straight-line inside a unit), group epilogues. Loop
+ * variables and carried accumulators live in allocas that mem2reg turns
+ * into SSA. */
+#if QC_HAVE_LLVM
+#include "cpu_ir.h"
+
+#include "pack.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef struct cg {
+    LLVMContextRef C;
+    LLVMModuleRef M;
+    LLVMBuilderRef B, AB; /* code, allocas (before the entry block's branch) */
+    LLVMValueRef fn;
+    const qc_kernel_spec *s;
+    qc_pack_layout L; /* offsets valid up to the CSR columns (nnz = 0) */
+    qc_kernel_ws W;
+    int nch, widths[3];
+    LLVMTypeRef i8, i16, i32, i64, f32, v8f32, v8i32, p8, pf32;
+    LLVMValueRef fma_v, fma_s, prescale; /* intrinsics, gemv's x scale table */
+    int subnormal;                       /* gemv: codes enter the FMA as subnormal floats (x86) */
+    int vector_f16;                      /* <8 x half> -> <8 x float> is one instruction */
+    LLVMTypeRef fma_v_ty, fma_s_ty;
+} cg;
+
+static LLVMValueRef ci64(cg *g, int64_t v) {
+    return LLVMConstInt(g->i64, (unsigned long long)v, 1);
+}
+
+static LLVMValueRef ci32(cg *g, int64_t v) {
+    return LLVMConstInt(g->i32, (unsigned long long)v, 1);
+}
+
+static LLVMValueRef cf32(cg *g, double v) {
+    return LLVMConstReal(g->f32, v);
+}
+
+static LLVMValueRef splat_c(LLVMValueRef c) {
+    LLVMValueRef e[8];
+    for (int i = 0; i < 8; i++)
+        e[i] = c;
+    return LLVMConstVector(e, 8);
+}
+
+static LLVMValueRef splat(cg *g, LLVMValueRef v) {
+    LLVMValueRef one =
+        LLVMBuildInsertElement(g->B, LLVMGetUndef(LLVMVectorType(g->f32, 1)), v, ci32(g, 0), "");
+    LLVMValueRef zero[8];
+    for (int i = 0; i < 8; i++)
+        zero[i] = ci32(g, 0);
+    return LLVMBuildShuffleVector(g->B, one, one, LLVMConstVector(zero, 8), "splat");
+}
+
+static LLVMValueRef var(cg *g, LLVMTypeRef t, const char *name) {
+    return LLVMBuildAlloca(g->AB, t, name);
+}
+
+static LLVMValueRef ld(cg *g, LLVMTypeRef t, LLVMValueRef p) {
+    LLVMValueRef v = LLVMBuildLoad2(g->B, t, p, "");
+    return v;
+}
+
+/* Pointer to element idx (i64) of type t at byte pointer base + off. */
+static LLVMValueRef at(cg *g, LLVMValueRef base8, LLVMValueRef off, LLVMTypeRef t,
+                       LLVMValueRef idx) {
+    LLVMValueRef p = LLVMBuildGEP2(g->B, g->i8, base8, &off, 1, "");
+    p = LLVMBuildBitCast(g->B, p, LLVMPointerType(t, 0), "");
+    return idx ? LLVMBuildGEP2(g->B, t, p, &idx, 1, "") : p;
+}
+
+/* Unaligned load of t at byte pointer base + off. */
+static LLVMValueRef load_bytes(cg *g, LLVMTypeRef t, LLVMValueRef base8, LLVMValueRef off) {
+    LLVMValueRef v = LLVMBuildLoad2(g->B, t, at(g, base8, off, t, NULL), "");
+    LLVMSetAlignment(v, 1);
+    return v;
+}
+
+static LLVMValueRef fptr(cg *g, LLVMValueRef basef, LLVMValueRef idx) {
+    return LLVMBuildGEP2(g->B, g->f32, basef, &idx, 1, "");
+}
+
+static LLVMValueRef vload(cg *g, LLVMValueRef basef, LLVMValueRef idx) {
+    LLVMValueRef p = LLVMBuildBitCast(g->B, fptr(g, basef, idx), LLVMPointerType(g->v8f32, 0), "");
+    LLVMValueRef v = LLVMBuildLoad2(g->B, g->v8f32, p, "");
+    LLVMSetAlignment(v, 4);
+    return v;
+}
+
+static void vstore(cg *g, LLVMValueRef v, LLVMValueRef basef, LLVMValueRef idx) {
+    LLVMValueRef p = LLVMBuildBitCast(g->B, fptr(g, basef, idx), LLVMPointerType(g->v8f32, 0), "");
+    LLVMSetAlignment(LLVMBuildStore(g->B, v, p), 4);
+}
+
+static LLVMValueRef add(cg *g, LLVMValueRef a, LLVMValueRef b) {
+    return LLVMBuildAdd(g->B, a, b, "");
+}
+
+static LLVMValueRef mul(cg *g, LLVMValueRef a, LLVMValueRef b) {
+    return LLVMBuildMul(g->B, a, b, "");
+}
+
+/* a·b + c, fused where the target has FMA (llvm.fmuladd). */
+static LLVMValueRef fma_v(cg *g, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c) {
+    LLVMValueRef args[3] = {a, b, c};
+    return LLVMBuildCall2(g->B, g->fma_v_ty, g->fma_v, args, 3, "");
+}
+
+static LLVMValueRef fma_s(cg *g, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c) {
+    LLVMValueRef args[3] = {a, b, c};
+    return LLVMBuildCall2(g->B, g->fma_s_ty, g->fma_s, args, 3, "");
+}
+
+/* f16 bits (i16) to f32 without a libcall: the 15 magnitude bits moved into
+ * f32 position and multiplied by 2^112 give the value exactly for normal and
+ * subnormal halves (not Inf/NaN, which scales never are); then the sign. */
+static LLVMValueRef h2f(cg *g, LLVMValueRef h) {
+    LLVMValueRef u = LLVMBuildZExt(g->B, h, g->i32, "");
+    LLVMValueRef em = LLVMBuildAnd(g->B, u, ci32(g, 0x7fff), "");
+    LLVMValueRef sign =
+        LLVMBuildShl(g->B, LLVMBuildAnd(g->B, u, ci32(g, 0x8000), ""), ci32(g, 16), "");
+    LLVMValueRef f = LLVMBuildBitCast(g->B, LLVMBuildShl(g->B, em, ci32(g, 13), ""), g->f32, "");
+    f = LLVMBuildFMul(g->B, f, cf32(g, 0x1p112), "");
+    LLVMValueRef bits = LLVMBuildOr(g->B, LLVMBuildBitCast(g->B, f, g->i32, ""), sign, "");
+    return LLVMBuildBitCast(g->B, bits, g->f32, "");
+}
+
+static LLVMValueRef load_h2f(cg *g, LLVMValueRef base8, LLVMValueRef off) {
+    return h2f(g, load_bytes(g, g->i16, base8, off));
+}
+
+static LLVMValueRef load_i32_sext(cg *g, LLVMValueRef base8, LLVMValueRef off) {
+    return LLVMBuildSExt(g->B, load_bytes(g, g->i32, base8, off), g->i64, "");
+}
+
+/* Sum of the 8 lanes in a fixed tree order. */
+static LLVMValueRef hsum(cg *g, LLVMValueRef v) {
+    LLVMValueRef m[4];
+    for (int i = 0; i < 4; i++)
+        m[i] = ci32(g, i);
+    LLVMValueRef lo = LLVMBuildShuffleVector(g->B, v, v, LLVMConstVector(m, 4), "");
+    for (int i = 0; i < 4; i++)
+        m[i] = ci32(g, 4 + i);
+    LLVMValueRef hi = LLVMBuildShuffleVector(g->B, v, v, LLVMConstVector(m, 4), "");
+    LLVMValueRef s4 = LLVMBuildFAdd(g->B, lo, hi, "");
+    m[0] = ci32(g, 0), m[1] = ci32(g, 1);
+    lo = LLVMBuildShuffleVector(g->B, s4, s4, LLVMConstVector(m, 2), "");
+    m[0] = ci32(g, 2), m[1] = ci32(g, 3);
+    hi = LLVMBuildShuffleVector(g->B, s4, s4, LLVMConstVector(m, 2), "");
+    LLVMValueRef s2 = LLVMBuildFAdd(g->B, lo, hi, "");
+    return LLVMBuildFAdd(g->B, LLVMBuildExtractElement(g->B, s2, ci32(g, 0), ""),
+                         LLVMBuildExtractElement(g->B, s2, ci32(g, 1), ""), "");
+}
+
+/* Loops: for (i = start; i < end; i += step) with i in an alloca. */
+typedef struct loop {
+    LLVMValueRef var;
+    LLVMBasicBlockRef cond, exit;
+    int64_t step;
+} loop;
+
+static LLVMValueRef loop_begin(cg *g, loop *l, LLVMValueRef start, LLVMValueRef end, int64_t step) {
+    l->var = var(g, g->i64, "i");
+    l->step = step;
+    LLVMBuildStore(g->B, start, l->var);
+    l->cond = LLVMAppendBasicBlockInContext(g->C, g->fn, "cond");
+    LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(g->C, g->fn, "body");
+    l->exit = LLVMAppendBasicBlockInContext(g->C, g->fn, "exit");
+    LLVMBuildBr(g->B, l->cond);
+    LLVMPositionBuilderAtEnd(g->B, l->cond);
+    LLVMValueRef i = ld(g, g->i64, l->var);
+    LLVMBuildCondBr(g->B, LLVMBuildICmp(g->B, LLVMIntSLT, i, end, ""), body, l->exit);
+    LLVMPositionBuilderAtEnd(g->B, body);
+    return i;
+}
+
+static void loop_end(cg *g, loop *l, LLVMValueRef i) {
+    LLVMBuildStore(g->B, add(g, i, ci64(g, l->step)), l->var);
+    LLVMBuildBr(g->B, l->cond);
+    LLVMPositionBuilderAtEnd(g->B, l->exit);
+}
+
+/* Where slot j's code sits in its lane's stream words (pack.h), and how
+ * gemv extracts it: X_LOW (and), X_MASK (and in place: code·2^shift, for
+ * codes below bit `limit`), X_TOP (shift: the code ends its word), X_SHIFT
+ * (shift and and), X_STRADDLE (two words). */
+enum { X_LOW, X_MASK, X_TOP, X_SHIFT, X_STRADDLE };
+typedef struct slot_pos {
+    int kind, word, shift;
+} slot_pos;
+
+static slot_pos slot_at(int bits, int j, int limit) {
+    slot_pos r = {X_MASK, j * bits / 32, j * bits % 32};
+    int word_bits = 8 * bits - 32 * r.word < 32 ? 8 * bits - 32 * r.word : 32;
+    if (bits <= 4 && j >= 4 && j < 7) {
+        /* codes 4..6 from word 2 = word 0 >> 4·bits: slots 4..6 reuse the
+         * masks of slots 0..2 (fewer constants held in registers) */
+        r.word = 2;
+        r.shift = (j - 4) * bits;
+        r.kind = r.shift ? X_MASK : X_LOW;
+        return r;
+    }
+    if (r.shift + bits > 32)
+        r.kind = X_STRADDLE;
+    else if (r.shift + bits == word_bits)
+        r.kind = X_TOP;
+    else if (r.shift == 0)
+        r.kind = X_LOW;
+    else if (r.shift + bits > limit)
+        r.kind = X_SHIFT;
+    return r;
+}
+
+/* The bit limit of in-place codes: 24 when code bits are used as a float
+ * (a bit pattern v < 2^24 is the float v·2^-149: subnormal below 2^23, the
+ * smallest normal binade up to 2^24), 31 when converted with sitofp (the
+ * sign bit). */
+static int mask_limit(const cg *g) {
+    return g->subnormal ? 24 : 31;
+}
+
+/* gemv's multiplier of x for slot j: 2^-shift undoes an in-place code's
+ * 2^shift; with subnormal codes (value code·2^(shift-149)) also 2^89, so
+ * products are code·x·2^-60, normal for |code·x| > 2^-66 and |x| < 2^39. */
+static double slot_prescale(const cg *g, int j) {
+    slot_pos p = slot_at(g->s->bits, j, mask_limit(g));
+    return ldexp(1.0, (p.kind == X_MASK ? -p.shift : 0) + (g->subnormal ? 89 : 0));
+}
+
+/* The lanes' stream words of the tile at byte pointer tile8 (and word 2 =
+ * word 0 >> 4·bits for bits <= 4, see slot_at). */
+static void tile_words(cg *g, LLVMValueRef tile8, LLVMValueRef words[3]) {
+    words[0] = words[1] = words[2] = NULL;
+    int b = 0;
+    for (int k = 0; k < g->nch; k++) {
+        int K = g->widths[k];
+        LLVMTypeRef t = LLVMVectorType(LLVMIntTypeInContext(g->C, 8 * (unsigned)K), 8);
+        LLVMValueRef v = load_bytes(g, t, tile8, ci64(g, 8 * b));
+        if (K < 4) v = LLVMBuildZExt(g->B, v, g->v8i32, "");
+        int w = b / 4, sh = 8 * (b - 4 * w);
+        if (sh) v = LLVMBuildShl(g->B, v, splat_c(ci32(g, sh)), "");
+        words[w] = words[w] ? LLVMBuildOr(g->B, words[w], v, "") : v;
+        b += K;
+    }
+    if (g->s->bits <= 4)
+        words[2] = LLVMBuildLShr(g->B, words[0], splat_c(ci32(g, 4 * g->s->bits)), "");
+}
+
+/* Slot j's 8 codes as i32 lanes: exact, or (exact = 0, X_MASK) code·2^shift,
+ * which gemv compensates in its pre-scaled x. */
+static LLVMValueRef slot_codes(cg *g, LLVMValueRef words[3], int j, int exact) {
+    int bits = g->s->bits, mask = (1 << bits) - 1;
+    slot_pos p = slot_at(bits, j, mask_limit(g));
+    if (exact && p.kind == X_MASK) p.kind = X_SHIFT;
+    LLVMValueRef w = words[p.word];
+    switch (p.kind) {
+    case X_LOW:
+        return LLVMBuildAnd(g->B, w, splat_c(ci32(g, mask)), "");
+    case X_MASK:
+        return LLVMBuildAnd(g->B, w, splat_c(ci32(g, (int64_t)mask << p.shift)), "");
+    case X_SHIFT:
+        w = LLVMBuildLShr(g->B, w, splat_c(ci32(g, p.shift)), "");
+        return LLVMBuildAnd(g->B, w, splat_c(ci32(g, mask)), "");
+    case X_TOP:
+        return LLVMBuildLShr(g->B, w, splat_c(ci32(g, p.shift)), "");
+    default: {
+        int lo_bits = 32 - p.shift;
+        LLVMValueRef lo = LLVMBuildLShr(g->B, w, splat_c(ci32(g, p.shift)), "");
+        LLVMValueRef hi = LLVMBuildAnd(g->B, words[p.word + 1],
+                                       splat_c(ci32(g, (1 << (bits - lo_bits)) - 1)), "");
+        hi = LLVMBuildShl(g->B, hi, splat_c(ci32(g, lo_bits)), "");
+        return LLVMBuildOr(g->B, lo, hi, "");
+    }
+    }
+}
+
+/* Columns per unrolled unit: whole groups and whole tiles. */
+static int64_t unit_cols(const qc_kernel_spec *s) {
+    if (!s->group_size) return 128;
+    int64_t a = s->group_size, b = 64;
+    while (b) {
+        int64_t t = a % b;
+        a = b, b = t;
+    }
+    return (int64_t)s->group_size / a * 64;
+}
+
+/* One output row's walk over its packed codes: a loop over full units, then
+ * the valid slots left (the tail), both through range(). */
+typedef struct row_ctx {
+    int gemm;                            /* 0: gemv dot product, 1: dequantize */
+    LLVMValueRef rowc, rows, rowz;       /* byte pointers: codes, scales, zeros of the row */
+    LLVMValueRef xs, xsum;               /* gemv: pre-scaled x, group sums of x */
+    LLVMValueRef racc[2], corr, pacc[4]; /* gemv allocas: group / per-channel sums */
+    LLVMValueRef srow;                   /* gemv: the row's scales as f32 (·2^60 if subnormal) */
+    LLVMValueRef dst;                    /* gemm: f32 row in packed order */
+} row_ctx;
+
+static LLVMValueRef group_scale(cg *g, row_ctx *r, LLVMValueRef gi) {
+    return load_h2f(g, r->rows, mul(g, gi, ci64(g, 2)));
+}
+
+static LLVMValueRef group_zero(cg *g, row_ctx *r, LLVMValueRef gi) {
+    if (g->s->symmetric) return cf32(g, (double)(1 << (g->s->bits - 1)));
+    return LLVMBuildUIToFP(g->B, load_bytes(g, g->i8, r->rowz, gi), g->f32, "");
+}
+
+/* (a0 + a1) + (a2 + a3), fewer when the group has fewer slots. */
+static LLVMValueRef tree(cg *g, LLVMValueRef *a, int n) {
+    LLVMValueRef l = n > 1 ? LLVMBuildFAdd(g->B, a[0], a[1], "") : a[0];
+    if (n < 3) return l;
+    LLVMValueRef h = n > 3 ? LLVMBuildFAdd(g->B, a[2], a[3], "") : a[2];
+    return LLVMBuildFAdd(g->B, l, h, "");
+}
+
+/* gemv group epilogue: racc += scale·Σcode·x, with the scale from the row
+ * prologue (gemv_row_scales). */
+static void gemv_group_end(cg *g, row_ctx *r, LLVMValueRef gi, LLVMValueRef t, int parity) {
+    LLVMValueRef ra = ld(g, g->v8f32, r->racc[parity]);
+    LLVMValueRef sc = ld(g, g->f32, fptr(g, r->srow, gi));
+    LLVMBuildStore(g->B, fma_v(g, splat(g, sc), t, ra), r->racc[parity]);
+}
+
+/* gemv row prologue: srow[g] = scale_g (·2^60 with subnormal codes) and
+ * corr = Σ_g scale_g·zero_g·Σx_g, eight groups per vector where f16 vectors
+ * convert natively (F16C, NEON), the rest one by one. */
+static void gemv_row_scales(cg *g, row_ctx *r) {
+    const qc_kernel_spec *s = g->s;
+    int64_t ng = g->L.n_groups, nv = g->vector_f16 ? (ng + 7) / 8 : 0;
+    double post = g->subnormal ? 0x1p60 : 1;
+    LLVMValueRef cv = splat_c(cf32(g, 0));
+    LLVMTypeRef v8h = LLVMVectorType(LLVMHalfTypeInContext(g->C), 8);
+    LLVMTypeRef v8i8 = LLVMVectorType(g->i8, 8);
+    for (int64_t b = 0; b < nv; b++) {
+        LLVMValueRef h = load_bytes(g, v8h, r->rows, ci64(g, 16 * b));
+        LLVMValueRef sc = LLVMBuildFPExt(g->B, h, g->v8f32, "");
+        vstore(g, LLVMBuildFMul(g->B, sc, splat_c(cf32(g, post)), ""), r->srow, ci64(g, 8 * b));
+        LLVMValueRef z = splat_c(cf32(g, (double)(1 << (s->bits - 1))));
+        if (!s->symmetric)
+            z = LLVMBuildUIToFP(g->B, load_bytes(g, v8i8, r->rowz, ci64(g, 8 * b)), g->v8f32, "");
+        LLVMValueRef sz = LLVMBuildFMul(g->B, sc, z, "");
+        LLVMValueRef t = LLVMBuildFMul(g->B, sz, vload(g, r->xsum, ci64(g, 8 * b)), "");
+        if (8 * b + 8 > ng) { /* lanes past the row's last group (pack.h slack) */
+            LLVMValueRef keep[8];
+            for (int i = 0; i < 8; i++)
+                keep[i] = LLVMConstInt(LLVMInt1TypeInContext(g->C), 8 * b + i < ng, 0);
+            t = LLVMBuildSelect(g->B, LLVMConstVector(keep, 8), t, splat_c(cf32(g, 0)), "");
+        }
+        cv = LLVMBuildFAdd(g->B, cv, t, "");
+    }
+    LLVMValueRef corr = hsum(g, cv);
+    for (int64_t gi = nv * 8; gi < ng; gi++) {
+        LLVMValueRef sc = group_scale(g, r, ci64(g, gi));
+        LLVMBuildStore(g->B, LLVMBuildFMul(g->B, sc, cf32(g, post), ""),
+                       fptr(g, r->srow, ci64(g, gi)));
+        LLVMValueRef sz = LLVMBuildFMul(g->B, sc, group_zero(g, r, ci64(g, gi)), "");
+        corr = fma_s(g, sz, ld(g, g->f32, fptr(g, r->xsum, ci64(g, gi))), corr);
+    }
+    LLVMBuildStore(g->B, corr, r->corr);
+}
+
+/* n slots starting at tile t0 (a group boundary): gemv accumulates, gemm
+ * writes scale·(code − zero) to dst. */
+static void row_range(cg *g, row_ctx *r, LLVMValueRef t0, int64_t n) {
+    const qc_kernel_spec *s = g->s;
+    int64_t gslots = s->group_size / 8; /* 0: per-channel */
+    LLVMValueRef words[3] = {0}, acc[4] = {0}, sc = NULL, zero = NULL;
+    LLVMValueRef slot0 = mul(g, t0, ci64(g, 8));
+    LLVMValueRef gbase = gslots ? LLVMBuildUDiv(g->B, slot0, ci64(g, gslots), "") : ci64(g, 0);
+    int parity = 0;
+    if (!gslots && !r->gemm)
+        for (int a = 0; a < 4; a++)
+            acc[a] = ld(g, g->v8f32, r->pacc[a]);
+    for (int64_t k = 0; k < n; k++) {
+        int j = (int)(k % 8);
+        int64_t kg = gslots ? k % gslots : k;
+        LLVMValueRef gi = add(g, gbase, ci64(g, gslots ? k / gslots : 0));
+        if (j == 0) {
+            LLVMValueRef tile = mul(g, add(g, t0, ci64(g, k / 8)), ci64(g, 8 * s->bits));
+            tile_words(g, LLVMBuildGEP2(g->B, g->i8, r->rowc, &tile, 1, ""), words);
+        }
+        LLVMValueRef slot = add(g, slot0, ci64(g, k));
+        LLVMValueRef cv = slot_codes(g, words, j, r->gemm);
+        LLVMValueRef fv = !r->gemm && g->subnormal ? LLVMBuildBitCast(g->B, cv, g->v8f32, "")
+                                                   : LLVMBuildSIToFP(g->B, cv, g->v8f32, "");
+        if (r->gemm) {
+            if (kg == 0) {
+                sc = splat(g, group_scale(g, r, gi));
+                zero = splat(g, group_zero(g, r, gi));
+            }
+            fv = LLVMBuildFMul(g->B, LLVMBuildFSub(g->B, fv, zero, ""), sc, "");
+            vstore(g, fv, r->dst, mul(g, slot, ci64(g, 8)));
+            continue;
+        }
+        LLVMValueRef xv = vload(g, r->xs, mul(g, slot, ci64(g, 8)));
+        int a = (int)(kg % 4);
+        if (!gslots)
+            acc[a] = fma_v(g, fv, xv, acc[a]);
+        else
+            acc[a] = kg < 4 ? LLVMBuildFMul(g->B, fv, xv, "") : fma_v(g, fv, xv, acc[a]);
+        if (gslots && (kg == gslots - 1 || k == n - 1)) {
+            gemv_group_end(g, r, gi, tree(g, acc, kg + 1 < 4 ? (int)kg + 1 : 4), parity);
+            parity ^= 1;
+        }
+    }
+    if (!gslots && !r->gemm)
+        for (int a = 0; a < 4; a++)
+            LLVMBuildStore(g->B, acc[a], r->pacc[a]);
+}
+
+static void row_walk(cg *g, row_ctx *r) {
+    int64_t U = unit_cols(g->s), slots = g->W.in8 / 8;
+    int64_t nu = slots * 8 / U, tail = slots - nu * U / 8;
+    if (nu > 0) {
+        loop l;
+        LLVMValueRef u = loop_begin(g, &l, ci64(g, 0), ci64(g, nu), 1);
+        row_range(g, r, mul(g, u, ci64(g, U / 64)), U / 8);
+        loop_end(g, &l, u);
+    }
+    if (tail > 0) row_range(g, r, ci64(g, nu * U / 64), tail);
+}
+
+/* Byte offset of the CSR values: after nnz columns, 64-aligned (pack.h). */
+static LLVMValueRef csr_val_off(cg *g, LLVMValueRef w) {
+    LLVMValueRef nnz = load_i32_sext(g, w, ci64(g, (int64_t)g->L.row_ptr + 4 * g->s->out));
+    LLVMValueRef end = add(g, ci64(g, (int64_t)g->L.col + 63), mul(g, nnz, ci64(g, 4)));
+    return LLVMBuildAnd(g->B, end, ci64(g, ~(int64_t)63), "");
+}
+
+static LLVMValueRef new_fn(cg *g, const char *kind, LLVMTypeRef *params, int np, int linkage) {
+    char name[160];
+    if (linkage)
+        snprintf(name, sizeof name, "qck_%s", kind); /* internal helper, unique per module */
+    else
+        qc_kernel_spec_symbol(g->s, kind, name, sizeof name);
+    LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(g->C), params, (unsigned)np, 0);
+    g->fn = LLVMAddFunction(g->M, name, ft);
+    if (linkage) LLVMSetLinkage(g->fn, LLVMInternalLinkage);
+    LLVMAddAttributeAtIndex(g->fn, LLVMAttributeFunctionIndex,
+                            LLVMCreateStringAttribute(g->C, "no-builtins", 11, "", 0));
+    unsigned nounwind = LLVMGetEnumAttributeKindForName("nounwind", 8);
+    LLVMAddAttributeAtIndex(g->fn, LLVMAttributeFunctionIndex,
+                            LLVMCreateEnumAttribute(g->C, nounwind, 0));
+    LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(g->C, g->fn, "entry");
+    LLVMBasicBlockRef start = LLVMAppendBasicBlockInContext(g->C, g->fn, "start");
+    LLVMPositionBuilderAtEnd(g->B, entry);
+    LLVMValueRef br = LLVMBuildBr(g->B, start);
+    LLVMPositionBuilderBefore(g->AB, br);
+    LLVMPositionBuilderAtEnd(g->B, start);
+    return g->fn;
+}
+
+static void noalias(cg *g, int param) {
+    unsigned k = LLVMGetEnumAttributeKindForName("noalias", 7);
+    LLVMAddAttributeAtIndex(g->fn, (unsigned)param + 1, LLVMCreateEnumAttribute(g->C, k, 0));
+}
+
+/* x[perm[p]] (x[p] without act-order) for p < in. */
+static LLVMValueRef x_packed(cg *g, LLVMValueRef w, LLVMValueRef x, LLVMValueRef p) {
+    if (g->s->act_order)
+        p = load_i32_sext(g, w, add(g, ci64(g, (int64_t)g->L.perm), mul(g, p, ci64(g, 4))));
+    return ld(g, g->f32, fptr(g, x, p));
+}
+
+/* t[k] = Σ_c B[k][c]·x[c] for k < rank (fixed column order). */
+static void lowrank_bx(cg *g, LLVMValueRef w, LLVMValueRef x, LLVMValueRef t) {
+    const qc_kernel_spec *s = g->s;
+    LLVMValueRef acc = var(g, g->f32, "bx");
+    loop lk, lc;
+    LLVMValueRef k = loop_begin(g, &lk, ci64(g, 0), ci64(g, s->rank), 1);
+    LLVMBuildStore(g->B, cf32(g, 0), acc);
+    LLVMValueRef c = loop_begin(g, &lc, ci64(g, 0), ci64(g, s->in), 1);
+    LLVMValueRef bi = add(g, mul(g, k, ci64(g, s->in)), c);
+    LLVMValueRef b = load_h2f(g, w, add(g, ci64(g, (int64_t)g->L.lr_b), mul(g, bi, ci64(g, 2))));
+    LLVMBuildStore(g->B, fma_s(g, b, ld(g, g->f32, fptr(g, x, c)), ld(g, g->f32, acc)), acc);
+    loop_end(g, &lc, c);
+    LLVMBuildStore(g->B, ld(g, g->f32, acc), fptr(g, t, k));
+    loop_end(g, &lk, k);
+}
+
+/* res += Σ_k A[o][k]·t[k]. */
+static LLVMValueRef lowrank_at(cg *g, LLVMValueRef w, LLVMValueRef o, LLVMValueRef t,
+                               LLVMValueRef res) {
+    int r = g->s->rank;
+    LLVMValueRef acc = var(g, g->f32, "at");
+    LLVMBuildStore(g->B, res, acc);
+    loop l;
+    LLVMValueRef k = loop_begin(g, &l, ci64(g, 0), ci64(g, r), 1);
+    LLVMValueRef ai = add(g, mul(g, o, ci64(g, r)), k);
+    LLVMValueRef a = load_h2f(g, w, add(g, ci64(g, (int64_t)g->L.lr_a), mul(g, ai, ci64(g, 2))));
+    LLVMBuildStore(g->B, fma_s(g, a, ld(g, g->f32, fptr(g, t, k)), ld(g, g->f32, acc)), acc);
+    loop_end(g, &l, k);
+    return ld(g, g->f32, acc);
+}
+
+/* gemv prologue: xs (pre-scaled, permuted, padded), xsum per group, B·x. */
+static void gemv_prologue(cg *g, LLVMValueRef w, LLVMValueRef x, LLVMValueRef xs, LLVMValueRef xsum,
+                          LLVMValueRef t) {
+    const qc_kernel_spec *s = g->s;
+    loop l;
+    LLVMValueRef p = loop_begin(g, &l, ci64(g, 0), ci64(g, g->W.in8), 1);
+    LLVMValueRef valid = LLVMBuildICmp(g->B, LLVMIntSLT, p, ci64(g, s->in), "");
+    LLVMValueRef v = x_packed(g, w, x, LLVMBuildSelect(g->B, valid, p, ci64(g, 0), ""));
+    v = LLVMBuildSelect(g->B, valid, v, cf32(g, 0), "");
+    LLVMValueRef j = LLVMBuildAnd(g->B, LLVMBuildLShr(g->B, p, ci64(g, 3), ""), ci64(g, 7), "");
+    LLVMValueRef idx[2] = {ci64(g, 0), j};
+    LLVMTypeRef tab = LLVMArrayType(g->f32, 8);
+    LLVMValueRef ps = ld(g, g->f32, LLVMBuildGEP2(g->B, tab, g->prescale, idx, 2, ""));
+    LLVMBuildStore(g->B, LLVMBuildFMul(g->B, v, ps, ""), fptr(g, xs, p));
+    loop_end(g, &l, p);
+
+    int64_t G = s->group_size ? s->group_size : s->in, ng = g->L.n_groups;
+    LLVMValueRef acc = var(g, g->f32, "xsum");
+    loop lg, lc;
+    LLVMValueRef gi = loop_begin(g, &lg, ci64(g, 0), ci64(g, ng), 1);
+    LLVMBuildStore(g->B, cf32(g, 0), acc);
+    LLVMValueRef c0 = mul(g, gi, ci64(g, G));
+    LLVMValueRef c1 = add(g, c0, ci64(g, G));
+    c1 = LLVMBuildSelect(g->B, LLVMBuildICmp(g->B, LLVMIntSLT, c1, ci64(g, s->in), ""), c1,
+                         ci64(g, s->in), "");
+    LLVMValueRef c = loop_begin(g, &lc, c0, c1, 1);
+    LLVMBuildStore(g->B, LLVMBuildFAdd(g->B, ld(g, g->f32, acc), x_packed(g, w, x, c), ""), acc);
+    loop_end(g, &lc, c);
+    LLVMBuildStore(g->B, ld(g, g->f32, acc), fptr(g, xsum, gi));
+    loop_end(g, &lg, gi);
+    if (s->rank) lowrank_bx(g, w, x, t);
+}
+
+/* res += Σ_{k in row o} val[k]·x[col[k]] (CSR outliers). */
+static LLVMValueRef outliers_dot(cg *g, LLVMValueRef w, LLVMValueRef o, LLVMValueRef x,
+                                 LLVMValueRef res) {
+    LLVMValueRef rp = ci64(g, (int64_t)g->L.row_ptr);
+    LLVMValueRef a = load_i32_sext(g, w, add(g, rp, mul(g, o, ci64(g, 4))));
+    LLVMValueRef b = load_i32_sext(g, w, add(g, rp, mul(g, add(g, o, ci64(g, 1)), ci64(g, 4))));
+    LLVMValueRef voff = csr_val_off(g, w);
+    LLVMValueRef acc = var(g, g->f32, "sp");
+    LLVMBuildStore(g->B, res, acc);
+    loop l;
+    LLVMValueRef k = loop_begin(g, &l, a, b, 1);
+    LLVMValueRef c = load_i32_sext(g, w, add(g, ci64(g, (int64_t)g->L.col), mul(g, k, ci64(g, 4))));
+    LLVMValueRef v = load_h2f(g, w, add(g, voff, mul(g, k, ci64(g, 2))));
+    LLVMBuildStore(g->B, fma_s(g, v, ld(g, g->f32, fptr(g, x, c)), ld(g, g->f32, acc)), acc);
+    loop_end(g, &l, k);
+    return ld(g, g->f32, acc);
+}
+
+static void row_pointers(cg *g, row_ctx *r, LLVMValueRef w, LLVMValueRef o) {
+    LLVMValueRef off = add(g, ci64(g, (int64_t)g->L.codes), mul(g, o, ci64(g, g->L.row_bytes)));
+    r->rowc = LLVMBuildGEP2(g->B, g->i8, w, &off, 1, "rowc");
+    LLVMValueRef og = mul(g, o, ci64(g, g->L.n_groups));
+    off = add(g, ci64(g, (int64_t)g->L.scales), mul(g, og, ci64(g, 2)));
+    r->rows = LLVMBuildGEP2(g->B, g->i8, w, &off, 1, "rows");
+    off = add(g, ci64(g, (int64_t)g->L.zeros), og);
+    r->rowz = LLVMBuildGEP2(g->B, g->i8, w, &off, 1, "rowz");
+}
+
+/* x86: MXCSR.DAZ would turn the subnormal codes into zeros. Clears it when
+ * set and returns the saved register (an alloca) to restore, else NULL. */
+static LLVMValueRef daz_off(cg *g) {
+    if (!g->subnormal) return NULL;
+    LLVMTypeRef st, ldt;
+    unsigned ids = LLVMLookupIntrinsicID("llvm.x86.sse.stmxcsr", 20);
+    unsigned idl = LLVMLookupIntrinsicID("llvm.x86.sse.ldmxcsr", 20);
+    LLVMValueRef stf = LLVMGetIntrinsicDeclaration(g->M, ids, NULL, 0);
+    LLVMValueRef ldf = LLVMGetIntrinsicDeclaration(g->M, idl, NULL, 0);
+    st = LLVMIntrinsicGetType(g->C, ids, NULL, 0);
+    ldt = LLVMIntrinsicGetType(g->C, idl, NULL, 0);
+    LLVMValueRef saved = var(g, g->i32, "mxcsr"), tmp = var(g, g->i32, "mxcsr_new");
+    LLVMValueRef p = LLVMBuildBitCast(g->B, saved, g->p8, "");
+    LLVMBuildCall2(g->B, st, stf, &p, 1, "");
+    LLVMValueRef old = ld(g, g->i32, saved);
+    LLVMValueRef set =
+        LLVMBuildICmp(g->B, LLVMIntNE, LLVMBuildAnd(g->B, old, ci32(g, 0x40), ""), ci32(g, 0), "");
+    LLVMBasicBlockRef clear = LLVMAppendBasicBlockInContext(g->C, g->fn, "daz_clear");
+    LLVMBasicBlockRef cont = LLVMAppendBasicBlockInContext(g->C, g->fn, "daz_done");
+    LLVMBuildCondBr(g->B, set, clear, cont);
+    LLVMPositionBuilderAtEnd(g->B, clear);
+    LLVMBuildStore(g->B, LLVMBuildAnd(g->B, old, ci32(g, ~0x40), ""), tmp);
+    p = LLVMBuildBitCast(g->B, tmp, g->p8, "");
+    LLVMBuildCall2(g->B, ldt, ldf, &p, 1, "");
+    LLVMBuildBr(g->B, cont);
+    LLVMPositionBuilderAtEnd(g->B, cont);
+    return saved;
+}
+
+static void daz_restore(cg *g, LLVMValueRef saved) {
+    if (!saved) return;
+    unsigned idl = LLVMLookupIntrinsicID("llvm.x86.sse.ldmxcsr", 20);
+    LLVMValueRef p = LLVMBuildBitCast(g->B, saved, g->p8, "");
+    LLVMBuildCall2(g->B, LLVMIntrinsicGetType(g->C, idl, NULL, 0),
+                   LLVMGetIntrinsicDeclaration(g->M, idl, NULL, 0), &p, 1, "");
+}
+
+static void emit_gemv(cg *g) {
+    const qc_kernel_spec *s = g->s;
+    LLVMTypeRef params[6] = {g->p8, g->pf32, g->pf32, g->i64, g->i64, g->pf32};
+    new_fn(g, "gemv", params, 6, 0);
+    /* No noalias on y and ws: loads of the pre-scaled x must stay inside the
+     * row loop (as FMA memory operands) rather than be hoisted out of it into
+     * more registers than there are. */
+    LLVMValueRef w = LLVMGetParam(g->fn, 0), x = LLVMGetParam(g->fn, 1);
+    LLVMValueRef y = LLVMGetParam(g->fn, 2), ws = LLVMGetParam(g->fn, 5);
+    row_ctx r = {0};
+    r.xs = fptr(g, ws, ci64(g, g->W.xs));
+    r.xsum = fptr(g, ws, ci64(g, g->W.xsum));
+    r.srow = fptr(g, ws, ci64(g, g->W.srow));
+    LLVMValueRef t = fptr(g, ws, ci64(g, g->W.t_gemv));
+    LLVMValueRef mxcsr = daz_off(g);
+    gemv_prologue(g, w, x, r.xs, r.xsum, t);
+
+    r.racc[0] = var(g, g->v8f32, "racc0");
+    r.racc[1] = var(g, g->v8f32, "racc1");
+    r.corr = var(g, g->f32, "corr");
+    for (int a = 0; a < 4; a++)
+        r.pacc[a] = var(g, g->v8f32, "pacc");
+    /* Rows in blocks: the row loop leaves each row's vector sum in rv, a
+     * second loop reduces them, so no row waits for its own reduction chain
+     * (an out-of-order window of one row is too short to hide it). */
+    LLVMValueRef rv = fptr(g, ws, ci64(g, g->W.rv)), rc = fptr(g, ws, ci64(g, g->W.rc));
+    LLVMValueRef zv = splat_c(cf32(g, 0)), r1 = LLVMGetParam(g->fn, 4);
+    loop lb, l, le;
+    LLVMValueRef b0 = loop_begin(g, &lb, LLVMGetParam(g->fn, 3), r1, QC_GEMV_ROW_BLOCK);
+    LLVMValueRef b1 = add(g, b0, ci64(g, QC_GEMV_ROW_BLOCK));
+    b1 = LLVMBuildSelect(g->B, LLVMBuildICmp(g->B, LLVMIntSLT, b1, r1, ""), b1, r1, "");
+    LLVMValueRef o = loop_begin(g, &l, b0, b1, 1);
+    LLVMValueRef ob = LLVMBuildSub(g->B, o, b0, "");
+    row_pointers(g, &r, w, o);
+    LLVMBuildStore(g->B, zv, r.racc[0]);
+    LLVMBuildStore(g->B, zv, r.racc[1]);
+    gemv_row_scales(g, &r);
+    for (int a = 0; a < 4; a++)
+        LLVMBuildStore(g->B, zv, r.pacc[a]);
+    row_walk(g, &r);
+    if (!s->group_size) {
+        LLVMValueRef acc[4];
+        for (int a = 0; a < 4; a++)
+            acc[a] = ld(g, g->v8f32, r.pacc[a]);
+        gemv_group_end(g, &r, ci64(g, 0), tree(g, acc, 4), 0);
+    }
+    LLVMValueRef v =
+        LLVMBuildFAdd(g->B, ld(g, g->v8f32, r.racc[0]), ld(g, g->v8f32, r.racc[1]), "");
+    vstore(g, v, rv, mul(g, ob, ci64(g, 8)));
+    LLVMBuildStore(g->B, ld(g, g->f32, r.corr), fptr(g, rc, ob));
+    loop_end(g, &l, o);
+    o = loop_begin(g, &le, b0, b1, 1);
+    ob = LLVMBuildSub(g->B, o, b0, "");
+    LLVMValueRef res = hsum(g, vload(g, rv, mul(g, ob, ci64(g, 8))));
+    res = LLVMBuildFSub(g->B, res, ld(g, g->f32, fptr(g, rc, ob)), "");
+    if (s->outliers) res = outliers_dot(g, w, o, x, res);
+    if (s->rank) res = lowrank_at(g, w, o, t, res);
+    LLVMBuildStore(g->B, res, fptr(g, y, o));
+    loop_end(g, &le, o);
+    loop_end(g, &lb, b0);
+    daz_restore(g, mxcsr);
+    LLVMBuildRetVoid(g->B);
+}
+
+/* deqrow(w, o, dst, wp): dst[c] = Ŵ[o][c] - low-rank part, for c < in
+ * (original column order); wp is scratch for the packed order (act-order). */
+static LLVMValueRef emit_deqrow(cg *g) {
+    const qc_kernel_spec *s = g->s;
+    LLVMTypeRef params[4] = {g->p8, g->i64, g->pf32, g->pf32};
+    char kind[128];
+    char id[96];
+    qc_kernel_spec_id(s, id, sizeof id);
+    snprintf(kind, sizeof kind, "%s_deqrow", id);
+    LLVMValueRef fn = new_fn(g, kind, params, 4, 1);
+    noalias(g, 2), noalias(g, 3);
+    LLVMValueRef w = LLVMGetParam(fn, 0), o = LLVMGetParam(fn, 1);
+    LLVMValueRef dst = LLVMGetParam(fn, 2), wp = LLVMGetParam(fn, 3);
+    row_ctx r = {0};
+    r.gemm = 1;
+    r.dst = s->act_order ? wp : dst;
+    row_pointers(g, &r, w, o);
+    row_walk(g, &r);
+    if (s->act_order) {
+        loop l;
+        LLVMValueRef p = loop_begin(g, &l, ci64(g, 0), ci64(g, s->in), 1);
+        LLVMValueRef c =
+            load_i32_sext(g, w, add(g, ci64(g, (int64_t)g->L.perm), mul(g, p, ci64(g, 4))));
+        LLVMBuildStore(g->B, ld(g, g->f32, fptr(g, wp, p)), fptr(g, dst, c));
+        loop_end(g, &l, p);
+    }
+    if (s->outliers) {
+        LLVMValueRef rp = ci64(g, (int64_t)g->L.row_ptr);
+        LLVMValueRef a = load_i32_sext(g, w, add(g, rp, mul(g, o, ci64(g, 4))));
+        LLVMValueRef b = load_i32_sext(g, w, add(g, rp, mul(g, add(g, o, ci64(g, 1)), ci64(g, 4))));
+        LLVMValueRef voff = csr_val_off(g, w);
+        loop l;
+        LLVMValueRef k = loop_begin(g, &l, a, b, 1);
+        LLVMValueRef c =
+            load_i32_sext(g, w, add(g, ci64(g, (int64_t)g->L.col), mul(g, k, ci64(g, 4))));
+        LLVMValueRef v = load_h2f(g, w, add(g, voff, mul(g, k, ci64(g, 2))));
+        LLVMValueRef p = fptr(g, dst, c);
+        LLVMBuildStore(g->B, LLVMBuildFAdd(g->B, ld(g, g->f32, p), v, ""), p);
+        loop_end(g, &l, k);
+    }
+    LLVMBuildRetVoid(g->B);
+    return fn;
+}
+
+/* R rows o0.. of Ŵ (dequantized into wt) times every row of x. Each row's
+ * arithmetic is the same for R = QC_GEMM_ROW_TILE and R = 1. */
+static void gemm_tile(cg *g, int R, LLVMValueRef o0, LLVMValueRef deqrow, LLVMValueRef *args) {
+    const qc_kernel_spec *s = g->s;
+    LLVMValueRef w = args[0], x = args[1], m = args[2], y = args[3], wt = args[4], wp = args[5],
+                 t = args[6];
+    LLVMTypeRef dt = LLVMGlobalGetValueType(deqrow);
+    for (int rr = 0; rr < R; rr++) {
+        LLVMValueRef a[4] = {w, add(g, o0, ci64(g, rr)), fptr(g, wt, ci64(g, rr * g->W.in8)), wp};
+        LLVMBuildCall2(g->B, dt, deqrow, a, 4, "");
+    }
+    LLVMValueRef acc[QC_GEMM_ROW_TILE][2];
+    for (int rr = 0; rr < R; rr++)
+        for (int h = 0; h < 2; h++)
+            acc[rr][h] = var(g, g->v8f32, "acc");
+    int64_t n8 = s->in / 8;
+    loop li;
+    LLVMValueRef i = loop_begin(g, &li, ci64(g, 0), m, 1);
+    LLVMValueRef xrow = fptr(g, x, mul(g, i, ci64(g, s->in)));
+    for (int rr = 0; rr < R; rr++)
+        for (int h = 0; h < 2; h++)
+            LLVMBuildStore(g->B, splat_c(cf32(g, 0)), acc[rr][h]);
+    if (n8 >= 2) {
+        loop lc;
+        LLVMValueRef c = loop_begin(g, &lc, ci64(g, 0), ci64(g, n8 / 2 * 16), 16);
+        for (int h = 0; h < 2; h++) {
+            LLVMValueRef ch = add(g, c, ci64(g, 8 * h));
+            LLVMValueRef xv = vload(g, xrow, ch);
+            for (int rr = 0; rr < R; rr++) {
+                LLVMValueRef wv = vload(g, wt, add(g, ch, ci64(g, rr * g->W.in8)));
+                LLVMBuildStore(g->B, fma_v(g, wv, xv, ld(g, g->v8f32, acc[rr][h])), acc[rr][h]);
+            }
+        }
+        loop_end(g, &lc, c);
+    }
+    if (n8 % 2) {
+        LLVMValueRef ch = ci64(g, (n8 - 1) * 8);
+        LLVMValueRef xv = vload(g, xrow, ch);
+        for (int rr = 0; rr < R; rr++) {
+            LLVMValueRef wv = vload(g, wt, add(g, ch, ci64(g, rr * g->W.in8)));
+            LLVMBuildStore(g->B, fma_v(g, wv, xv, ld(g, g->v8f32, acc[rr][0])), acc[rr][0]);
+        }
+    }
+    for (int rr = 0; rr < R; rr++) {
+        LLVMValueRef v =
+            LLVMBuildFAdd(g->B, ld(g, g->v8f32, acc[rr][0]), ld(g, g->v8f32, acc[rr][1]), "");
+        LLVMValueRef res = hsum(g, v);
+        for (int64_t c = n8 * 8; c < s->in; c++) {
+            LLVMValueRef wv = ld(g, g->f32, fptr(g, wt, ci64(g, rr * g->W.in8 + c)));
+            res = fma_s(g, wv, ld(g, g->f32, fptr(g, xrow, ci64(g, c))), res);
+        }
+        LLVMValueRef o = add(g, o0, ci64(g, rr));
+        if (s->rank) res = lowrank_at(g, w, o, fptr(g, t, mul(g, i, ci64(g, s->rank))), res);
+        LLVMBuildStore(g->B, res, fptr(g, y, add(g, mul(g, i, ci64(g, s->out)), o)));
+    }
+    loop_end(g, &li, i);
+}
+
+static void emit_gemm(cg *g) {
+    const qc_kernel_spec *s = g->s;
+    LLVMValueRef deqrow = emit_deqrow(g);
+    LLVMTypeRef params[7] = {g->p8, g->pf32, g->i64, g->pf32, g->i64, g->i64, g->pf32};
+    new_fn(g, "gemm", params, 7, 0);
+    noalias(g, 3), noalias(g, 6);
+    LLVMValueRef w = LLVMGetParam(g->fn, 0), x = LLVMGetParam(g->fn, 1), m = LLVMGetParam(g->fn, 2);
+    LLVMValueRef y = LLVMGetParam(g->fn, 3), r0 = LLVMGetParam(g->fn, 4),
+                 r1 = LLVMGetParam(g->fn, 5);
+    LLVMValueRef ws = LLVMGetParam(g->fn, 6);
+    LLVMValueRef wt = fptr(g, ws, ci64(g, g->W.wt)), wp = fptr(g, ws, ci64(g, g->W.wp));
+    LLVMValueRef t = fptr(g, ws, ci64(g, g->W.t_gemm));
+    if (s->rank) {
+        loop li;
+        LLVMValueRef i = loop_begin(g, &li, ci64(g, 0), m, 1);
+        lowrank_bx(g, w, fptr(g, x, mul(g, i, ci64(g, s->in))),
+                   fptr(g, t, mul(g, i, ci64(g, s->rank))));
+        loop_end(g, &li, i);
+    }
+    LLVMValueRef args[7] = {w, x, m, y, wt, wp, t};
+    LLVMValueRef RT = ci64(g, QC_GEMM_ROW_TILE);
+    LLVMValueRef full = LLVMBuildSDiv(g->B, LLVMBuildSub(g->B, r1, r0, ""), RT, "");
+    LLVMValueRef mid = add(g, r0, mul(g, full, RT));
+    loop lt, lr;
+    LLVMValueRef o0 = loop_begin(g, &lt, r0, mid, QC_GEMM_ROW_TILE);
+    gemm_tile(g, QC_GEMM_ROW_TILE, o0, deqrow, args);
+    loop_end(g, &lt, o0);
+    LLVMValueRef o = loop_begin(g, &lr, mid, r1, 1);
+    gemm_tile(g, 1, o, deqrow, args);
+    loop_end(g, &lr, o);
+    LLVMBuildRetVoid(g->B);
+}
+
+static LLVMValueRef intrinsic(cg *g, const char *name, LLVMTypeRef t, LLVMTypeRef *ft) {
+    unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+    *ft = LLVMIntrinsicGetType(g->C, id, &t, 1);
+    return LLVMGetIntrinsicDeclaration(g->M, id, &t, 1);
+}
+
+int qc_cpu_ir_emit(LLVMModuleRef M, const qc_kernel_spec *s, const qc_cpu_ir_target *t,
+                   qc_err *err) {
+    cg g = {0};
+    g.subnormal = t->x86;
+    g.vector_f16 = t->vector_f16;
+    g.C = LLVMGetModuleContext(M);
+    g.M = M;
+    g.s = s;
+    if (qc_pack_layout_get(s, 0, &g.L, err)) return -1;
+    if (unit_cols(s) > 2048)
+        return qc_err_set(err,
+                          "kernel spec: group size %d needs an unrolled unit of %lld columns "
+                          "(lcm with 64; at most 2048 supported)",
+                          s->group_size, (long long)unit_cols(s));
+    qc_kernel_ws_layout(s, &g.W);
+    g.nch = qc_pack_chunks(s->bits, g.widths);
+    g.i8 = LLVMInt8TypeInContext(g.C);
+    g.i16 = LLVMInt16TypeInContext(g.C);
+    g.i32 = LLVMInt32TypeInContext(g.C);
+    g.i64 = LLVMInt64TypeInContext(g.C);
+    g.f32 = LLVMFloatTypeInContext(g.C);
+    g.v8f32 = LLVMVectorType(g.f32, 8);
+    g.v8i32 = LLVMVectorType(g.i32, 8);
+    g.p8 = LLVMPointerType(g.i8, 0);
+    g.pf32 = LLVMPointerType(g.f32, 0);
+    g.fma_v = intrinsic(&g, "llvm.fmuladd", g.v8f32, &g.fma_v_ty);
+    g.fma_s = intrinsic(&g, "llvm.fmuladd", g.f32, &g.fma_s_ty);
+
+    /* gemv's per-slot x scale (slot_prescale). */
+    LLVMValueRef ps[8];
+    for (int j = 0; j < 8; j++)
+        ps[j] = cf32(&g, slot_prescale(&g, j));
+    char id[96], name[128];
+    qc_kernel_spec_id(s, id, sizeof id);
+    snprintf(name, sizeof name, "qck_%s_prescale", id);
+    g.prescale = LLVMAddGlobal(M, LLVMArrayType(g.f32, 8), name);
+    LLVMSetInitializer(g.prescale, LLVMConstArray(g.f32, ps, 8));
+    LLVMSetGlobalConstant(g.prescale, 1);
+    LLVMSetLinkage(g.prescale, LLVMInternalLinkage);
+
+    g.B = LLVMCreateBuilderInContext(g.C);
+    g.AB = LLVMCreateBuilderInContext(g.C);
+    emit_gemv(&g);
+    emit_gemm(&g);
+    LLVMDisposeBuilder(g.B);
+    LLVMDisposeBuilder(g.AB);
+    return 0;
+}
+#endif

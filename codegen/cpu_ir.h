@@ -1,0 +1,38 @@
+/* LLVM IR of the CPU kernels of one spec (used by cpu_llvm.c; needs LLVM).
+ *
+ * gemv (decode): per output row, walks the packed codes tile by tile; each
+ * slot's 8 codes come out of the lane words with a mask (or shift), are
+ * converted to f32 and multiplied into x, which the prologue stored
+ * permuted (act-order), zero-padded and pre-scaled by 2^-shift per slot so
+ * the kernel needs no shift (code·2^s · x·2^-s = code·x exactly). Per group:
+ *     y += scale_g · Σ_{c∈g} code_c·x_c − scale_g·zero_g · Σ_{c∈g} x_c
+ * with Σ x per group computed once per call. Then the CSR outliers and
+ * A·(B·x) are added.
+ *
+ * gemm (prefill): dequantizes QC_GEMM_ROW_TILE rows of Ŵ at once into f32
+ * (in original column order, outliers added) and multiplies them with every
+ * row of x (register tile: 4 rows of Ŵ × 2 vector accumulators), so each
+ * weight is unpacked once per call, not once per row of x.
+ *
+ * Reductions run in a fixed order (no fast-math reassociation), so results
+ * do not depend on how rows are split across threads. */
+#ifndef QC_CPU_IR_H
+#define QC_CPU_IR_H
+
+#include "kernel_spec.h"
+
+#include <llvm-c/Core.h>
+
+/* Adds the gemv and gemm kernels of s (named qc_kernel_spec_symbol) to M.
+ * t->x86: the gemv kernel feeds masked codes to the FMA as subnormal floats
+ * (their bits are the code, so no int-to-float conversion is needed: on
+ * AVX2 that conversion is the bottleneck) and clears MXCSR.DAZ for the call
+ * (restoring it after), which subnormal operands need. */
+typedef struct qc_cpu_ir_target {
+    int x86;        /* subnormal codes + MXCSR.DAZ guard in gemv */
+    int vector_f16; /* the target converts <8 x half> natively (F16C, NEON) */
+} qc_cpu_ir_target;
+int qc_cpu_ir_emit(LLVMModuleRef M, const qc_kernel_spec *s, const qc_cpu_ir_target *t,
+                   qc_err *err);
+
+#endif

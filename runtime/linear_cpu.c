@@ -1,0 +1,118 @@
+/* Linear layer on generated CPU kernels (see qcrt_linear_cpu_new in
+ * linear.h). */
+#include "../codegen/pack.h"
+#include "linear.h"
+#include "pool.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define M_CHUNK 64 /* rows of x per gemm call: bounds the scratch */
+
+typedef struct cpu_linear {
+    qc_kernel_spec spec;
+    qc_gemv_fn gemv;
+    qc_gemm_fn gemm;
+    const uint8_t *w;
+    float *bias;
+    qcrt_pool *pool;
+    int threads;
+    size_t ws_floats;
+    float *ws; /* threads × ws_floats */
+} cpu_linear;
+
+typedef struct job {
+    const cpu_linear *c;
+    const float *x;
+    float *y;
+    int64_t m; /* 0: gemv */
+} job;
+
+/* Rows [r0, r1) of part p of n: contiguous blocks of QC_GEMM_ROW_TILE rows. */
+static void part_rows(int64_t out, int p, int n, int64_t *r0, int64_t *r1) {
+    int64_t blocks = (out + QC_GEMM_ROW_TILE - 1) / QC_GEMM_ROW_TILE;
+    int64_t b0 = blocks * p / n, b1 = blocks * (p + 1) / n;
+    *r0 = b0 * QC_GEMM_ROW_TILE;
+    *r1 = b1 * QC_GEMM_ROW_TILE < out ? b1 * QC_GEMM_ROW_TILE : out;
+}
+
+static void run_part(void *arg, int p, int n) {
+    const job *j = arg;
+    const cpu_linear *c = j->c;
+    int64_t r0, r1, out = c->spec.out;
+    part_rows(out, p, n, &r0, &r1);
+    if (r0 >= r1) return;
+    float *ws = c->ws + (size_t)p * c->ws_floats;
+    if (j->m == 0)
+        c->gemv(c->w, j->x, j->y, r0, r1, ws);
+    else
+        c->gemm(c->w, j->x, j->m, j->y, r0, r1, ws);
+    if (c->bias)
+        for (int64_t i = 0; i < (j->m ? j->m : 1); i++)
+            for (int64_t o = r0; o < r1; o++)
+                j->y[i * out + o] += c->bias[o];
+}
+
+static void cpu_forward(const qcrt_linear *l, const float *x, int64_t n, float *y) {
+    const cpu_linear *c = l->impl;
+    int64_t blocks = (c->spec.out + QC_GEMM_ROW_TILE - 1) / QC_GEMM_ROW_TILE;
+    int parts = c->threads < blocks ? c->threads : (int)blocks;
+    for (int64_t i = 0; i < n; i += M_CHUNK) {
+        int64_t m = n - i < M_CHUNK ? n - i : M_CHUNK;
+        job j = {c, x + i * c->spec.in, y + i * c->spec.out, n == 1 ? 0 : m};
+        qcrt_pool_run(c->pool, parts, run_part, &j);
+    }
+}
+
+static void cpu_free(qcrt_linear *l) {
+    cpu_linear *c = l->impl;
+    free(c->bias);
+    free(c->ws);
+    free(c);
+    free(l);
+}
+
+qcrt_linear *qcrt_linear_cpu_new(const qc_kernel_spec *spec, qc_gemv_fn gemv, qc_gemm_fn gemm,
+                                 const uint8_t *packed, size_t packed_size, const float *bias,
+                                 qcrt_pool *pool, qc_err *err) {
+    if (!gemv || !gemm) {
+        qc_err_set(err, "CPU linear: missing kernel");
+        return NULL;
+    }
+    if (qc_pack_check(spec, packed, packed_size, err)) return NULL;
+    qcrt_linear *l = qc_calloc(1, sizeof *l, err);
+    cpu_linear *c = l ? qc_calloc(1, sizeof *c, err) : NULL;
+    if (!c) {
+        free(l);
+        return NULL;
+    }
+    c->spec = *spec;
+    c->gemv = gemv;
+    c->gemm = gemm;
+    c->w = packed;
+    c->pool = pool;
+    c->threads = qcrt_pool_threads(pool);
+    /* Round each thread's scratch to 64 bytes (no false sharing, aligned). */
+    c->ws_floats = (qc_kernel_ws_floats(spec, M_CHUNK) + 15) / 16 * 16;
+    size_t n = 0;
+    if (qc_mul_size(c->ws_floats, (size_t)c->threads * sizeof(float), &n) ||
+        !(c->ws = aligned_alloc(64, n))) {
+        qc_err_set(err, "CPU linear: out of memory for %zu bytes of scratch", n);
+        goto fail;
+    }
+    if (bias) {
+        if (!(c->bias = qc_malloc((size_t)spec->out * sizeof(float), err))) goto fail;
+        memcpy(c->bias, bias, (size_t)spec->out * sizeof(float));
+    }
+    l->out = spec->out;
+    l->in = spec->in;
+    l->forward = cpu_forward;
+    l->free = cpu_free;
+    l->impl = c;
+    return l;
+fail:
+    free(c->ws);
+    free(c);
+    free(l);
+    return NULL;
+}
