@@ -63,6 +63,21 @@ static int is_artifact(const char *path) {
     return ok;
 }
 
+static int check_compress(const qc_artifact_compress *c, qc_err *err) {
+    if (c && (c->method > QCRT_COMP_ZSTD ||
+              (c->method == QCRT_COMP_ZSTD && (c->level < 1 || c->level > ZSTD_maxCLevel()))))
+        return qc_err_set(err, "compression %d / zstd level %d out of range 1..%d", c->method,
+                          c->level, ZSTD_maxCLevel());
+    return 0;
+}
+
+int qc_artifact_writer_set_compress(qc_artifact_writer *w, const qc_artifact_compress *c,
+                                    qc_err *err) {
+    if (check_compress(c, err)) return -1;
+    w->comp = *c;
+    return 0;
+}
+
 qc_artifact_writer *qc_artifact_writer_new(const char *dest, const qc_artifact_compress *c,
                                            qc_err *err) {
     struct stat st;
@@ -70,11 +85,7 @@ qc_artifact_writer *qc_artifact_writer_new(const char *dest, const qc_artifact_c
         qc_err_set(err, "%s: exists and is not a quantc artifact; not replacing it", dest);
         return NULL;
     }
-    if (c && (c->method > QCRT_COMP_ZSTD ||
-              (c->method == QCRT_COMP_ZSTD && (c->level < 1 || c->level > ZSTD_maxCLevel())))) {
-        qc_err_set(err, "zstd level %d out of range 1..%d", c ? c->level : 0, ZSTD_maxCLevel());
-        return NULL;
-    }
+    if (check_compress(c, err)) return NULL;
     qc_artifact_writer *w = qc_calloc(1, sizeof *w, err);
     if (!w) return NULL;
     w->fd = -1;
@@ -138,7 +149,9 @@ int qc_artifact_writer_add(qc_artifact_writer *w, qcrt_section_kind kind, const 
             free(zbuf);
             return qc_err_set(err, "section '%.200s': zstd: %s", name, ZSTD_getErrorName(z));
         }
-        if (z < size) {
+        /* Kept when smaller, and for tensors under a page even when not: raw,
+         * they would be 4096-aligned, and that padding costs more. */
+        if (z < size || (kind == QCRT_SEC_TENSOR && size < QCRT_ARTIFACT_TENSOR_ALIGN)) {
             stored = zbuf, size = z;
             e.comp = QCRT_COMP_ZSTD;
         }

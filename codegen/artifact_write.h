@@ -17,8 +17,9 @@
 
 typedef struct qc_artifact_writer qc_artifact_writer;
 
-/* Compression applied by qc_artifact_writer_add (per writer; a section that
- * zstd does not make smaller is stored uncompressed). */
+/* Compression applied by qc_artifact_writer_add (per writer). A section that
+ * zstd does not make smaller is stored uncompressed, except tensors under
+ * 4096 bytes (their page alignment would cost more than zstd's overhead). */
 typedef struct qc_artifact_compress {
     qcrt_compression method; /* QCRT_COMP_NONE or QCRT_COMP_ZSTD */
     int level;               /* zstd level 1..19 */
@@ -34,6 +35,10 @@ qc_artifact_writer *qc_artifact_writer_new(const char *dest, const qc_artifact_c
  * or "" otherwise; names are unique per (kind, target). */
 int qc_artifact_writer_add(qc_artifact_writer *w, qcrt_section_kind kind, const char *name,
                            const char *target, const void *data, size_t size, qc_err *err);
+
+/* Changes the compression of the sections added from now on. */
+int qc_artifact_writer_set_compress(qc_artifact_writer *w, const qc_artifact_compress *c,
+                                    qc_err *err);
 
 /* Writes the table and header, fsyncs, renames onto dest and fsyncs the
  * directory. The writer must still be freed. */

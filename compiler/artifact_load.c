@@ -173,8 +173,9 @@ static int check_state(lctx *c, const char *mod, const qc_quant_state *q) {
     for (int64_t i = 0; i < q->cols && !bad; i++)
         if (q->g_idx[i] < 0 || q->g_idx[i] >= q->n_groups) bad = "a group index is out of range";
     if (q->perm && !bad) {
-        uint8_t *seen = calloc((size_t)q->cols, 1);
-        if (!seen) return qc_err_set(c->err, "out of memory");
+        /* cols <= INT32_MAX (qc_quant_format_check) */
+        uint8_t *seen = qc_calloc((size_t)(uint32_t)q->cols, 1, c->err);
+        if (!seen) return -1;
         for (int64_t i = 0; i < q->cols && !bad; i++) {
             int32_t p = q->perm[i];
             if (p < 0 || p >= q->cols || seen[p]++) bad = "perm is not a permutation";

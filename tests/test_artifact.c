@@ -10,6 +10,7 @@
  *  - the tiny llama with quantized linears (incl. act-order perm/g_idx)
  *    round-trips exactly: config, tensors, codes, scales, zeros, tokenizer;
  *  - manifests that disagree with their sections are refused with a message.
+ * `test_artifact --seeds DIR` writes the fuzz seeds of tests/fuzz/corpus/artifact.
  * Exact comparisons throughout: nothing here is approximate. */
 #include "codegen/artifact_write.h"
 #include "compiler/artifact_model.h"
@@ -49,7 +50,7 @@ static uint8_t *slurp(const char *path, size_t *size) {
 /* Section payloads of the container test: a compressible tensor, an
  * incompressible one, a tiny one, a manifest, a tokenizer, kernels. */
 #define N_SEC 6
-static uint8_t payload_big[10000], payload_rand[3000], payload_small[3] = {1, 2, 3};
+static uint8_t payload_big[10000], payload_rand[5000], payload_small[3] = {1, 2, 3};
 static const char manifest_text[] = "{\"format\": \"test\"}";
 static const char tok_text[] = "tokenizer bytes";
 static const uint8_t kernel_blob[] = {0x7f, 'E', 'L', 'F', 0, 1, 2};
@@ -106,11 +107,13 @@ static void test_round_trip(qcrt_compression comp) {
         free(owned);
         CHECK(qcrt_artifact_find(a, secs[i].kind, secs[i].name) == s);
     }
-    /* zstd shrinks the repetitive tensor; sections it cannot shrink stay raw. */
+    /* zstd shrinks the repetitive tensor; sections it cannot shrink stay raw
+     * except small tensors. */
     if (comp == QCRT_COMP_ZSTD) {
         CHECK(a->sections[2].compression == QCRT_COMP_ZSTD && a->sections[2].stored_size < 1000);
-        CHECK(a->sections[3].compression == QCRT_COMP_NONE);
-        CHECK(a->sections[4].compression == QCRT_COMP_NONE);
+        CHECK(a->sections[3].compression == QCRT_COMP_NONE); /* incompressible */
+        CHECK(a->sections[4].compression == QCRT_COMP_ZSTD); /* larger, but < 4096 */
+        CHECK(a->sections[5].compression == QCRT_COMP_NONE); /* kernels: not smaller */
     } else {
         for (int i = 0; i < a->n_sections; i++)
             CHECK(a->sections[i].compression == QCRT_COMP_NONE);
@@ -467,7 +470,164 @@ static void test_bad_manifests(void) {
     bad_manifest(m, NULL, 0, "missing tensor 'model.embed_tokens.weight'");
 }
 
-int main(void) {
+/* ---- seeds for tests/fuzz/corpus/artifact (test_artifact --seeds DIR) ---- */
+
+static void write_file(const char *dir, const char *name, const uint8_t *b, size_t n) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    CHECK_FATAL(f && fwrite(b, 1, n, f) == n && fclose(f) == 0);
+}
+
+/* A one-block model small enough to fuzz: dim 8, 2 heads of 4, 1 kv head,
+ * ffn 16, vocab 16, tied embeddings; q_proj 4-bit g4 asymmetric with a perm,
+ * down_proj 3-bit symmetric per channel. Patterned weights so zstd shrinks
+ * every section (compressed tensors are 64-aligned, keeping the file small). */
+static qc_model *seed_model(float *store) {
+    qc_err err = {{0}};
+    qc_model *m = calloc(1, sizeof *m);
+    m->path = strdup("seed");
+    m->format = "gguf";
+    qc_config *c = &m->cfg;
+    *c = (qc_config){.arch = QC_ARCH_LLAMA,
+                     .arch_name = "llama",
+                     .n_layers = 1,
+                     .dim = 8,
+                     .n_heads = 2,
+                     .n_kv_heads = 1,
+                     .head_dim = 4,
+                     .ffn_dim = 16,
+                     .vocab = 16,
+                     .max_pos = 64,
+                     .rope_theta = 10000,
+                     .norm_eps = 1e-5f,
+                     .tied_embeddings = 1,
+                     .bos_id = -1,
+                     .eos_id = -1};
+    static const struct {
+        const char *name;
+        int rows, cols;
+    } ts[] = {{"model.embed_tokens.weight", 16, 8},
+              {"model.norm.weight", 8, 0},
+              {"model.layers.0.input_layernorm.weight", 8, 0},
+              {"model.layers.0.post_attention_layernorm.weight", 8, 0},
+              {"model.layers.0.self_attn.q_proj.weight", 8, 8},
+              {"model.layers.0.self_attn.k_proj.weight", 4, 8},
+              {"model.layers.0.self_attn.v_proj.weight", 4, 8},
+              {"model.layers.0.self_attn.o_proj.weight", 8, 8},
+              {"model.layers.0.mlp.gate_proj.weight", 16, 8},
+              {"model.layers.0.mlp.up_proj.weight", 16, 8},
+              {"model.layers.0.mlp.down_proj.weight", 8, 16}};
+    float *p = store;
+    for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) {
+        int64_t n = (int64_t)ts[i].rows * (ts[i].cols ? ts[i].cols : 1);
+        for (int64_t j = 0; j < n; j++)
+            p[j] = 0.125f * (float)((j % 5) - 2);
+        qc_tensor t = {.name = strdup(ts[i].name),
+                       .dtype = QC_DT_F32,
+                       .n_dims = ts[i].cols ? 2 : 1,
+                       .shape = {ts[i].rows, ts[i].cols ? ts[i].cols : 1},
+                       .data = (const uint8_t *)p,
+                       .nbytes = (size_t)n * 4};
+        CHECK_FATAL(qc_model_add_tensor(m, &t, &err) == 0);
+        p += n;
+    }
+    qc_quant_format f1 = {4, 4, 0}, f2 = {3, 0, 1};
+    const char *qn[] = {"model.layers.0.self_attn.q_proj.weight",
+                        "model.layers.0.mlp.down_proj.weight"};
+    for (int i = 0; i < 2; i++) {
+        const qc_tensor *t = qc_model_find(m, qn[i]);
+        qc_quant_state *q = qc_quant_state_new(i ? &f2 : &f1, t->shape[0], t->shape[1], &err);
+        qc_clip_search clip = {0, 1, 1};
+        CHECK_FATAL(q && qc_quant_rtn((const float *)t->data, NULL, &clip, q, NULL, &err) == 0);
+        if (i == 0) {
+            q->perm = malloc((size_t)q->cols * 4);
+            for (int64_t k = 0; k < q->cols; k++)
+                q->perm[k] = (int32_t)(q->cols - 1 - k), q->g_idx[k] = (int32_t)(q->perm[k] / 4);
+        }
+        CHECK_FATAL(qc_model_add_quant(m, strdup(qn[i]), q, &err) == 0);
+    }
+    return m;
+}
+
+static void write_seeds(const char *dir) {
+    char path[512];
+    qc_err err = {{0}};
+    size_t n;
+    /* Every section kind, uncompressed and zstd (small payloads). */
+    for (int z = 0; z < 2; z++) {
+        snprintf(path, sizeof path, "%s/kinds%s.qc", dir, z ? "_zstd" : "");
+        qc_artifact_compress c = {z ? QCRT_COMP_ZSTD : QCRT_COMP_NONE, 3};
+        qc_artifact_writer *w = qc_artifact_writer_new(path, &c, &err);
+        CHECK_FATAL(w);
+        static const uint8_t zeros[200];
+        CHECK(qc_artifact_writer_add(w, QCRT_SEC_MANIFEST, "manifest.json", NULL, manifest_text,
+                                     sizeof manifest_text - 1, &err) == 0);
+        CHECK(qc_artifact_writer_add(w, QCRT_SEC_TOKENIZER, "tokenizer.json", NULL, tok_text,
+                                     sizeof tok_text - 1, &err) == 0);
+        CHECK(qc_artifact_writer_add(w, QCRT_SEC_TENSOR, "t", NULL, zeros, sizeof zeros, &err) ==
+              0);
+        CHECK(qc_artifact_writer_add(w, QCRT_SEC_KERNELS, "k0", "cpu:x86-64-v3", kernel_blob,
+                                     sizeof kernel_blob, &err) == 0);
+        CHECK(qc_artifact_writer_finish(w, &err) == 0);
+        qc_artifact_writer_free(w);
+    }
+    /* A loadable model, and damaged copies of it. */
+    static float store[1024];
+    qc_model *m = seed_model(store);
+    snprintf(path, sizeof path, "%s/model_zstd.qc", dir);
+    qc_artifact_model_opts o = {.compress = {QCRT_COMP_ZSTD, 19}};
+    CHECK_MSG(qc_artifact_write_model(m, path, &o, NULL, &err) == 0, "%s", err.msg);
+    qc_model_free(m);
+    qc_model *back = qc_model_load(path, &err);
+    CHECK_MSG(back && back->n_quant == 2, "seed model does not load: %s", err.msg);
+    qc_model_free(back);
+    /* The same with the manifest stored raw, so that mutations reach the
+     * JSON and the loader instead of breaking a zstd frame. */
+    qcrt_artifact *a = qcrt_artifact_open(path, &err);
+    CHECK_FATAL(a);
+    snprintf(path, sizeof path, "%s/model_raw_manifest.qc", dir);
+    qc_artifact_compress none = {QCRT_COMP_NONE, 3};
+    qc_artifact_writer *w = qc_artifact_writer_new(path, &none, &err);
+    CHECK_FATAL(w);
+    for (int i = 0; i < a->n_sections; i++) {
+        const qcrt_section *s = &a->sections[i];
+        void *owned;
+        const uint8_t *d = qcrt_artifact_section_data(a, s, &owned, &err);
+        CHECK_FATAL(d);
+        if (i == 1) CHECK(qc_artifact_writer_set_compress(w, &o.compress, &err) == 0);
+        CHECK(qc_artifact_writer_add(w, s->kind, s->name, s->target, d, s->raw_size, &err) == 0);
+        free(owned);
+    }
+    CHECK(qc_artifact_writer_finish(w, &err) == 0);
+    qc_artifact_writer_free(w);
+    qcrt_artifact_free(a);
+    snprintf(path, sizeof path, "%s/model_zstd.qc", dir);
+    uint8_t *b = slurp(path, &n);
+    uint8_t *d = malloc(n);
+    memcpy(d, b, n);
+    d[0] ^= 1;
+    write_file(dir, "bad_magic.qc", d, n);
+    memcpy(d, b, n);
+    qcrt_put32(d + 8, 2);
+    reseal(d);
+    write_file(dir, "version2.qc", d, n);
+    write_file(dir, "truncated.qc", b, n / 2);
+    memcpy(d, b, n);
+    d[n / 3] ^= 0x10;
+    write_file(dir, "flipped.qc", d, n);
+    free(d);
+    free(b);
+    printf("seeds written to %s\n", dir);
+}
+
+int main(int argc, char **argv) {
+    if (argc == 3 && !strcmp(argv[1], "--seeds")) {
+        for (size_t i = 0; i < sizeof payload_big; i++)
+            payload_big[i] = (uint8_t)(i % 7);
+        write_seeds(argv[2]);
+        TEST_END();
+    }
     snprintf(tmpdir, sizeof tmpdir, "/tmp/qc_test_artifact_%ld", (long)getpid());
     CHECK_FATAL(mkdir(tmpdir, 0700) == 0);
     for (size_t i = 0; i < sizeof payload_big; i++)
