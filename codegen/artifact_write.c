@@ -149,16 +149,12 @@ int qc_artifact_writer_add(qc_artifact_writer *w, qcrt_section_kind kind, const 
             free(zbuf);
             return qc_err_set(err, "section '%.200s': zstd: %s", name, ZSTD_getErrorName(z));
         }
-        /* Kept when smaller, and for tensors under a page even when not: raw,
-         * they would be 4096-aligned, and that padding costs more. */
-        if (z < size || (kind == QCRT_SEC_TENSOR && size < QCRT_ARTIFACT_TENSOR_ALIGN)) {
+        if (z < size) {
             stored = zbuf, size = z;
             e.comp = QCRT_COMP_ZSTD;
         }
     }
-    uint64_t align = kind == QCRT_SEC_TENSOR && e.comp == QCRT_COMP_NONE
-                         ? QCRT_ARTIFACT_TENSOR_ALIGN
-                         : QCRT_ARTIFACT_ALIGN;
+    uint64_t align = qcrt_artifact_alignment(kind, e.comp, size);
     e.offset = (w->pos + align - 1) / align * align;
     e.stored = size;
     e.sum = XXH3_64bits(stored, size);

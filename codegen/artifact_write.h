@@ -17,9 +17,8 @@
 
 typedef struct qc_artifact_writer qc_artifact_writer;
 
-/* Compression applied by qc_artifact_writer_add (per writer). A section that
- * zstd does not make smaller is stored uncompressed, except tensors under
- * 4096 bytes (their page alignment would cost more than zstd's overhead). */
+/* Compression applied by qc_artifact_writer_add (per writer; a section that
+ * zstd does not make smaller is stored uncompressed). */
 typedef struct qc_artifact_compress {
     qcrt_compression method; /* QCRT_COMP_NONE or QCRT_COMP_ZSTD */
     int level;               /* zstd level 1..19 */

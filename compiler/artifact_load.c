@@ -38,14 +38,11 @@ typedef struct lctx {
     qc_err *err;
 } lctx;
 
-static int dtype_of(const char *s, qc_dtype *out, size_t *item) {
-    static const struct {
-        qc_dtype t;
-        size_t item;
-    } ok[] = {{QC_DT_F32, 4}, {QC_DT_F16, 2}, {QC_DT_BF16, 2}, {QC_DT_U8, 1}, {QC_DT_I32, 4}};
-    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
-        if (!strcmp(s, qc_dtype_name(ok[i].t))) {
-            *out = ok[i].t, *item = ok[i].item;
+/* A dtype by name (F32, F16, BF16, U8, I32 or a GGUF block type). */
+static int dtype_of(const char *s, qc_dtype *out) {
+    for (int t = 0; t < QC_DT_COUNT; t++)
+        if (!strcmp(s, qc_dtype_name((qc_dtype)t))) {
+            *out = (qc_dtype)t;
             return 0;
         }
     return -1;
@@ -94,13 +91,13 @@ static int read_views(lctx *c, json_t *tensors) {
         v->name = s->name;
         json_t *t = json_object_get(tensors, s->name), *shape;
         const char *dt;
-        size_t item;
         if (json_unpack(t, "{s:s, s:o}", "dtype", &dt, "shape", &shape) != 0 ||
             !json_is_array(shape) || json_array_size(shape) < 1 || json_array_size(shape) > 2 ||
-            dtype_of(dt, &v->dtype, &item))
+            dtype_of(dt, &v->dtype))
             return qc_err_set(c->err,
                               "%s: manifest.json: tensor '%s' needs a dtype (F32, F16, BF16, "
-                              "U8, I32) and a shape of 1 or 2 dimensions",
+                              "U8, I32, or a GGUF type such as Q8_0) and a shape of 1 or 2 "
+                              "dimensions",
                               c->path, s->name);
         v->n_dims = (int)json_array_size(shape);
         v->shape[1] = 1;
@@ -114,14 +111,14 @@ static int read_views(lctx *c, json_t *tensors) {
             v->shape[d] = e;
             numel *= (uint64_t)e;
         }
-        if (numel > s->raw_size / item || numel * item != s->raw_size)
-            return qc_err_set(
-                c->err,
-                "%s: tensor '%s': %s [%lld, %lld] needs %llu bytes, the section "
-                "has %llu",
-                c->path, s->name, dt, (long long)v->shape[0], (long long)v->shape[1],
-                (unsigned long long)(numel > UINT64_MAX / item ? UINT64_MAX : numel * item),
-                (unsigned long long)s->raw_size);
+        size_t need;
+        if (numel > (uint64_t)INT64_MAX || qc_dtype_nbytes(v->dtype, (int64_t)numel, &need) ||
+            need != s->raw_size)
+            return qc_err_set(c->err,
+                              "%s: tensor '%s': %s [%lld, %lld] does not fill the section's "
+                              "%llu bytes",
+                              c->path, s->name, dt, (long long)v->shape[0], (long long)v->shape[1],
+                              (unsigned long long)s->raw_size);
         v->nbytes = (size_t)s->raw_size;
         if (!(v->data = section_bytes(c, s))) return -1;
     }

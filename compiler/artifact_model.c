@@ -169,12 +169,13 @@ static int add_tensor(wctx *c, const char *name, const char *dtype, int64_t r, i
     return qc_artifact_writer_add(c->w, QCRT_SEC_TENSOR, name, NULL, data, size, c->err);
 }
 
-/* A full-precision tensor as the source stored it when that is F32/F16/BF16
- * (lossless and smaller), else dequantized to F32. */
+/* A tensor that is not quantized by the compile, stored as the source stored
+ * it (F32/F16/BF16, or a GGUF block type such as Q8_0: lossless and as small
+ * as the source), except GGUF q/k weights whose rows need un-permuting:
+ * those are stored as F32 in HF order. */
 static int write_plain_tensor(wctx *c, const qc_tensor *t) {
     int64_t n = qc_tensor_numel(t);
-    int keep = (t->dtype == QC_DT_F32 || t->dtype == QC_DT_F16 || t->dtype == QC_DT_BF16) &&
-               t->unpermute_heads == 0;
+    int keep = t->unpermute_heads == 0 && t->dtype != QC_DT_U8 && t->dtype != QC_DT_I32;
     if (keep || !c->w)
         return add_tensor(c, t->name, keep ? qc_dtype_name(t->dtype) : "F32", t->shape[0],
                           t->shape[1], t->n_dims, t->data, t->nbytes);

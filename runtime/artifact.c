@@ -158,9 +158,7 @@ static int read_entry(qcrt_artifact *a, int i, const uint8_t *e, const uint8_t *
                           a->path, i, s->name, kn, (unsigned long long)s->raw_size,
                           (unsigned long long)s->stored_size,
                           qcrt_compression_name(s->compression));
-    uint64_t align = s->kind == QCRT_SEC_TENSOR && s->compression == QCRT_COMP_NONE
-                         ? QCRT_ARTIFACT_TENSOR_ALIGN
-                         : QCRT_ARTIFACT_ALIGN;
+    uint64_t align = qcrt_artifact_alignment(s->kind, s->compression, s->stored_size);
     if (s->offset % align || s->offset < prev_end || s->offset > table_off ||
         s->stored_size > table_off - s->offset)
         return qc_err_set(err,

@@ -9,7 +9,8 @@
  *    32  u64 table size (entries + string pool)
  *    40  u64 file size                 48  u64 XXH3-64 of the table
  *    56  u64 XXH3-64 of header bytes 0..55
- *   sections, each at a multiple of 64 (uncompressed tensors: of 4096), with
+ *   sections, each at a multiple of 64 (uncompressed tensors of 4096 bytes or
+ *   more: of 4096, so they can be mapped and used in place), with
  *   zero bytes between them; the section table last: fixed 64-byte entries,
  *   then a pool of NUL-terminated names and targets.
  *
@@ -35,7 +36,7 @@
 #define QCRT_ARTIFACT_HEADER_SIZE 64u
 #define QCRT_ARTIFACT_ENTRY_SIZE 64u
 #define QCRT_ARTIFACT_ALIGN 64u          /* every section */
-#define QCRT_ARTIFACT_TENSOR_ALIGN 4096u /* uncompressed tensors: mmap'able in place */
+#define QCRT_ARTIFACT_TENSOR_ALIGN 4096u /* uncompressed tensors of at least this many bytes */
 #define QCRT_ARTIFACT_MAX_SECTIONS (1u << 24)
 #define QCRT_ARTIFACT_MAX_NAME 4096u
 /* Largest decompressed section accepted (a zstd frame cannot make us
@@ -114,6 +115,15 @@ int qcrt_artifact_section_read(const qcrt_artifact *a, const qcrt_section *s, vo
 /* "manifest", "tokenizer", "tensor", "kernels", or "unknown". */
 const char *qcrt_section_kind_name(qcrt_section_kind k);
 const char *qcrt_compression_name(qcrt_compression c);
+
+/* Where a section must start: a multiple of this. */
+static inline uint64_t qcrt_artifact_alignment(qcrt_section_kind kind, qcrt_compression c,
+                                               uint64_t stored_size) {
+    return kind == QCRT_SEC_TENSOR && c == QCRT_COMP_NONE &&
+                   stored_size >= QCRT_ARTIFACT_TENSOR_ALIGN
+               ? QCRT_ARTIFACT_TENSOR_ALIGN
+               : QCRT_ARTIFACT_ALIGN;
+}
 
 /* Little-endian field access shared with the writer. */
 static inline uint32_t qcrt_le32(const uint8_t *p) {
