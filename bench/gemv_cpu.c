@@ -84,17 +84,38 @@ static void memcpy_part(void *arg, int p, int n) {
 }
 
 /* Seconds per call of op(ctx, i), cycling i over copies (after one warm-up
- * round), repeated for at least 0.3 s. */
+ * round): the best of 5 windows of at least 0.1 s each, so that other load
+ * on the machine disturbs the comparison less. */
 static double time_loop(int copies, void (*op)(void *ctx, int i), void *ctx) {
     for (int i = 0; i < copies; i++)
         op(ctx, i);
-    long it = 0;
-    double t0 = now(), t;
-    do {
-        for (int i = 0; i < copies; i++, it++)
-            op(ctx, i);
-    } while ((t = now() - t0) < 0.3);
-    return t / (double)it;
+    double best = 1e30;
+    for (int rep = 0; rep < 5; rep++) {
+        long it = 0;
+        double t0 = now(), t;
+        do {
+            for (int i = 0; i < copies; i++, it++)
+                op(ctx, i);
+        } while ((t = now() - t0) < 0.1);
+        if (t / (double)it < best) best = t / (double)it;
+    }
+    return best;
+}
+
+static uint8_t *read_all(const char *path, size_t *size) {
+    FILE *f = fopen(path, "rb");
+    uint8_t *b = NULL;
+    long n;
+    if (f && !fseek(f, 0, SEEK_END) && (n = ftell(f)) > 0 && !fseek(f, 0, SEEK_SET) &&
+        (b = malloc((size_t)n + 1)) && fread(b, 1, (size_t)n, f) == (size_t)n) {
+        b[n] = 0;
+        *size = (size_t)n;
+    } else {
+        free(b);
+        b = NULL;
+    }
+    if (f) fclose(f);
+    return b;
 }
 
 typedef struct ctx {
@@ -179,9 +200,22 @@ static int bench_shape(const shape *sh, int bits, const qcrt_cpu_kernels *k, int
 }
 
 int main(int argc, char **argv) {
-    int nth = argc > 1 ? argc - 1 : 2, th[8] = {1, 2};
-    for (int i = 1; i < argc && i <= 8; i++)
-        th[i - 1] = atoi(argv[i]);
+    /* gemv_cpu_bench [--target T] [--emit FILE | --so FILE] [threads...]:
+     * --emit writes the kernels (FILE, FILE.target) and exits; --so runs
+     * kernels emitted earlier (e.g. on a machine without LLVM). */
+    const char *target = "host", *emit = NULL, *so = NULL;
+    int nth = 0, th[8] = {1, 2};
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--target") && i + 1 < argc)
+            target = argv[++i];
+        else if (!strcmp(argv[i], "--emit") && i + 1 < argc)
+            emit = argv[++i];
+        else if (!strcmp(argv[i], "--so") && i + 1 < argc)
+            so = argv[++i];
+        else if (nth < 8)
+            th[nth++] = atoi(argv[i]);
+    }
+    if (!nth) nth = 2;
     qc_err err;
     const int bits_list[2] = {4, 3};
     qc_kernel_spec specs[2 * NSHAPES];
@@ -196,14 +230,38 @@ int main(int argc, char **argv) {
                                                       .act_order = 1,
                                                       .act = QC_KACT_F32};
         }
-    qc_cpu_object obj;
-    if (qc_cpu_codegen(specs, 2 * NSHAPES, "host", &obj, &err)) {
+    qc_cpu_object obj = {0};
+    if (so) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s.target", so);
+        size_t n;
+        uint8_t *t = read_all(path, &n);
+        if (!t || !(obj.so = read_all(so, &obj.so_size))) {
+            fprintf(stderr, "gemv_cpu_bench: cannot read %s and %s\n", so, path);
+            return 1;
+        }
+        snprintf(obj.target, sizeof obj.target, "%s", (char *)t);
+        free(t);
+    } else if (qc_cpu_codegen(specs, 2 * NSHAPES, target, &obj, &err)) {
         fprintf(stderr, "gemv_cpu_bench: %s\n", err.msg);
         return 1;
+    } else {
+        printf("codegen: %d kernels in %.2f s (IR %.2f, O3 %.2f, emit %.2f, link %.2f); %s\n",
+               obj.n_kernels,
+               obj.ir_seconds + obj.opt_seconds + obj.emit_seconds + obj.link_seconds,
+               obj.ir_seconds, obj.opt_seconds, obj.emit_seconds, obj.link_seconds, obj.target);
     }
-    printf("codegen: %d kernels in %.2f s (IR %.2f, O3 %.2f, emit %.2f, link %.2f); %s\n",
-           obj.n_kernels, obj.ir_seconds + obj.opt_seconds + obj.emit_seconds + obj.link_seconds,
-           obj.ir_seconds, obj.opt_seconds, obj.emit_seconds, obj.link_seconds, obj.target);
+    if (emit) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s.target", emit);
+        FILE *f = fopen(emit, "wb"), *g = fopen(path, "wb");
+        int ok =
+            f && g && fwrite(obj.so, 1, obj.so_size, f) == obj.so_size && fputs(obj.target, g) >= 0;
+        if (f) ok &= !fclose(f);
+        if (g) ok &= !fclose(g);
+        qc_cpu_object_free(&obj);
+        return ok ? 0 : 1;
+    }
     qcrt_cpu_kernels *k = qcrt_cpu_kernels_load(obj.so, obj.so_size, obj.target, &err);
     if (!k) {
         fprintf(stderr, "gemv_cpu_bench: %s\n", err.msg);

@@ -803,7 +803,7 @@ static LLVMValueRef intrinsic(cg *g, const char *name, LLVMTypeRef t, LLVMTypeRe
 int qc_cpu_ir_emit(LLVMModuleRef M, const qc_kernel_spec *s, const qc_cpu_ir_target *t,
                    qc_err *err) {
     cg g = {0};
-    g.subnormal = t->x86;
+    g.subnormal = t->subnormal;
     g.vector_f16 = t->vector_f16;
     g.C = LLVMGetModuleContext(M);
     g.M = M;

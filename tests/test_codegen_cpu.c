@@ -37,6 +37,11 @@ static double urand(void) { /* xorshift64, [0, 1) */
     return (double)(rng >> 11) / 9007199254740992.0;
 }
 
+/* aligned_alloc needs a size that is a multiple of the alignment. */
+static void *alloc64(size_t n) {
+    return aligned_alloc(64, (n + 63) / 64 * 64);
+}
+
 typedef struct tcase {
     int bits, group, sym, act_order, outliers, rank;
     int64_t out, in;
@@ -105,7 +110,7 @@ static void make_case(tcase *t) {
     qc_pack_sparse sp = {t->nnz, t->row_ptr, t->col, t->val};
     qc_pack_lowrank lr = {t->rank, t->a, t->b};
     t->packed_size = qc_pack_size(&t->spec, t->nnz, &err);
-    t->packed = aligned_alloc(64, t->packed_size);
+    t->packed = alloc64(t->packed_size);
     int rc = qc_pack(&t->spec, q, t->outliers ? &sp : NULL, t->rank ? &lr : NULL, t->packed,
                      t->packed_size, &err);
     CHECK_MSG(rc == 0, "%s", err.msg);
@@ -189,7 +194,7 @@ static void check_case(const tcase *t, const qcrt_cpu_kernels *k) {
     reference_w(t, w, wabs);
     float *x = malloc((size_t)(mmax * t->in) * sizeof *x);
     float *y = malloc((size_t)(mmax * t->out) * sizeof *y);
-    float *ws = aligned_alloc(64, (qc_kernel_ws_floats(&t->spec, mmax) + 16) * sizeof(float));
+    float *ws = alloc64((qc_kernel_ws_floats(&t->spec, mmax) + 16) * sizeof(float));
     for (int64_t i = 0; i < mmax * t->in; i++)
         x[i] = (float)(urand() * 2 - 1);
     for (int64_t o = 0; o < t->out; o++)
@@ -243,7 +248,7 @@ static void check_threads(const tcase *t, const qcrt_cpu_kernels *k) {
     CHECK_MSG(!memcmp(y[0], y[1], bytes) && !memcmp(y[0], y[2], bytes),
               "thread counts 1/2/3 differ");
     /* bias added: gemv row 0 equals kernel + bias */
-    float *ws = aligned_alloc(64, (qc_kernel_ws_floats(&t->spec, 1) + 16) * sizeof(float));
+    float *ws = alloc64((qc_kernel_ws_floats(&t->spec, 1) + 16) * sizeof(float));
     float *y1 = malloc((size_t)t->out * sizeof *y1);
     gemv(t->packed, x, y1, 0, t->out, ws);
     CHECK(y1[t->out - 1] + bias[t->out - 1] == y[0][t->out - 1]);
@@ -263,7 +268,7 @@ static void check_daz(const tcase *t, const qcrt_cpu_kernels *k) {
     CHECK_FATAL(!qcrt_cpu_kernels_find(k, &t->spec, &gemv, &gemm, &err));
     float *x = malloc((size_t)t->in * sizeof *x), *y0 = malloc((size_t)t->out * sizeof *y0);
     float *y1 = malloc((size_t)t->out * sizeof *y1);
-    float *ws = aligned_alloc(64, (qc_kernel_ws_floats(&t->spec, 1) + 16) * sizeof(float));
+    float *ws = alloc64((qc_kernel_ws_floats(&t->spec, 1) + 16) * sizeof(float));
     for (int64_t i = 0; i < t->in; i++)
         x[i] = (float)(urand() * 2 - 1);
     gemv(t->packed, x, y0, 0, t->out, ws);
@@ -351,7 +356,7 @@ static void check_corrupt(tcase *t, const qcrt_cpu_kernels *k) {
     double *wabs = malloc((size_t)(t->out * t->in) * sizeof *wabs);
     reference_w(t, w, wabs);
     float *x = malloc((size_t)t->in * sizeof *x), *y = malloc((size_t)t->out * sizeof *y);
-    float *ws = aligned_alloc(64, (qc_kernel_ws_floats(&t->spec, 1) + 16) * sizeof(float));
+    float *ws = alloc64((qc_kernel_ws_floats(&t->spec, 1) + 16) * sizeof(float));
     for (int64_t i = 0; i < t->in; i++)
         x[i] = (float)(urand() + 0.5);
     qc_gemv_fn gemv;
