@@ -4,6 +4,7 @@
 #include "compiler/dequant.h"
 #include "compiler/mapfile.h"
 #include "compiler/model.h"
+#include "compiler/quant.h"
 #include "compiler/tokenizer.h"
 #include "runtime/eval.h"
 #include "runtime/forward.h"
@@ -543,6 +544,12 @@ static int cmd_info(int argc, char **argv) {
     for (int t = 0; t < QC_DT_COUNT; t++)
         if (counts[t]) json_object_set_new(types, qc_dtype_name(t), json_integer(counts[t]));
     json_object_set_new(o, "tensor_types", types);
+    /* A compiled model's quantized linears are not in its tensor list. */
+    int64_t qparams = 0;
+    for (int i = 0; i < m->n_quant; i++)
+        qparams += m->quant[i].q->rows * m->quant[i].q->cols;
+    json_object_set_new(o, "quantized_linears", json_integer(m->n_quant));
+    json_object_set_new(o, "quantized_parameters", json_integer((json_int_t)qparams));
     if (json) {
         char *s = json_dumps(o, JSON_INDENT(2) | JSON_REAL_PRECISION(8));
         printf("%s\n", s);
@@ -558,7 +565,11 @@ static int cmd_info(int argc, char **argv) {
         printf("%d tensors, %.1f M parameters, %.1f MB:", m->n_tensors, params / 1e6, bytes / 1e6);
         for (int t = 0; t < QC_DT_COUNT; t++)
             if (counts[t]) printf(" %s×%lld", qc_dtype_name(t), (long long)counts[t]);
-        printf("\ntokenizer: %s\n", m->tok ? "yes" : "none");
+        printf("\n");
+        if (m->n_quant)
+            printf("%d quantized linears, %.1f M parameters (quantc inspect describes them)\n",
+                   m->n_quant, qparams / 1e6);
+        printf("tokenizer: %s\n", m->tok ? "yes" : "none");
     }
     json_decref(o);
     qc_model_free(m);
