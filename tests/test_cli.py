@@ -48,7 +48,7 @@ def main():
     expect_error(["run", "m"], 2, "-p")
     expect_error(["run", "m", "-p", "x", "--top-p", "2"], 2, "--top-p")
     expect_error(["tokenize", "m"], 2)
-    for cmd in ["eval", "run", "tokenize", "info"]:
+    for cmd in ["eval", "run", "tokenize", "info", "compile", "inspect"]:
         rc, out, _ = run(cmd, "--help")
         check(rc == 0 and out.startswith("usage: quantc " + cmd), f"{cmd} --help")
     rc, out, _ = run("eval", "--help")
@@ -59,6 +59,11 @@ def main():
 
     # Missing inputs.
     expect_error(["info", "/nonexistent/model.gguf"], 1, "/nonexistent/model.gguf")
+    expect_error(["inspect"], 2, "ARTIFACT")
+    expect_error(["inspect", "/nonexistent/m.qc"], 1, "/nonexistent/m.qc")
+    if os.path.isdir(TINY):
+        expect_error(["inspect", os.path.join(TINY, "model.safetensors")], 1,
+                     "not a quantc artifact (bad magic at byte 0)")
 
     tmp = tempfile.mkdtemp(prefix="qc_cli_")
     try:
