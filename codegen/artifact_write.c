@@ -101,7 +101,7 @@ qc_artifact_writer *qc_artifact_writer_new(const char *dest, const qc_artifact_c
     snprintf(w->tmp, n, "%s.tmp.%ld", dest, (long)getpid());
     w->fd = open(w->tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (w->fd < 0) {
-        qc_err_set(err, "%s: %s", w->tmp, strerror(errno));
+        qc_err_set(err, "%s: cannot create %s: %s", dest, w->tmp, strerror(errno));
         free(w->tmp);
         w->tmp = NULL; /* nothing to remove */
         qc_artifact_writer_free(w);

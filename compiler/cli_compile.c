@@ -307,6 +307,11 @@ int qc_cli_compile(int argc, char **argv) {
     qc_artifact_model_opts ao = {
         .compress = {r->artifact.zstd ? QCRT_COMP_ZSTD : QCRT_COMP_NONE, r->artifact.level}};
     if (compress) parse_compress(compress, &ao.compress);
+    /* Fail before calibrating when OUT cannot be written (creates and removes
+     * the temporary file; refuses to replace a file that is not an artifact). */
+    qc_artifact_writer *probe = qc_artifact_writer_new(out, &ao.compress, &err);
+    if (!probe) goto out;
+    qc_artifact_writer_free(probe);
     if (qc_calibrate(m, r, &ov, on_progress, &p, &rep, &err)) goto out;
     if (!quiet) print_table(&rep);
     rep_json = qc_calib_report_json(&rep);

@@ -274,6 +274,9 @@ def main():
         rc, so, se = qc("compile", TINY, "-r", gptq, "-o", notours, "--quiet")
         check(rc == 1 and "not a quantc artifact" in se, f"foreign output: {rc} {se}")
         check(open(notours).read() == "keep me", "foreign output untouched")
+        rc, so, se = qc("compile", TINY, "-r", gptq, "-o", os.path.join(tmp, "no", "such", "m.qc"),
+                        "--quiet")
+        check(rc == 1 and "no/such/m.qc: cannot create" in se, f"missing output directory: {rc} {se}")
         if reports.get("w4a16-g128"):
             artifact_checks(tmp, reports["w4a16-g128"], ids)
         leftovers = [f for f in os.listdir(tmp) if ".tmp." in f]
