@@ -3,6 +3,7 @@
 #include "dequant.h"
 #include "quant.h"
 #include "runtime/forward.h"
+#include "runtime/linear.h"
 #include "tokenizer.h"
 
 #include <cblas.h>
@@ -141,9 +142,13 @@ typedef struct calib_stats {
     int64_t dim[N_GROUPS];
 } calib_stats;
 
+/* Where linear i of a block sits; for a linear with an online transform
+ * (runtime/linear_online.c), the inner linear, which reads the transformed
+ * input: its statistics are the ones the stored weight is quantized with. */
 static qcrt_linear **block_slot(qcrt_block *b, int i) {
     qcrt_linear **slots[N_LIN] = {&b->q, &b->k, &b->v, &b->o, &b->gate, &b->up, &b->down};
-    return slots[i];
+    qcrt_linear **inner = qcrt_linear_online_inner(*slots[i]);
+    return inner ? inner : slots[i];
 }
 
 static void free_calib_block(qc_calib_block *cb) {
@@ -342,6 +347,10 @@ void qc_calib_names_free(char **names, int n) {
 typedef struct driver {
     qc_model *m;
     const qc_recipe *r;
+    const int32_t *ids; /* samples × tokens calibration token ids */
+    void **pass_state;  /* per recipe pass (qc_pass_ctx.state) */
+    qc_calib_progress progress;
+    void *ud;
     qcrt_model *shell;
     qcrt_state *st;
     float *X;   /* samples × tokens × dim: the current block's inputs */
@@ -389,25 +398,46 @@ static int report_layer(qc_calib_report *rep, const qc_calib_linear *l, const ch
     return layer_errors(l, &lr->weight_err, &lr->output_err, err);
 }
 
+static int walk_fp(const qc_pass_ctx *ctx, qc_block_visit visit, void *ud, qc_err *err);
+
+/* The context recipe pass p runs with. */
+static qc_pass_ctx pass_ctx(driver *d, int p) {
+    qc_pass_ctx ctx = {.seed = d->r->calib.seed,
+                       .quiet = 1,
+                       .state = &d->pass_state[p],
+                       .walk_fp = walk_fp,
+                       .driver = d,
+                       .recipe_pass = &d->r->passes[p]};
+    for (int i = 0; i < d->r->n_passes && !ctx.quantize; i++)
+        if (strcmp(d->r->passes[i].pass->name, "quantize") == 0)
+            ctx.quantize = &d->r->passes[i].params;
+    return ctx;
+}
+
+/* Sets each linear's `targeted` from rp's globs; returns whether any is. */
+static int mark_targets(const qc_recipe_pass *rp, qc_calib_block *cb) {
+    int any = 0;
+    for (int i = 0; i < cb->n_linears; i++) {
+        char *mod = module_name(cb->linears[i].name);
+        cb->linears[i].targeted = mod && qc_recipe_pass_matches(rp, mod);
+        any |= cb->linears[i].targeted;
+        free(mod);
+    }
+    return any;
+}
+
 /* Runs the recipe's block-level passes in order over cb's linears; method[i]
  * names the quantizer that produced linear i's state. */
 static int run_block_passes(driver *d, qc_calib_block *cb, qc_calib_progress progress, void *ud,
                             const char **method, qc_err *err) {
-    qc_pass_ctx ctx = {.seed = d->r->calib.seed, .quiet = 1};
     int n_layers = d->m->cfg.n_layers;
     for (int p = 0; p < d->r->n_passes; p++) {
         const qc_recipe_pass *rp = &d->r->passes[p];
         if (!rp->pass->run_block) continue;
+        qc_pass_ctx ctx = pass_ctx(d, p);
         if (progress)
             progress(ud, cb->index < n_layers ? cb->index : n_layers - 1, n_layers, rp->pass->name);
-        int any = 0;
-        for (int i = 0; i < cb->n_linears; i++) {
-            char *mod = module_name(cb->linears[i].name);
-            cb->linears[i].targeted = mod && qc_recipe_pass_matches(rp, mod);
-            any |= cb->linears[i].targeted;
-            free(mod);
-        }
-        if (!any) continue;
+        if (!mark_targets(rp, cb)) continue;
         if (rp->pass->run_block(&ctx, &rp->params, cb, err)) {
             if (cb->index < n_layers)
                 qc_err_prefix(err, "block %d: %s", cb->index, rp->pass->name);
@@ -440,6 +470,39 @@ static int attach_states(qc_model *m, qc_calib_block *cb, qc_err *err) {
     return 0;
 }
 
+/* Writes what the passes changed back to the IR: the block's norms (always:
+ * cheap, and a pass may have folded scales into them) and the full-precision
+ * weights and biases a pass modified (quantized or not, so that the IR stays
+ * the full-precision model the quantized one approximates). Takes the
+ * modified arrays from cb. */
+static int write_back(qc_model *m, qc_calib_block *cb, qc_err *err) {
+    char name[192];
+    if (cb->attn_norm) {
+        const char *norms[2] = {"input_layernorm", "post_attention_layernorm"};
+        const float *src[2] = {cb->attn_norm, cb->ffn_norm};
+        for (int k = 0; k < 2; k++) {
+            float *v = qc_malloc((size_t)cb->dim * sizeof(float), err);
+            if (!v) return -1;
+            memcpy(v, src[k], (size_t)cb->dim * sizeof(float));
+            snprintf(name, sizeof name, "model.layers.%d.%s.weight", cb->index, norms[k]);
+            if (qc_model_set_f32(m, name, cb->dim, 0, v, err)) return -1;
+        }
+    }
+    for (int i = 0; i < cb->n_linears; i++) {
+        qc_calib_linear *l = &cb->linears[i];
+        if (!l->modified) continue;
+        if (qc_model_set_f32(m, l->name, l->rows, l->cols, l->w, err)) return -1;
+        l->w = NULL;
+        if (l->bias) {
+            size_t n = strlen(l->name);
+            snprintf(name, sizeof name, "%.*s.bias", (int)(n > 7 ? n - 7 : n), l->name);
+            if (qc_model_set_f32(m, name, l->rows, 0, l->bias, err)) return -1;
+            l->bias = NULL;
+        }
+    }
+    return 0;
+}
+
 /* Calibrates, quantizes and propagates block b. */
 static int do_block(driver *d, int b, qc_calib_progress progress, void *ud, qc_calib_report *rep,
                     qc_err *err) {
@@ -460,6 +523,10 @@ static int do_block(driver *d, int b, qc_calib_progress progress, void *ud, qc_c
     if (load_calib_block(m, b, &d->stats, &cb, err)) goto out;
     for (int i = 0; i < cb.n_linears; i++)
         cb.linears[i].n_tokens = (int64_t)d->samples * d->tokens;
+    /* Passes edit the norms the propagation below runs with. */
+    cb.attn_norm = blk.attn_norm;
+    cb.ffn_norm = blk.ffn_norm;
+    cb.dim = m->cfg.dim;
 
     const char *method[N_LIN] = {0}; /* which quantizer produced each linear's state */
     if (run_block_passes(d, &cb, progress, ud, method, err)) goto out;
@@ -485,12 +552,77 @@ static int do_block(driver *d, int b, qc_calib_progress progress, void *ud, qc_c
         *slot = nl;
     }
     if (progress) progress(ud, b, m->cfg.n_layers, "propagate");
-    if (run_samples(d, &blk, b, d->X, err) || attach_states(m, &cb, err)) goto out;
+    if (run_samples(d, &blk, b, d->X, err) || attach_states(m, &cb, err) || write_back(m, &cb, err))
+        goto out;
     rc = 0;
 out:
     qcrt_block_free(&blk);
     free_calib_block(&cb);
     return rc;
+}
+
+/* Fills X with the embeddings of the calibration tokens (of the current
+ * IR: a model-level pass may have rotated them). */
+static int embed_samples(driver *d, qc_err *err) {
+    const qc_tensor *emb = qc_model_find(d->m, "model.embed_tokens.weight");
+    if (!emb) return qc_err_set(err, "%s: missing tensor 'model.embed_tokens.weight'", d->m->path);
+    size_t dim = (size_t)d->m->cfg.dim;
+    for (size_t i = 0; i < (size_t)d->samples * (size_t)d->tokens; i++)
+        if (embed_row(emb, (int64_t)dim, d->ids[i], d->X + i * dim, err)) return -1;
+    return 0;
+}
+
+/* qc_pass_ctx.walk_fp: the full-precision model over the calibration
+ * samples, block by block, statistics captured and the residual stream
+ * propagated in one pass (nothing is quantized, so the inputs of block b+1
+ * are block b's full-precision outputs). Leaves X dirty: the caller
+ * re-embeds before the block loop. */
+static int walk_fp(const qc_pass_ctx *ctx, qc_block_visit visit, void *ud, qc_err *err) {
+    driver *d = ctx->driver;
+    qc_model *m = d->m;
+    const int capture_at[N_GROUPS] = {0, 3, 4, 6};
+    if (embed_samples(d, err)) return -1;
+    for (int b = 0; b < m->cfg.n_layers; b++) {
+        qcrt_block blk;
+        qc_calib_block cb = {0};
+        int rc = -1;
+        if (d->progress) d->progress(d->ud, b, m->cfg.n_layers, "fp stats");
+        if (qcrt_block_load(m, b, &blk, err)) goto next;
+        stats_reset(&d->stats);
+        for (int g = 0; g < N_GROUPS; g++)
+            if (capture_wrap(block_slot(&blk, capture_at[g]), d->stats.H[g], d->stats.absmax[g],
+                             err))
+                goto next;
+        if (run_samples(d, &blk, b, d->X, err) ||
+            stats_finish(&d->stats, (int64_t)d->samples * d->tokens, b, err) ||
+            load_calib_block(m, b, &d->stats, &cb, err))
+            goto next;
+        for (int i = 0; i < cb.n_linears; i++)
+            cb.linears[i].n_tokens = (int64_t)d->samples * d->tokens;
+        cb.attn_norm = blk.attn_norm;
+        cb.ffn_norm = blk.ffn_norm;
+        cb.dim = m->cfg.dim;
+        mark_targets(ctx->recipe_pass, &cb);
+        rc = visit(ud, &cb, err);
+    next:
+        qcrt_block_free(&blk);
+        free_calib_block(&cb);
+        if (rc) return -1;
+    }
+    return 0;
+}
+
+/* Runs the recipe's model-level passes in recipe order. */
+static int run_model_passes(driver *d, qc_err *err) {
+    for (int p = 0; p < d->r->n_passes; p++) {
+        const qc_recipe_pass *rp = &d->r->passes[p];
+        if (!rp->pass->run_model) continue;
+        if (d->progress) d->progress(d->ud, 0, d->m->cfg.n_layers, rp->pass->name);
+        qc_pass_ctx ctx = pass_ctx(d, p);
+        if (rp->pass->run_model(&ctx, &rp->params, d->m, err))
+            return qc_err_prefix(err, "%s", rp->pass->name);
+    }
+    return 0;
 }
 
 /* Does any block-level pass of the recipe target lm_head? */
@@ -581,13 +713,15 @@ int qc_calibrate(qc_model *m, const qc_recipe *r, const qc_calib_overrides *ov,
     int n_names = 0, rc = -1;
     char **names = qc_calib_linear_names(&m->cfg, &n_names);
     int32_t *ids = NULL;
+    d.progress = progress;
+    d.ud = ud;
     if (!names) return qc_err_set(err, "out of memory");
+    if (!(d.pass_state = qc_calloc((size_t)r->n_passes + 1, sizeof *d.pass_state, err))) goto out;
     if (qc_recipe_check_targets(r, (const char *const *)names, n_names, err)) goto out;
     if (!(ids = make_samples(m, text, d.samples, d.tokens, seed, err))) goto out;
-    const qc_tensor *emb = qc_model_find(m, "model.embed_tokens.weight");
+    d.ids = ids;
     size_t per = (size_t)d.tokens * (size_t)m->cfg.dim, total;
-    if (!emb || qc_mul_size(per, (size_t)d.samples, &total) ||
-        qc_mul_size(total, sizeof(float), &total)) {
+    if (qc_mul_size(per, (size_t)d.samples, &total) || qc_mul_size(total, sizeof(float), &total)) {
         qc_err_set(err, "calibration activations do not fit in memory");
         goto out;
     }
@@ -596,8 +730,7 @@ int qc_calibrate(qc_model *m, const qc_recipe *r, const qc_calib_overrides *ov,
         !(d.X = qc_malloc(total, err)) || !(d.tmp = qc_malloc(per * sizeof(float), err)) ||
         stats_alloc(&m->cfg, &d.stats, err))
         goto out;
-    for (size_t i = 0; i < (size_t)d.samples * (size_t)d.tokens; i++)
-        if (embed_row(emb, m->cfg.dim, ids[i], d.X + i * (size_t)m->cfg.dim, err)) goto out;
+    if (run_model_passes(&d, err) || embed_samples(&d, err)) goto out;
     for (int b = 0; b < m->cfg.n_layers; b++)
         if (do_block(&d, b, progress, ud, rep, err)) goto out;
     if (lm_head_targeted(r) && do_lm_head(&d, progress, ud, rep, err)) goto out;
@@ -615,6 +748,10 @@ out : {
 }
     rep->seconds = now_s() - t0;
     qc_calib_names_free(names, n_names);
+    for (int p = 0; d.pass_state && p < r->n_passes; p++)
+        if (d.pass_state[p] && r->passes[p].pass->free_state)
+            r->passes[p].pass->free_state(d.pass_state[p]);
+    free(d.pass_state);
     free(ids);
     free(d.X);
     free(d.tmp);

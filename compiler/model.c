@@ -53,7 +53,13 @@ qc_model *qc_model_load(const char *path, qc_err *err) {
 
 void qc_model_free(qc_model *m) {
     if (!m) return;
-    for (int i = 0; i < m->n_tensors; i++) free(m->tensors[i].name);
+    for (int i = 0; i < m->n_tensors; i++) {
+        free(m->tensors[i].name);
+        free(m->tensors[i].owned);
+    }
+    for (int i = 0; i < m->n_online; i++)
+        free(m->online[i].name);
+    free(m->online);
     free(m->tensors);
     for (int i = 0; i < m->n_files; i++) qc_mapfile_free(m->files[i]);
     free(m->files);
@@ -89,6 +95,69 @@ int qc_model_add_quant(qc_model *m, char *name, qc_quant_state *q, qc_err *err) 
     m->quant = nq;
     m->quant[m->n_quant].name = name;
     m->quant[m->n_quant++].q = q;
+    return 0;
+}
+
+int qc_model_set_f32(qc_model *m, const char *name, int64_t rows, int64_t cols, float *data,
+                     qc_err *err) {
+    size_t n;
+    if (rows <= 0 || cols < 0 || qc_mul_size((size_t)rows, (size_t)(cols ? cols : 1), &n) ||
+        qc_mul_size(n, sizeof(float), &n)) {
+        free(data);
+        return qc_err_set(err, "tensor '%s': bad shape %lld × %lld", name, (long long)rows,
+                          (long long)cols);
+    }
+    qc_tensor *t = (qc_tensor *)qc_model_find(m, name);
+    if (t &&
+        (t->n_dims != (cols ? 2 : 1) || t->shape[0] != rows || (cols && t->shape[1] != cols))) {
+        free(data);
+        return qc_err_set(err, "tensor '%s': replacement %lld × %lld does not match its shape",
+                          name, (long long)rows, (long long)cols);
+    }
+    if (!t) {
+        qc_tensor nt = {
+            .name = strdup(name), .n_dims = cols ? 2 : 1, .shape = {rows, cols ? cols : 1}};
+        if (!nt.name) {
+            free(data);
+            return qc_err_set(err, "out of memory");
+        }
+        if (qc_model_add_tensor(m, &nt, err)) {
+            free(data);
+            return -1;
+        }
+        t = &m->tensors[m->n_tensors - 1];
+    }
+    free(t->owned);
+    t->owned = data;
+    t->data = (const uint8_t *)data;
+    t->nbytes = n;
+    t->dtype = QC_DT_F32;
+    t->unpermute_heads = 0;
+    return 0;
+}
+
+int qc_model_online_hadamard(const qc_model *m, const char *name) {
+    for (int i = 0; i < m->n_online; i++)
+        if (strcmp(m->online[i].name, name) == 0) return m->online[i].hadamard_n;
+    return 0;
+}
+
+int qc_model_set_online_hadamard(qc_model *m, const char *name, int n, qc_err *err) {
+    for (int i = 0; i < m->n_online; i++)
+        if (strcmp(m->online[i].name, name) == 0) {
+            m->online[i].hadamard_n = n;
+            return 0;
+        }
+    qc_online *no = realloc(m->online, (size_t)(m->n_online + 1) * sizeof *no);
+    char *nm = strdup(name);
+    if (!no || !nm) {
+        free(nm);
+        if (no) m->online = no;
+        return qc_err_set(err, "out of memory");
+    }
+    m->online = no;
+    m->online[m->n_online].name = nm;
+    m->online[m->n_online++].hadamard_n = n;
     return 0;
 }
 

@@ -90,7 +90,18 @@ typedef struct qc_tensor {
     /* GGUF llama q/k rows are permuted for interleaved RoPE; when > 0 the rows
      * are un-permuted back to HF order (heads of this count) on dequantize. */
     int unpermute_heads;
+    float *owned; /* non-NULL when a pass replaced the data (qc_model_set_f32): data points here */
 } qc_tensor;
+
+/* An online transform a linear applies to its input at run time (the
+ * weight stored in the IR already carries the inverse): y = W'·(T x) with
+ * W' = W·Tᵀ. Kernels and the fake-quant runtime must apply it, and the
+ * compiled model must store it (per weight: its name and hadamard_n). */
+typedef struct qc_online {
+    char *name;     /* weight name, e.g. "model.layers.3.mlp.down_proj.weight" */
+    int hadamard_n; /* T = H_n / sqrt(n), the deterministic Hadamard matrix of
+                       compiler/hadamard.h (no random signs) */
+} qc_online;
 
 typedef struct qc_model {
     qc_config cfg;
@@ -101,6 +112,8 @@ typedef struct qc_model {
     struct qc_tokenizer *tok; /* owned; NULL when the source has none */
     qc_qlinear *quant;        /* owned; quantized linears (compiled models), else NULL */
     int n_quant;
+    qc_online *online;        /* owned; online input transforms (rotate pass), else NULL */
+    int n_online;
     char *path;               /* owned copy of the path it was loaded from */
     char *format;             /* "safetensors", "gguf" or "artifact" (static string) */
 } qc_model;
@@ -123,6 +136,20 @@ int qc_tensor_to_f32(const qc_tensor *t, float *out, qc_err *err);
 const struct qc_quant_state *qc_model_quant(const qc_model *m, const char *name);
 /* Attaches a quantized state (takes ownership of name and q, also on error). */
 int qc_model_add_quant(qc_model *m, char *name, struct qc_quant_state *q, qc_err *err);
+
+/* Replaces the data of tensor `name` with data (rows × cols f32, row-major;
+ * cols 0 for a 1-D tensor), taking ownership of data (also on error). The
+ * tensor is created when absent; an existing one must have the same shape.
+ * Everything that reads tensors (qc_tensor_to_f32, the forward pass, the
+ * writers) then sees the new values; the source file is untouched. Passes
+ * that change weights (rotate, smooth) go through this. Returns 0 or -1. */
+int qc_model_set_f32(qc_model *m, const char *name, int64_t rows, int64_t cols, float *data,
+                     qc_err *err);
+
+/* The online Hadamard size recorded for weight `name`, or 0 when none. */
+int qc_model_online_hadamard(const qc_model *m, const char *name);
+/* Records (or replaces) an online Hadamard of size n on weight `name`'s input. */
+int qc_model_set_online_hadamard(qc_model *m, const char *name, int n, qc_err *err);
 
 /* Number of elements of t. */
 int64_t qc_tensor_numel(const qc_tensor *t);

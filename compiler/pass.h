@@ -62,11 +62,16 @@ typedef struct qc_calib_linear {
     int64_t rows, cols;
     float *w;          /* rows × cols, f32; a pass may modify it (e.g. smoothing scales) */
     float *bias;       /* rows or NULL */
-    double *H;         /* cols × cols: Σ x xᵀ over calibration tokens (shared; read-only —
-                          copy before factoring) */
-    float *act_absmax; /* cols: max |x_j| over calibration tokens */
+    double *H;         /* cols × cols: (1/N) Σ x xᵀ over the calibration tokens (shared by the
+                          linears of one input; copy before factoring). Only a pass that
+                          rescales the input itself (smooth: x → x/s) updates it, to
+                          D⁻¹HD⁻¹, so that it stays the statistics of what the linear reads */
+    float *act_absmax; /* cols: max |x_j| over calibration tokens (rescaled likewise) */
     int64_t n_tokens;  /* calibration tokens behind H */
     int targeted;      /* does the current pass target this linear (targets/ignore globs)? */
+    int modified;      /* set by a pass that changed w or bias: the driver writes them back to
+                          the IR (qc_model_set_f32) so the model stays consistent */
+    int bits_override; /* > 0: the bit width quantize uses instead of its `bits` (allocate) */
     /* Outputs of quantizing passes: */
     qc_quant_state *q; /* owned; NULL until a quantizer runs */
     float *deq;        /* rows × cols dequantized weight (owned), or NULL */
@@ -78,11 +83,37 @@ typedef struct qc_calib_block {
     int index; /* block number */
     int n_linears;
     qc_calib_linear *linears;
+    /* The block's RMSNorm weights (dim floats), which the driver's forward
+     * uses to propagate and writes back to the IR after the passes: a pass
+     * that folds input scales into a norm (smooth) edits them here. NULL
+     * for lm_head. */
+    float *attn_norm, *ffn_norm;
+    int64_t dim;
 } qc_calib_block;
+
+struct qc_model;
+struct qc_pass_ctx;
+
+/* Called once per block, in order, by ctx->walk_fp. */
+typedef int (*qc_block_visit)(void *ud, qc_calib_block *b, qc_err *err);
 
 typedef struct qc_pass_ctx {
     uint64_t seed;
     int quiet;
+    /* The parameters of the recipe's (first) quantize pass, or NULL: passes
+     * that model the quantization they prepare for (smooth's α search,
+     * allocate's sensitivities) read its format here. */
+    const qc_params *quantize;
+    /* Per-invocation state a pass keeps from run_model to its run_block
+     * calls (e.g. allocate's chosen bits); freed with the pass's free_state. */
+    void **state;
+    /* Runs the current (full-precision) model over the calibration samples
+     * block by block and calls visit with each block's linears and input
+     * statistics (targeted set from this pass's globs). Model-level passes
+     * use it for statistics of every block before block 0 is compressed. */
+    int (*walk_fp)(const struct qc_pass_ctx *ctx, qc_block_visit visit, void *ud, qc_err *err);
+    void *driver;            /* the calibration driver, for walk_fp */
+    const void *recipe_pass; /* the qc_recipe_pass being run, for walk_fp's targeting */
 } qc_pass_ctx;
 
 typedef struct qc_pass {
@@ -91,6 +122,12 @@ typedef struct qc_pass {
     const qc_param_spec *params; /* terminated by an entry with name NULL */
     /* Block-level run; NULL for passes not implemented at block level. */
     int (*run_block)(const qc_pass_ctx *ctx, const qc_params *p, qc_calib_block *b, qc_err *err);
+    /* Model-level run, before the block loop (DESIGN.md "The flow"), in
+     * recipe order; changes weights through the IR API (qc_model_set_f32).
+     * NULL for block-only passes. */
+    int (*run_model)(const qc_pass_ctx *ctx, const qc_params *p, struct qc_model *m, qc_err *err);
+    /* Frees *ctx->state at the end of the compile; NULL when none is kept. */
+    void (*free_state)(void *state);
 } qc_pass;
 
 /* The registry (passes/registry.c). */

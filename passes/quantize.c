@@ -59,7 +59,9 @@ static int quantize_linear(const qc_params *p, qc_calib_linear *l, qc_err *err) 
     free(l->deq);
     l->deq = NULL;
     l->note[0] = 0;
-    qc_quant_format fmt = {(int)qc_params_int(p, "bits"), (int)qc_params_int(p, "group_size"),
+    /* allocate (mixed precision) may have chosen this linear's width. */
+    int bits = l->bits_override > 0 ? l->bits_override : (int)qc_params_int(p, "bits");
+    qc_quant_format fmt = {bits, (int)qc_params_int(p, "group_size"),
                            qc_params_bool(p, "symmetric")};
     qc_clip_search clip = {qc_params_bool(p, "clip_search"), (float)qc_params_float(p, "clip_min"),
                            (int)qc_params_int(p, "clip_steps")};
@@ -133,8 +135,8 @@ static int run_block(const qc_pass_ctx *ctx, const qc_params *p, qc_calib_block 
 }
 
 const qc_pass qc_pass_quantize = {
-    "quantize",
-    "round weights to group-wise integer codes (RTN or GPTQ), with a clip search for scales",
-    params,
-    run_block,
+    .name = "quantize",
+    .doc = "round weights to group-wise integer codes (RTN or GPTQ), with a clip search for scales",
+    .params = params,
+    .run_block = run_block,
 };

@@ -7,9 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+extern const qc_pass qc_pass_rotate;
 extern const qc_pass qc_pass_quantize;
 
 static const qc_pass *const passes[] = {
+    &qc_pass_rotate,
     &qc_pass_quantize,
 };
 

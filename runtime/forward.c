@@ -92,6 +92,19 @@ static qcrt_linear *load_linear(const qc_model *m, int layer, const char *base, 
     return l;
 }
 
+/* load_linear plus the online input transform the IR records for it. */
+static qcrt_linear *load_linear_online(const qc_model *m, int layer, const char *base, int64_t rows,
+                                       int64_t cols, int with_bias, qc_err *err) {
+    char name[192];
+    snprintf(name, sizeof name, "model.layers.%d.%s.weight", layer, base);
+    int n = qc_model_online_hadamard(m, name);
+    qcrt_linear *l = load_linear(m, layer, base, rows, cols, with_bias, err);
+    if (!l || n <= 0) return l;
+    qcrt_linear *o = qcrt_linear_online_new(l, n, err);
+    if (!o) qcrt_linear_free(l);
+    return o;
+}
+
 static float *load_norm(const qc_model *m, int layer, const char *base, int64_t n, qc_err *err) {
     char name[192];
     snprintf(name, sizeof name, "model.layers.%d.%s.weight", layer, base);
@@ -115,7 +128,7 @@ int qcrt_block_load(const qc_model *m, int l, qcrt_block *b, qc_err *err) {
         !(b->o = load_linear(m, l, "self_attn.o_proj", c->dim, qd, 0, err)) ||
         !(b->gate = load_linear(m, l, "mlp.gate_proj", c->ffn_dim, c->dim, 0, err)) ||
         !(b->up = load_linear(m, l, "mlp.up_proj", c->ffn_dim, c->dim, 0, err)) ||
-        !(b->down = load_linear(m, l, "mlp.down_proj", c->dim, c->ffn_dim, 0, err)))
+        !(b->down = load_linear_online(m, l, "mlp.down_proj", c->dim, c->ffn_dim, 0, err)))
         return -1;
     return 0;
 }

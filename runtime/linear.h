@@ -34,6 +34,14 @@ struct qc_quant_state;
  * may be NULL) is copied. */
 qcrt_linear *qcrt_linear_fq_new(const struct qc_quant_state *q, const float *bias, qc_err *err);
 
+/* Online input transform (QuaRot R4): forward(x) = inner(T x) with
+ * T = H_n/sqrt(n) (compiler/hadamard.h), n = inner->in. Takes ownership of
+ * inner (on failure it stays the caller's). */
+qcrt_linear *qcrt_linear_online_new(qcrt_linear *inner, int hadamard_n, qc_err *err);
+/* The slot holding the inner linear of an online linear (to wrap or replace
+ * it), or NULL when l is not one. */
+qcrt_linear **qcrt_linear_online_inner(qcrt_linear *l);
+
 struct qcrt_pool;
 /* Generated-kernel linear (runtime/cpu_kernels.h): y = x·Ŵᵀ (+ bias) with
  * the gemv kernel when n == 1, else the gemm kernel (x in chunks of 64

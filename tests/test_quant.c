@@ -429,13 +429,13 @@ static void test_pass(void) {
     double *h0 = malloc(sizeof(double) * 64 * 64);
     memcpy(h0, pr.h, sizeof(double) * 64 * 64);
     qc_calib_linear ls[2] = {
-        {"model.layers.0.mlp.gate_proj.weight", "gate_proj", 24, 64, pr.w, NULL, pr.h, NULL, 256, 1,
-         NULL, NULL, 0, ""},
-        {"model.layers.0.mlp.up_proj.weight", "up_proj", 24, 64, pr.w, NULL, pr.h, NULL, 256, 0,
-         NULL, NULL, 0, ""},
+        {.name = "model.layers.0.mlp.gate_proj.weight", .kind = "gate_proj", .rows = 24, .cols = 64,
+         .w = pr.w, .H = pr.h, .n_tokens = 256, .targeted = 1},
+        {.name = "model.layers.0.mlp.up_proj.weight", .kind = "up_proj", .rows = 24, .cols = 64,
+         .w = pr.w, .H = pr.h, .n_tokens = 256},
     };
-    qc_calib_block b = {0, 2, ls};
-    qc_pass_ctx ctx = {0, 1};
+    qc_calib_block b = {.index = 0, .n_linears = 2, .linears = ls};
+    qc_pass_ctx ctx = {.quiet = 1};
     param(&p, "group_size")->i = 32;
     CHECK_MSG(qc_pass_quantize.run_block(&ctx, &p, &b, &err) == 0, "%s", err.msg);
     CHECK(ls[0].q && ls[0].deq && ls[0].q->perm && ls[0].seconds > 0);
