@@ -527,6 +527,7 @@ static int do_block(driver *d, int b, qc_calib_progress progress, void *ud, qc_c
     cb.attn_norm = blk.attn_norm;
     cb.ffn_norm = blk.ffn_norm;
     cb.dim = m->cfg.dim;
+    cb.head_dim = m->cfg.head_dim;
 
     const char *method[N_LIN] = {0}; /* which quantizer produced each linear's state */
     if (run_block_passes(d, &cb, progress, ud, method, err)) goto out;
@@ -602,6 +603,7 @@ static int walk_fp(const qc_pass_ctx *ctx, qc_block_visit visit, void *ud, qc_er
         cb.attn_norm = blk.attn_norm;
         cb.ffn_norm = blk.ffn_norm;
         cb.dim = m->cfg.dim;
+        cb.head_dim = m->cfg.head_dim;
         mark_targets(ctx->recipe_pass, &cb);
         rc = visit(ud, &cb, err);
     next:

@@ -89,6 +89,7 @@ typedef struct qc_calib_block {
      * for lm_head. */
     float *attn_norm, *ffn_norm;
     int64_t dim;
+    int head_dim; /* attention head width (o_proj column h·head_dim + d reads a v_proj row) */
 } qc_calib_block;
 
 struct qc_model;
