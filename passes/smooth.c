@@ -83,7 +83,7 @@ static void tie_heads(const group *g, float *v) {
 /* s_j = a_j^α / w_j^(1−α), centred so that max·min = 1 (a global factor
  * changes nothing but the magnitudes stored) and clamped to [1e-4, 1e4];
  * channels with no activation or no weight keep s = 1. */
-void qc_smooth_scales(const float *a, const float *w, int64_t n, double alpha, float *s) {
+static void smooth_scales(const float *a, const float *w, int64_t n, double alpha, float *s) {
     double lo = INFINITY, hi = 0;
     for (int64_t j = 0; j < n; j++) {
         if (a[j] > 0 && w[j] > 0) {
@@ -157,7 +157,7 @@ static int choose_scales(const group *g, double alpha, int grid, const qc_params
     tie_heads(g, a);
     tie_heads(g, w);
     if (alpha >= 0) {
-        qc_smooth_scales(a, w, c, alpha, s);
+        smooth_scales(a, w, c, alpha, s);
         *chosen_alpha = alpha;
         rc = 0;
         goto out;
@@ -171,7 +171,7 @@ static int choose_scales(const group *g, double alpha, int grid, const qc_params
             for (int64_t j = 0; j < c; j++)
                 cand[j] = 1;
         else
-            qc_smooth_scales(a, w, c, al, cand);
+            smooth_scales(a, w, c, al, cand);
         if (group_error(g, cand, hf, qp, &e, err)) goto out;
         if (e < best) {
             best = e;
