@@ -23,7 +23,6 @@ typedef struct cg {
     int nch, widths[3];
     LLVMTypeRef i8, i16, i32, i64, f32, v8f32, v8i32, p8, pf32;
     LLVMValueRef fma_v, fma_s, prescale; /* intrinsics, gemv's x scale table */
-    int subnormal;                       /* gemv: codes enter the FMA as subnormal floats (x86) */
     int vector_f16;                      /* <8 x half> -> <8 x float> is one instruction */
     LLVMTypeRef fma_v_ty, fma_s_ty;
 } cg;
@@ -115,18 +114,22 @@ static LLVMValueRef fma_s(cg *g, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c)
     return LLVMBuildCall2(g->B, g->fma_s_ty, g->fma_s, args, 3, "");
 }
 
-/* f16 bits (i16) to f32 without a libcall: the 15 magnitude bits moved into
- * f32 position and multiplied by 2^112 give the value exactly for normal and
- * subnormal halves (not Inf/NaN, which scales never are); then the sign. */
+/* f16 bits (i16) to f32 without a libcall or a float operation on a
+ * subnormal (so MXCSR.DAZ cannot change it): normal halves by rebiasing the
+ * exponent ((em << 13) + (127 − 15) << 23), subnormal ones as em·2^-24 (an
+ * exact sitofp and multiply); not Inf/NaN, which scales never are. */
 static LLVMValueRef h2f(cg *g, LLVMValueRef h) {
     LLVMValueRef u = LLVMBuildZExt(g->B, h, g->i32, "");
     LLVMValueRef em = LLVMBuildAnd(g->B, u, ci32(g, 0x7fff), "");
     LLVMValueRef sign =
         LLVMBuildShl(g->B, LLVMBuildAnd(g->B, u, ci32(g, 0x8000), ""), ci32(g, 16), "");
-    LLVMValueRef f = LLVMBuildBitCast(g->B, LLVMBuildShl(g->B, em, ci32(g, 13), ""), g->f32, "");
-    f = LLVMBuildFMul(g->B, f, cf32(g, 0x1p112), "");
-    LLVMValueRef bits = LLVMBuildOr(g->B, LLVMBuildBitCast(g->B, f, g->i32, ""), sign, "");
-    return LLVMBuildBitCast(g->B, bits, g->f32, "");
+    LLVMValueRef norm = add(g, LLVMBuildShl(g->B, em, ci32(g, 13), ""), ci32(g, 112 << 23));
+    LLVMValueRef sub =
+        LLVMBuildFMul(g->B, LLVMBuildSIToFP(g->B, em, g->f32, ""), cf32(g, 0x1p-24), "");
+    LLVMValueRef is_sub = LLVMBuildICmp(g->B, LLVMIntULT, em, ci32(g, 0x400), "");
+    LLVMValueRef bits =
+        LLVMBuildSelect(g->B, is_sub, LLVMBuildBitCast(g->B, sub, g->i32, ""), norm, "");
+    return LLVMBuildBitCast(g->B, LLVMBuildOr(g->B, bits, sign, ""), g->f32, "");
 }
 
 static LLVMValueRef load_h2f(cg *g, LLVMValueRef base8, LLVMValueRef off) {
@@ -185,15 +188,15 @@ static void loop_end(cg *g, loop *l, LLVMValueRef i) {
 }
 
 /* Where slot j's code sits in its lane's stream words (pack.h), and how
- * gemv extracts it: X_LOW (and), X_MASK (and in place: code·2^shift, for
- * codes below bit `limit`), X_TOP (shift: the code ends its word), X_SHIFT
+ * gemv extracts it: X_LOW (and), X_MASK (and in place: code·2^shift),
+ * X_TOP (shift: the code ends its word), X_SHIFT
  * (shift and and), X_STRADDLE (two words). */
 enum { X_LOW, X_MASK, X_TOP, X_SHIFT, X_STRADDLE };
 typedef struct slot_pos {
     int kind, word, shift;
 } slot_pos;
 
-static slot_pos slot_at(int bits, int j, int limit) {
+static slot_pos slot_at(int bits, int j) {
     slot_pos r = {X_MASK, j * bits / 32, j * bits % 32};
     int word_bits = 8 * bits - 32 * r.word < 32 ? 8 * bits - 32 * r.word : 32;
     if (bits <= 4 && j >= 4 && j < 7) {
@@ -210,25 +213,16 @@ static slot_pos slot_at(int bits, int j, int limit) {
         r.kind = X_TOP;
     else if (r.shift == 0)
         r.kind = X_LOW;
-    else if (r.shift + bits > limit)
+    else if (r.shift + bits > 31) /* sitofp would see the sign bit */
         r.kind = X_SHIFT;
     return r;
 }
 
-/* The bit limit of in-place codes: 24 when code bits are used as a float
- * (a bit pattern v < 2^24 is the float v·2^-149: subnormal below 2^23, the
- * smallest normal binade up to 2^24), 31 when converted with sitofp (the
- * sign bit). */
-static int mask_limit(const cg *g) {
-    return g->subnormal ? 24 : 31;
-}
-
 /* gemv's multiplier of x for slot j: 2^-shift undoes an in-place code's
- * 2^shift; with subnormal codes (value code·2^(shift-149)) also 2^89, so
- * products are code·x·2^-60, normal for |code·x| > 2^-66 and |x| < 2^39. */
+ * 2^shift (code·2^s · x·2^-s = code·x exactly). */
 static double slot_prescale(const cg *g, int j) {
-    slot_pos p = slot_at(g->s->bits, j, mask_limit(g));
-    return ldexp(1.0, (p.kind == X_MASK ? -p.shift : 0) + (g->subnormal ? 89 : 0));
+    slot_pos p = slot_at(g->s->bits, j);
+    return ldexp(1.0, p.kind == X_MASK ? -p.shift : 0);
 }
 
 /* The lanes' stream words of the tile at byte pointer tile8 (and word 2 =
@@ -254,7 +248,7 @@ static void tile_words(cg *g, LLVMValueRef tile8, LLVMValueRef words[3]) {
  * which gemv compensates in its pre-scaled x. */
 static LLVMValueRef slot_codes(cg *g, LLVMValueRef words[3], int j, int exact) {
     int bits = g->s->bits, mask = (1 << bits) - 1;
-    slot_pos p = slot_at(bits, j, mask_limit(g));
+    slot_pos p = slot_at(bits, j);
     if (exact && p.kind == X_MASK) p.kind = X_SHIFT;
     LLVMValueRef w = words[p.word];
     switch (p.kind) {
@@ -307,7 +301,7 @@ typedef struct row_ctx {
     LLVMValueRef rowc, rows, rowz;       /* byte pointers: codes, scales, zeros of the row */
     LLVMValueRef xs, xsum;               /* gemv: pre-scaled x, group sums of x */
     LLVMValueRef racc[2], corr, pacc[4]; /* gemv allocas: group / per-channel sums */
-    LLVMValueRef srow;                   /* gemv: the row's scales as f32 (·2^60 if subnormal) */
+    LLVMValueRef srow;                   /* gemv: the row's scales as f32 */
     LLVMValueRef dst;                    /* gemm: f32 row in packed order */
 } row_ctx;
 
@@ -336,20 +330,19 @@ static void gemv_group_end(cg *g, row_ctx *r, LLVMValueRef gi, LLVMValueRef t, i
     LLVMBuildStore(g->B, fma_v(g, splat(g, sc), t, ra), r->racc[parity]);
 }
 
-/* gemv row prologue: srow[g] = scale_g (·2^60 with subnormal codes) and
+/* gemv row prologue: srow[g] = scale_g and
  * corr = Σ_g scale_g·zero_g·Σx_g, eight groups per vector where f16 vectors
  * convert natively (F16C, NEON), the rest one by one. */
 static void gemv_row_scales(cg *g, row_ctx *r) {
     const qc_kernel_spec *s = g->s;
     int64_t ng = g->L.n_groups, nv = g->vector_f16 ? (ng + 7) / 8 : 0;
-    double post = g->subnormal ? 0x1p60 : 1;
     LLVMValueRef cv = splat_c(cf32(g, 0));
     LLVMTypeRef v8h = LLVMVectorType(LLVMHalfTypeInContext(g->C), 8);
     LLVMTypeRef v8i8 = LLVMVectorType(g->i8, 8);
     for (int64_t b = 0; b < nv; b++) {
         LLVMValueRef h = load_bytes(g, v8h, r->rows, ci64(g, 16 * b));
         LLVMValueRef sc = LLVMBuildFPExt(g->B, h, g->v8f32, "");
-        vstore(g, LLVMBuildFMul(g->B, sc, splat_c(cf32(g, post)), ""), r->srow, ci64(g, 8 * b));
+        vstore(g, sc, r->srow, ci64(g, 8 * b));
         LLVMValueRef z = splat_c(cf32(g, (double)(1 << (s->bits - 1))));
         if (!s->symmetric)
             z = LLVMBuildUIToFP(g->B, load_bytes(g, v8i8, r->rowz, ci64(g, 8 * b)), g->v8f32, "");
@@ -366,8 +359,7 @@ static void gemv_row_scales(cg *g, row_ctx *r) {
     LLVMValueRef corr = hsum(g, cv);
     for (int64_t gi = nv * 8; gi < ng; gi++) {
         LLVMValueRef sc = group_scale(g, r, ci64(g, gi));
-        LLVMBuildStore(g->B, LLVMBuildFMul(g->B, sc, cf32(g, post), ""),
-                       fptr(g, r->srow, ci64(g, gi)));
+        LLVMBuildStore(g->B, sc, fptr(g, r->srow, ci64(g, gi)));
         LLVMValueRef sz = LLVMBuildFMul(g->B, sc, group_zero(g, r, ci64(g, gi)), "");
         corr = fma_s(g, sz, ld(g, g->f32, fptr(g, r->xsum, ci64(g, gi))), corr);
     }
@@ -403,8 +395,7 @@ static void row_range(cg *g, row_ctx *r, LLVMValueRef t0, int64_t n) {
         }
         LLVMValueRef slot = add(g, slot0, ci64(g, k));
         LLVMValueRef cv = slot_codes(g, words, j, r->gemm);
-        LLVMValueRef fv = !r->gemm && g->subnormal ? LLVMBuildBitCast(g->B, cv, g->v8f32, "")
-                                                   : LLVMBuildSIToFP(g->B, cv, g->v8f32, "");
+        LLVMValueRef fv = LLVMBuildSIToFP(g->B, cv, g->v8f32, "");
         if (r->gemm) {
             if (kg == 0) {
                 sc = splat(g, group_scale(g, r, gi));
@@ -588,43 +579,6 @@ static void row_pointers(cg *g, row_ctx *r, LLVMValueRef w, LLVMValueRef o) {
     r->rowz = LLVMBuildGEP2(g->B, g->i8, w, &off, 1, "rowz");
 }
 
-/* x86: MXCSR.DAZ would turn the subnormal codes into zeros. Clears it when
- * set and returns the saved register (an alloca) to restore, else NULL. */
-static LLVMValueRef daz_off(cg *g) {
-    if (!g->subnormal) return NULL;
-    LLVMTypeRef st, ldt;
-    unsigned ids = LLVMLookupIntrinsicID("llvm.x86.sse.stmxcsr", 20);
-    unsigned idl = LLVMLookupIntrinsicID("llvm.x86.sse.ldmxcsr", 20);
-    LLVMValueRef stf = LLVMGetIntrinsicDeclaration(g->M, ids, NULL, 0);
-    LLVMValueRef ldf = LLVMGetIntrinsicDeclaration(g->M, idl, NULL, 0);
-    st = LLVMIntrinsicGetType(g->C, ids, NULL, 0);
-    ldt = LLVMIntrinsicGetType(g->C, idl, NULL, 0);
-    LLVMValueRef saved = var(g, g->i32, "mxcsr"), tmp = var(g, g->i32, "mxcsr_new");
-    LLVMValueRef p = LLVMBuildBitCast(g->B, saved, g->p8, "");
-    LLVMBuildCall2(g->B, st, stf, &p, 1, "");
-    LLVMValueRef old = ld(g, g->i32, saved);
-    LLVMValueRef set =
-        LLVMBuildICmp(g->B, LLVMIntNE, LLVMBuildAnd(g->B, old, ci32(g, 0x40), ""), ci32(g, 0), "");
-    LLVMBasicBlockRef clear = LLVMAppendBasicBlockInContext(g->C, g->fn, "daz_clear");
-    LLVMBasicBlockRef cont = LLVMAppendBasicBlockInContext(g->C, g->fn, "daz_done");
-    LLVMBuildCondBr(g->B, set, clear, cont);
-    LLVMPositionBuilderAtEnd(g->B, clear);
-    LLVMBuildStore(g->B, LLVMBuildAnd(g->B, old, ci32(g, ~0x40), ""), tmp);
-    p = LLVMBuildBitCast(g->B, tmp, g->p8, "");
-    LLVMBuildCall2(g->B, ldt, ldf, &p, 1, "");
-    LLVMBuildBr(g->B, cont);
-    LLVMPositionBuilderAtEnd(g->B, cont);
-    return saved;
-}
-
-static void daz_restore(cg *g, LLVMValueRef saved) {
-    if (!saved) return;
-    unsigned idl = LLVMLookupIntrinsicID("llvm.x86.sse.ldmxcsr", 20);
-    LLVMValueRef p = LLVMBuildBitCast(g->B, saved, g->p8, "");
-    LLVMBuildCall2(g->B, LLVMIntrinsicGetType(g->C, idl, NULL, 0),
-                   LLVMGetIntrinsicDeclaration(g->M, idl, NULL, 0), &p, 1, "");
-}
-
 static void emit_gemv(cg *g) {
     const qc_kernel_spec *s = g->s;
     LLVMTypeRef params[6] = {g->p8, g->pf32, g->pf32, g->i64, g->i64, g->pf32};
@@ -639,7 +593,6 @@ static void emit_gemv(cg *g) {
     r.xsum = fptr(g, ws, ci64(g, g->W.xsum));
     r.srow = fptr(g, ws, ci64(g, g->W.srow));
     LLVMValueRef t = fptr(g, ws, ci64(g, g->W.t_gemv));
-    LLVMValueRef mxcsr = daz_off(g);
     gemv_prologue(g, w, x, r.xs, r.xsum, t);
 
     r.racc[0] = var(g, g->v8f32, "racc0");
@@ -685,7 +638,6 @@ static void emit_gemv(cg *g) {
     LLVMBuildStore(g->B, res, fptr(g, y, o));
     loop_end(g, &le, o);
     loop_end(g, &lb, b0);
-    daz_restore(g, mxcsr);
     LLVMBuildRetVoid(g->B);
 }
 
@@ -833,7 +785,6 @@ static LLVMValueRef intrinsic(cg *g, const char *name, LLVMTypeRef t, LLVMTypeRe
 int qc_cpu_ir_emit(LLVMModuleRef M, const qc_kernel_spec *s, const qc_cpu_ir_target *t,
                    qc_err *err) {
     cg g = {0};
-    g.subnormal = t->subnormal;
     g.vector_f16 = t->vector_f16;
     g.C = LLVMGetModuleContext(M);
     g.M = M;

@@ -23,13 +23,8 @@
 
 #include <llvm-c/Core.h>
 
-/* Adds the gemv and gemm kernels of s (named qc_kernel_spec_symbol) to M.
- * t->subnormal: the gemv kernel feeds masked codes to the FMA as subnormal floats
- * (their bits are the code, so no int-to-float conversion is needed: on
- * AVX2 that conversion is the bottleneck) and clears MXCSR.DAZ for the call
- * (restoring it after), which subnormal operands need. */
+/* Adds the gemv and gemm kernels of s (named qc_kernel_spec_symbol) to M. */
 typedef struct qc_cpu_ir_target {
-    int subnormal;  /* x86 only: subnormal codes + MXCSR.DAZ guard in gemv */
     int vector_f16; /* the target converts <8 x half> natively (F16C, NEON) */
 } qc_cpu_ir_target;
 int qc_cpu_ir_emit(LLVMModuleRef M, const qc_kernel_spec *s, const qc_cpu_ir_target *t,

@@ -281,13 +281,8 @@ static LLVMModuleRef build_module(LLVMContextRef C, const qc_kernel_spec *uniq, 
         LLVMAddGlobal(M, LLVMArrayType(LLVMInt8TypeInContext(C), (unsigned)dl), "qck_target");
     LLVMSetInitializer(g, LLVMConstStringInContext(C, t->desc, (unsigned)dl - 1, 0));
     LLVMSetGlobalConstant(g, 1);
-    /* Subnormal codes only where subnormal operands are known to cost nothing:
-     * AMD Zen. Intel cores take a microcode assist per subnormal FMA operand
-     * (measured: 100x slower on a Xeon), so generic x86-64-v3/v4 objects,
-     * which may run on either, convert codes with vcvtdq2ps. */
     int x86 = !strncmp(t->triple, "x86_64", 6);
-    qc_cpu_ir_target it = {x86 && !strncmp(t->cpu, "znver", 5), 0};
-    it.vector_f16 = !x86 || strstr(t->desc, "f16c") != NULL;
+    qc_cpu_ir_target it = {!x86 || strstr(t->desc, "f16c") != NULL};
     for (int i = 0; i < nu; i++)
         if (qc_cpu_ir_emit(M, &uniq[i], &it, err)) {
             LLVMDisposeModule(M);

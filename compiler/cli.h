@@ -26,5 +26,7 @@ int qc_cli_recipe(int argc, char **argv);
 int qc_cli_passes(int argc, char **argv);
 /* compiler/cli_inspect.c */
 int qc_cli_inspect(int argc, char **argv);
+/* compiler/cli_export.c */
+int qc_cli_export(int argc, char **argv);
 
 #endif

@@ -32,6 +32,12 @@ static int shape_of(qc_dtype t, type_shape *s) {
     case QC_DT_IQ4_NL:
         *s = (type_shape){32, 32, 4, 1, 0, 0, 0, 0, 0};
         return 0;
+    case QC_DT_Q5_0:
+        *s = (type_shape){32, 32, 5, 0, 0, 16, 0, 0, 0};
+        return 0;
+    case QC_DT_Q5_1:
+        *s = (type_shape){32, 32, 5, 0, 1, 0, 0, 0, 0};
+        return 0;
     case QC_DT_Q4_K:
         *s = (type_shape){256, 32, 4, 0, 1, 0, 0, 0, 63};
         return 0;
@@ -306,6 +312,23 @@ void qc_ggml_encode(qc_dtype t, const qc_ggml_block *b, const uint8_t *c, uint8_
         put16(out + 2, b->dmin);
         nibbles32(c, out + 4);
         break;
+    case QC_DT_Q5_0:
+    case QC_DT_Q5_1: {
+        int one = t == QC_DT_Q5_1;
+        uint32_t qh = 0;
+        for (int e = 0; e < 32; e++)
+            qh |= (uint32_t)((c[e] >> 4) & 1) << e;
+        put16(out, b->d);
+        if (one) put16(out + 2, b->dmin);
+        uint8_t *p = out + (one ? 4 : 2);
+        for (int i = 0; i < 4; i++)
+            p[i] = (uint8_t)(qh >> (8 * i));
+        uint8_t lo[32];
+        for (int e = 0; e < 32; e++)
+            lo[e] = c[e] & 15;
+        nibbles32(lo, p + 4);
+        break;
+    }
     case QC_DT_Q4_K:
     case QC_DT_Q5_K: {
         int five = t == QC_DT_Q5_K;

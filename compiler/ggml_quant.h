@@ -4,7 +4,8 @@
  * `sub` weights whose values are an affine function of a small code:
  *     x = scale[s] · (level(code) − zero[s])
  * with level(code) = code for the integer types and qc_iq4_levels[code] for
- * IQ4_NL / IQ4_XS. What differs between types is which (scale, zero) pairs
+ * IQ4_NL / IQ4_XS (Q5_0 and Q5_1 too: the fallbacks llama.cpp uses for rows not a
+ * multiple of 256). What differs between types is which (scale, zero) pairs
  * are representable (f16 block scales, 6- or 8-bit sub-block scales, ...).
  * qc_ggml_fit chooses representable parameters for one block (a weighted
  * search, importance = e.g. the Hessian diagonal, like an imatrix) and
@@ -34,7 +35,7 @@ typedef struct qc_ggml_block {
 
 /* Shape of a type: weights per block, per sub-block, code bits, whether the
  * levels are IQ4's non-linear table. Returns 0, or -1 for types that cannot
- * be written (F32/F16/BF16 are not block-quantized here; Q5_0/Q5_1 and the
+ * be written (F32/F16/BF16 are not block-quantized here; the
  * rest are not supported). */
 int qc_ggml_type_shape(qc_dtype t, int *block, int *sub, int *bits, int *nonlinear);
 

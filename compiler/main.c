@@ -38,6 +38,7 @@ static const char *usage_text =
     "  compile [MODEL] -r RECIPE -o OUT.qc   compile MODEL as the recipe says into\n"
     "                             an artifact (one file)\n"
     "  inspect ARTIFACT           describe a compiled model (--json)\n"
+    "  export [MODEL] --gguf OUT  write MODEL as GGUF for llama.cpp\n"
     "  recipe check RECIPE        validate a recipe without running it\n"
     "  passes                     list every pass and its parameters\n"
     "\n"
@@ -617,7 +618,8 @@ int main(int argc, char **argv) {
     } cmds[] = {{"eval", cmd_eval},          {"run", cmd_run},
                 {"tokenize", cmd_tokenize},  {"info", cmd_info},
                 {"compile", qc_cli_compile}, {"recipe", qc_cli_recipe},
-                {"passes", qc_cli_passes},   {"inspect", qc_cli_inspect}};
+                {"passes", qc_cli_passes},   {"inspect", qc_cli_inspect},
+                {"export", qc_cli_export}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(cmd, cmds[i].name)) return cmds[i].fn(argc - 1, argv + 1);
     fprintf(stderr, "quantc: unknown command '%s'\n%s", cmd, usage_text);

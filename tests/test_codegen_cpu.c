@@ -257,9 +257,9 @@ static void check_threads(const tcase *t, const qcrt_cpu_kernels *k) {
     free(x), free(bias), free(ws), free(y1);
 }
 
-/* x86 gemv kernels read codes as subnormal floats: with the caller's MXCSR
- * set to flush subnormals (DAZ/FTZ, as -ffast-math programs do) they still
- * compute the same result, and leave MXCSR as they found it. */
+/* With the caller's MXCSR set to flush subnormals (DAZ/FTZ, as -ffast-math
+ * programs do) the kernels compute the same result on normal inputs and
+ * leave MXCSR as they found it. */
 static void check_daz(const tcase *t, const qcrt_cpu_kernels *k) {
 #if defined(__x86_64__)
     qc_err err = {{0}};
@@ -310,6 +310,13 @@ static void check_foreign(tcase *t) {
 #endif
     qcrt_cpu_kernels_free(k);
     qc_cpu_object_free(&obj);
+    /* Descriptors: malformed, unknown feature, missing feature. */
+    CHECK(qcrt_cpu_target_check("cpu=x", &err) < 0 && strstr(err.msg, "malformed"));
+#if defined(__x86_64__)
+    CHECK(qcrt_cpu_target_check("triple=x86_64-linux;cpu=x;features=avx2,warp9", &err) < 0 &&
+          strstr(err.msg, "warp9"));
+    CHECK(qcrt_cpu_target_check("triple=x86_64-linux;cpu=x;features=", &err) == 0);
+#endif
     /* Unknown target, unsupported transform. */
     CHECK(qc_cpu_codegen(&t->spec, 1, "sparc", &obj, &err) < 0 && strstr(err.msg, "sparc"));
     qc_kernel_spec h = t->spec;

@@ -7,7 +7,7 @@
  * - quality: relative RMS error on Gaussian rows with a few outliers below
  *   a per-type bound: for Q8_0/Q4_0/Q4_1 just above what gguf.quants.quantize
  *   (llama.cpp's reference rounding) reaches on such data (0.0092, 0.136,
- *   0.098), for the others about 1.3x what this search reaches, so a
+ *   0.098; Q5_0/Q5_1 likewise), for the others about 1.3x what this search reaches, so a
  *   broken search or layout fails it;
  * - importance: weighting half the columns 100× lowers their error;
  * - bad input: unsupported type, ragged row, NaN.
@@ -36,9 +36,9 @@ static const struct {
     qc_dtype t;
     double bound; /* relative RMS error */
 } types[] = {
-    {QC_DT_Q8_0, 0.0095}, {QC_DT_Q4_0, 0.137}, {QC_DT_Q4_1, 0.11},
-    {QC_DT_IQ4_NL, 0.12}, {QC_DT_Q4_K, 0.11},  {QC_DT_Q5_K, 0.055},
-    {QC_DT_Q6_K, 0.03},   {QC_DT_Q3_K, 0.2},   {QC_DT_IQ4_XS, 0.12},
+    {QC_DT_Q8_0, 0.0095}, {QC_DT_Q4_0, 0.137},  {QC_DT_Q5_0, 0.074},  {QC_DT_Q5_1, 0.05},
+    {QC_DT_Q4_1, 0.11},   {QC_DT_IQ4_NL, 0.12}, {QC_DT_Q4_K, 0.11},   {QC_DT_Q5_K, 0.055},
+    {QC_DT_Q6_K, 0.03},   {QC_DT_Q3_K, 0.2},    {QC_DT_IQ4_XS, 0.12},
 };
 
 static double rel_rms(const float *a, const float *b, const float *w, int64_t n) {

@@ -3,7 +3,7 @@
 package, an independent reader of the formats: bytes written by
 test_ggml_quant --dump decode with gguf.quants.dequantize to exactly what
 quantc's decoder gives and close to the input; for the types gguf can also
-quantize (Q8_0, Q4_0, Q4_1, llama.cpp's reference rounding) quantc's search
+quantize (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, llama.cpp's reference rounding) quantc's search
 is at least as accurate (tolerance 0.1%: the search minimises the same
 squared error, so it should never lose by more than rounding noise).
 Skips (77) without numpy/gguf."""
@@ -21,7 +21,7 @@ except ImportError as e:
     sys.exit(77)
 
 ROWS, COLS = 8, 1024
-TYPES = ["Q8_0", "Q4_0", "Q4_1", "IQ4_NL", "Q4_K", "Q5_K", "Q6_K", "Q3_K", "IQ4_XS"]
+TYPES = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL", "Q4_K", "Q5_K", "Q6_K", "Q3_K", "IQ4_XS"]
 
 
 def main():
@@ -43,7 +43,7 @@ def main():
             y = gguf.quants.dequantize(raw, qt).astype(np.float32)
             err = np.sqrt(((x - y) ** 2).sum() / (x ** 2).sum())
             line = f"{name:7s} gguf-decoded relative RMS error {err:.4f}"
-            if name in ("Q8_0", "Q4_0", "Q4_1"):
+            if name in ("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"):
                 ref = gguf.quants.dequantize(gguf.quants.quantize(x, qt), qt)
                 rerr = np.sqrt(((x - ref) ** 2).sum() / (x ** 2).sum())
                 line += f", gguf reference quantizer {rerr:.4f}"

@@ -1,0 +1,98 @@
+/* `quantc export`: the model in a format other runtimes load. */
+#include "compiler/cli.h"
+#include "compiler/gguf_export.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+static const char *export_help =
+    "usage: quantc export [MODEL] --gguf OUT.gguf [--type T] [--embed-type T]\n"
+    "                     [--output-type T]\n"
+    "\n"
+    "Writes MODEL as a GGUF v3 file for llama.cpp (architectures llama/mistral,\n"
+    "qwen2, qwen3): llama.cpp's tensor names and metadata, the source's\n"
+    "tokenizer.* metadata, linears quantized (round to nearest with a weighted\n"
+    "scale search) into ggml block types. A type whose block does not divide a\n"
+    "row falls back as llama-quantize does (Q4_K->Q5_0, Q5_K->Q5_1, Q6_K->Q8_0,\n"
+    "Q3_K/IQ4_XS->IQ4_NL). The file is written under a temporary name and\n"
+    "renamed into place.\n"
+    "\n"
+    "  --gguf FILE         output file (required)\n"
+    "  --type T            linears: Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 IQ4_NL Q3_K Q4_K Q5_K\n"
+    "                      Q6_K IQ4_XS F16 F32 (default Q4_K)\n"
+    "  --embed-type T      token embedding (default: --type)\n"
+    "  --output-type T     output projection (default Q6_K)\n"
+    "  --quiet             no summary\n"
+    "\n"
+    "Current limits: MODEL must be a GGUF file (its tokenizer metadata is\n"
+    "copied; converting a tokenizer.json is not implemented) and not a compiled\n"
+    "artifact (GPTQ codes in GGUF block formats are not implemented yet).\n";
+
+enum { OPT_GGUF = 4000, OPT_TYPE, OPT_EMBED, OPT_OUTPUT, OPT_QUIET, OPT_HELP };
+
+static int parse_type(const char *s, const char *opt, qc_dtype *t) {
+    if (qc_dtype_from_name(s, t) || *t == QC_DT_BF16)
+        return qc_cli_usage_error(export_help, opt, s);
+    return 0;
+}
+
+int qc_cli_export(int argc, char **argv) {
+    static const struct option opts[] = {{"gguf", required_argument, 0, OPT_GGUF},
+                                         {"type", required_argument, 0, OPT_TYPE},
+                                         {"embed-type", required_argument, 0, OPT_EMBED},
+                                         {"output-type", required_argument, 0, OPT_OUTPUT},
+                                         {"quiet", no_argument, 0, OPT_QUIET},
+                                         {"help", no_argument, 0, OPT_HELP},
+                                         {0, 0, 0, 0}};
+    const char *out = NULL;
+    qc_gguf_export_opts o = {.linear = QC_DT_Q4_K, .output = QC_DT_Q6_K};
+    int embed_set = 0, quiet = 0, c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case OPT_GGUF:
+            out = optarg;
+            break;
+        case OPT_TYPE:
+            if (parse_type(optarg, "--type: unknown or unsupported type '%s'", &o.linear))
+                return EXIT_USAGE;
+            break;
+        case OPT_EMBED:
+            if (parse_type(optarg, "--embed-type: unknown or unsupported type '%s'", &o.embed))
+                return EXIT_USAGE;
+            embed_set = 1;
+            break;
+        case OPT_OUTPUT:
+            if (parse_type(optarg, "--output-type: unknown or unsupported type '%s'", &o.output))
+                return EXIT_USAGE;
+            break;
+        case OPT_QUIET:
+            quiet = 1;
+            break;
+        case OPT_HELP:
+            printf("%s", export_help);
+            return 0;
+        default:
+            return qc_cli_usage_error(export_help, "%s", "bad option");
+        }
+    }
+    if (!out) return qc_cli_usage_error(export_help, "%s", "--gguf FILE is required");
+    if (optind + 1 < argc)
+        return qc_cli_usage_error(export_help, "unexpected argument '%s'", argv[optind + 1]);
+    if (!embed_set) o.embed = o.linear;
+    qc_err err;
+    double t0 = qc_cli_now_s();
+    qc_model *m = qc_cli_load_model(optind < argc ? argv[optind] : NULL, &err);
+    if (!m) return qc_cli_die(&err);
+    qc_gguf_export_stats st;
+    int rc = qc_gguf_export(m, &o, out, &st, &err);
+    qc_model_free(m);
+    if (rc) return qc_cli_die(&err);
+    if (!quiet)
+        printf("wrote %s: %d tensors, %.1f MiB, linears %.3f bits per weight (%d fell back to "
+               "another type), %.1f s\n",
+               out, st.tensors, st.file_bytes / (1 << 20), st.bits_per_weight, st.fallbacks,
+               qc_cli_now_s() - t0);
+    return 0;
+}

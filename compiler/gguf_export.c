@@ -1,0 +1,301 @@
+/* Model -> GGUF for llama.cpp (see gguf_export.h). */
+#include "gguf_export.h"
+#include "dequant.h"
+#include "ggml_quant.h"
+#include "gguf_write.h"
+#include "runtime/rope.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+int qc_dtype_from_name(const char *s, qc_dtype *out) {
+    for (int t = 0; t < QC_DT_COUNT; t++)
+        if (!strcasecmp(s, qc_dtype_name((qc_dtype)t)) && qc_gguf_ggml_from_dtype(t) >= 0) {
+            *out = (qc_dtype)t;
+            return 0;
+        }
+    return -1;
+}
+
+/* llama-quantize's substitutes when a row is not a whole number of blocks. */
+static qc_dtype fallback(qc_dtype t) {
+    switch (t) {
+    case QC_DT_Q4_K:
+        return QC_DT_Q5_0;
+    case QC_DT_Q5_K:
+        return QC_DT_Q5_1;
+    case QC_DT_Q6_K:
+        return QC_DT_Q8_0;
+    case QC_DT_Q3_K:
+    case QC_DT_IQ4_XS:
+        return QC_DT_IQ4_NL;
+    default:
+        return QC_DT_F16;
+    }
+}
+
+typedef struct exporter {
+    const qc_model *m;
+    const qc_gguf_export_opts *o;
+    qc_gguf_writer *w;
+    qc_gguf_export_stats *st;
+    double linear_bits, linear_params;
+} exporter;
+
+/* GGUF llama q/k order (llama.cpp's converter): within each head, row
+ * i·2 + j holds HF row j·(hd/2) + i, so RoPE pairs become adjacent. */
+static void permute_rows(float *w, int64_t rows, int64_t cols, int heads, float *tmp) {
+    int64_t hd = rows / heads, half = hd / 2;
+    memcpy(tmp, w, (size_t)(rows * cols) * sizeof *w);
+    for (int h = 0; h < heads; h++)
+        for (int64_t i = 0; i < half; i++)
+            for (int j = 0; j < 2; j++)
+                memcpy(w + (h * hd + i * 2 + j) * cols, tmp + (h * hd + j * half + i) * cols,
+                       (size_t)cols * sizeof *w);
+}
+
+/* Quantizes rows × cols f32 (takes ownership of x) into the chosen type
+ * and adds it as `gname`. */
+static int add_matrix(exporter *e, const char *src, const char *gname, float *x, int64_t rows,
+                      int64_t cols, qc_dtype want, int linear, qc_err *err) {
+    qc_dtype t = want;
+    int block = 1;
+    if (t != QC_DT_F32 && t != QC_DT_F16) {
+        qc_ggml_type_shape(t, &block, NULL, NULL, NULL);
+        while (cols % block) {
+            t = fallback(t);
+            e->st->fallbacks++;
+            block = 1;
+            if (t != QC_DT_F16) qc_ggml_type_shape(t, &block, NULL, NULL, NULL);
+        }
+    }
+    size_t rb, nb;
+    if (qc_dtype_nbytes(t, cols, &rb) || qc_mul_size(rb, (size_t)rows, &nb)) {
+        free(x);
+        return qc_err_set(err, "%s: %lld x %lld too large", src, (long long)rows, (long long)cols);
+    }
+    uint8_t *out = qc_malloc(nb ? nb : 1, err);
+    if (!out) {
+        free(x);
+        return -1;
+    }
+    const float *imp = linear && e->o->importance ? e->o->importance(e->o->ud, src, cols) : NULL;
+    int rc = 0;
+    for (int64_t r = 0; rc == 0 && r < rows; r++) {
+        const float *xr = x + r * cols;
+        uint8_t *o = out + (size_t)r * rb;
+        if (t == QC_DT_F32) {
+            memcpy(o, xr, (size_t)cols * 4);
+        } else if (t == QC_DT_F16) {
+            for (int64_t c = 0; c < cols; c++) {
+                uint16_t h = qc_f32_to_f16(xr[c]);
+                memcpy(o + 2 * c, &h, 2);
+            }
+        } else if (qc_ggml_quantize_row(t, xr, imp, cols, o, err)) {
+            rc = qc_err_prefix(err, "%s: row %lld", src, (long long)r);
+        }
+    }
+    free(x);
+    if (rc) {
+        free(out);
+        return -1;
+    }
+    if (linear) {
+        e->linear_bits += 8.0 * (double)nb;
+        e->linear_params += (double)(rows * cols);
+    }
+    e->st->file_bytes += (double)nb;
+    e->st->tensors++;
+    int64_t ne[2] = {cols, rows};
+    return qc_gguf_w_tensor(e->w, gname, (uint32_t)qc_gguf_ggml_from_dtype(t), 2, ne, out, nb, err);
+}
+
+static float *load(const qc_model *m, const char *name, int64_t n, qc_err *err) {
+    const qc_tensor *t = qc_model_find(m, name);
+    if (!t || qc_tensor_numel(t) != n) {
+        qc_err_set(err, "%s: tensor '%s' missing or of the wrong size", m->path, name);
+        return NULL;
+    }
+    float *x = qc_malloc((size_t)n * sizeof *x, err);
+    if (x && qc_tensor_to_f32(t, x, err)) {
+        free(x);
+        return NULL;
+    }
+    return x;
+}
+
+static int add_vector(exporter *e, const char *src, const char *gname, int64_t n, qc_err *err) {
+    float *x = load(e->m, src, n, err);
+    if (!x) return -1;
+    e->st->tensors++;
+    e->st->file_bytes += 4.0 * (double)n;
+    return qc_gguf_w_tensor(e->w, gname, 0, 1, &n, x, (size_t)n * 4, err);
+}
+
+static int add_linear(exporter *e, int l, const char *hf, const char *gg, int64_t rows,
+                      int64_t cols, int permute_heads, qc_err *err) {
+    char src[192], dst[96];
+    snprintf(src, sizeof src, "model.layers.%d.%s.weight", l, hf);
+    snprintf(dst, sizeof dst, "blk.%d.%s.weight", l, gg);
+    float *x = load(e->m, src, rows * cols, err);
+    if (!x) return -1;
+    if (permute_heads) {
+        float *tmp = qc_malloc((size_t)(rows * cols) * sizeof *tmp, err);
+        if (!tmp) {
+            free(x);
+            return -1;
+        }
+        permute_rows(x, rows, cols, permute_heads, tmp);
+        free(tmp);
+    }
+    return add_matrix(e, src, dst, x, rows, cols, e->o->linear, 1, err);
+}
+
+static int add_block(exporter *e, int l, const char *arch, qc_err *err) {
+    const qc_config *c = &e->m->cfg;
+    int64_t qd = (int64_t)c->n_heads * c->head_dim, kvd = (int64_t)c->n_kv_heads * c->head_dim;
+    int llama = !strcmp(arch, "llama");
+    char src[192], dst[96];
+    static const struct {
+        const char *hf, *gg;
+    } norms[] = {{"input_layernorm", "attn_norm"}, {"post_attention_layernorm", "ffn_norm"}};
+    for (int i = 0; i < 2; i++) {
+        snprintf(src, sizeof src, "model.layers.%d.%s.weight", l, norms[i].hf);
+        snprintf(dst, sizeof dst, "blk.%d.%s.weight", l, norms[i].gg);
+        if (add_vector(e, src, dst, c->dim, err)) return -1;
+    }
+    if (c->qk_norm) {
+        const char *hf[2] = {"self_attn.q_norm", "self_attn.k_norm"},
+                   *gg[2] = {"attn_q_norm", "attn_k_norm"};
+        for (int i = 0; i < 2; i++) {
+            snprintf(src, sizeof src, "model.layers.%d.%s.weight", l, hf[i]);
+            snprintf(dst, sizeof dst, "blk.%d.%s.weight", l, gg[i]);
+            if (add_vector(e, src, dst, c->head_dim, err)) return -1;
+        }
+    }
+    if (add_linear(e, l, "self_attn.q_proj", "attn_q", qd, c->dim, llama ? c->n_heads : 0, err) ||
+        add_linear(e, l, "self_attn.k_proj", "attn_k", kvd, c->dim, llama ? c->n_kv_heads : 0,
+                   err) ||
+        add_linear(e, l, "self_attn.v_proj", "attn_v", kvd, c->dim, 0, err) ||
+        add_linear(e, l, "self_attn.o_proj", "attn_output", c->dim, qd, 0, err) ||
+        add_linear(e, l, "mlp.gate_proj", "ffn_gate", c->ffn_dim, c->dim, 0, err) ||
+        add_linear(e, l, "mlp.up_proj", "ffn_up", c->ffn_dim, c->dim, 0, err) ||
+        add_linear(e, l, "mlp.down_proj", "ffn_down", c->dim, c->ffn_dim, 0, err))
+        return -1;
+    if (c->attn_bias) {
+        const char *hf[3] = {"q_proj", "k_proj", "v_proj"}, *gg[3] = {"attn_q", "attn_k", "attn_v"};
+        int64_t n[3] = {qd, kvd, kvd};
+        for (int i = 0; i < 3; i++) {
+            snprintf(src, sizeof src, "model.layers.%d.self_attn.%s.bias", l, hf[i]);
+            snprintf(dst, sizeof dst, "blk.%d.%s.bias", l, gg[i]);
+            if (add_vector(e, src, dst, n[i], err)) return -1;
+        }
+    }
+    return 0;
+}
+
+static int add_metadata(exporter *e, const char *arch, qc_err *err) {
+    const qc_config *c = &e->m->cfg;
+    qc_gguf_writer *w = e->w;
+    char k[96];
+#define KEY(s) (snprintf(k, sizeof k, "%s.%s", arch, s), k)
+    if (qc_gguf_w_str(w, "general.architecture", arch, err) ||
+        qc_gguf_w_str(w, "general.name", c->arch_name, err) ||
+        qc_gguf_w_u32(w, "general.quantization_version", 2, err) ||
+        qc_gguf_w_u32(w, KEY("context_length"), (uint32_t)c->max_pos, err) ||
+        qc_gguf_w_u32(w, KEY("embedding_length"), (uint32_t)c->dim, err) ||
+        qc_gguf_w_u32(w, KEY("block_count"), (uint32_t)c->n_layers, err) ||
+        qc_gguf_w_u32(w, KEY("feed_forward_length"), (uint32_t)c->ffn_dim, err) ||
+        qc_gguf_w_u32(w, KEY("attention.head_count"), (uint32_t)c->n_heads, err) ||
+        qc_gguf_w_u32(w, KEY("attention.head_count_kv"), (uint32_t)c->n_kv_heads, err) ||
+        qc_gguf_w_f32(w, KEY("attention.layer_norm_rms_epsilon"), c->norm_eps, err) ||
+        qc_gguf_w_f32(w, KEY("rope.freq_base"), c->rope_theta, err) ||
+        qc_gguf_w_u32(w, KEY("rope.dimension_count"), (uint32_t)c->head_dim, err) ||
+        qc_gguf_w_u32(w, KEY("attention.key_length"), (uint32_t)c->head_dim, err) ||
+        qc_gguf_w_u32(w, KEY("attention.value_length"), (uint32_t)c->head_dim, err) ||
+        qc_gguf_w_u32(w, KEY("vocab_size"), (uint32_t)c->vocab, err))
+        return -1;
+    if (c->rope_scaling == QC_ROPE_LINEAR &&
+        (qc_gguf_w_str(w, KEY("rope.scaling.type"), "linear", err) ||
+         qc_gguf_w_f32(w, KEY("rope.scaling.factor"), c->rope_factor, err)))
+        return -1;
+#undef KEY
+    return 0;
+}
+
+/* Llama 3 scaling as llama.cpp stores it: per-frequency divisors. */
+static int add_rope_freqs(exporter *e, qc_err *err) {
+    const qc_config *c = &e->m->cfg;
+    int64_t half = c->head_dim / 2;
+    qc_config plain = *c;
+    plain.rope_scaling = QC_ROPE_NONE;
+    float *f = qc_malloc((size_t)half * sizeof *f, err), *g = qc_malloc((size_t)half * 4, err);
+    if (!f || !g || qcrt_rope_inv_freq(&plain, f, err) || qcrt_rope_inv_freq(c, g, err)) {
+        free(f), free(g);
+        return -1;
+    }
+    for (int64_t i = 0; i < half; i++)
+        f[i] = f[i] / g[i];
+    free(g);
+    e->st->tensors++;
+    return qc_gguf_w_tensor(e->w, "rope_freqs.weight", 0, 1, &half, f, (size_t)half * 4, err);
+}
+
+static int copy_tokenizer(exporter *e, qc_err *err) {
+    const qc_model *m = e->m;
+    if (strcmp(m->format, "gguf"))
+        return qc_err_set(err,
+                          "%s: GGUF export needs a GGUF source for now (its tokenizer.* metadata "
+                          "is copied); converting a %s model's tokenizer is not implemented",
+                          m->path, m->format);
+    qc_gguf *g = qc_gguf_open(m->path, err);
+    if (!g) return -1;
+    int rc = 0;
+    for (int64_t i = 0; rc == 0 && i < g->n_kv; i++)
+        if (!strncmp(g->kvs[i].key, "tokenizer.", 10))
+            rc = qc_gguf_w_copy(e->w, g, &g->kvs[i], err);
+    qc_gguf_free(g);
+    return rc;
+}
+
+int qc_gguf_export(const qc_model *m, const qc_gguf_export_opts *o, const char *path,
+                   qc_gguf_export_stats *st, qc_err *err) {
+    memset(st, 0, sizeof *st);
+    const qc_config *c = &m->cfg;
+    const char *arch = c->arch == QC_ARCH_QWEN2   ? "qwen2"
+                       : c->arch == QC_ARCH_QWEN3 ? "qwen3"
+                                                  : "llama";
+    if (m->n_quant > 0 || m->n_online > 0)
+        return qc_err_set(err,
+                          "%s: exporting a compiled model to GGUF is not implemented yet (its "
+                          "codes would have to be in the target block format); export the source "
+                          "model",
+                          m->path);
+    exporter e = {.m = m, .o = o, .st = st};
+    if (!(e.w = qc_gguf_writer_new(err))) return -1;
+    int rc = add_metadata(&e, arch, err) || copy_tokenizer(&e, err);
+    float *emb = rc ? NULL : load(m, "model.embed_tokens.weight", (int64_t)c->vocab * c->dim, err);
+    if (!rc && !emb) rc = -1;
+    if (!rc)
+        rc = add_matrix(&e, "model.embed_tokens.weight", "token_embd.weight", emb, c->vocab, c->dim,
+                        o->embed, 0, err);
+    if (!rc && c->rope_scaling == QC_ROPE_LLAMA3) rc = add_rope_freqs(&e, err);
+    for (int l = 0; !rc && l < c->n_layers; l++)
+        rc = add_block(&e, l, arch, err);
+    if (!rc) rc = add_vector(&e, "model.norm.weight", "output_norm.weight", c->dim, err);
+    if (!rc) {
+        /* A tied head is written too when its type differs from the embedding's. */
+        const char *src = c->tied_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+        if (!c->tied_embeddings || o->output != o->embed) {
+            float *h = load(m, src, (int64_t)c->vocab * c->dim, err);
+            rc = h ? add_matrix(&e, src, "output.weight", h, c->vocab, c->dim, o->output, 0, err)
+                   : -1;
+        }
+    }
+    if (!rc) rc = qc_gguf_w_write(e.w, path, err);
+    st->bits_per_weight = e.linear_params > 0 ? e.linear_bits / e.linear_params : 0;
+    qc_gguf_writer_free(e.w);
+    return rc ? -1 : 0;
+}
