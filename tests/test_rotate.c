@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 static int32_t *sample_ids(const qc_model *m, int max, int *n) {
@@ -181,7 +182,29 @@ static const char *demo_path(void) {
     return home;
 }
 
+/* The committed recipes that use the pass: valid, the expected passes in
+ * order with the quantize width, and data paths that exist (when the shared
+ * data is checked out). */
+static void check_recipe(const char *file, const char *const *passes, int n, int bits) {
+    qc_err err = {{0}};
+    qc_recipe *r = qc_recipe_load(file, &err);
+    CHECK_MSG(r, "%s", err.msg);
+    if (!r) return;
+    CHECK_MSG(r->n_passes == n, "%s: %d passes", file, r->n_passes);
+    for (int i = 0; i < n && i < r->n_passes; i++)
+        CHECK_MSG(strcmp(r->passes[i].pass->name, passes[i]) == 0, "%s: pass %d", file, i);
+    CHECK(qc_params_int(&r->passes[n - 1].params, "bits") == bits);
+    CHECK(r->gates.enabled && r->gates.windows == 40);
+    if (access("../shared/data", F_OK) == 0)
+        CHECK(access(r->calib.text, R_OK) == 0 && access(r->gates.text, R_OK) == 0);
+    qc_recipe_free(r);
+}
+
 int main(void) {
+    const char *const rq[] = {"rotate", "quantize"};
+    check_recipe("recipes/rotate-w4a16-g128.yaml", rq, 2, 4);
+    check_recipe("recipes/rotate-w3a16-g128.yaml", rq, 2, 3);
+    check_recipe("recipes/rotate-w2a16-g64.yaml", rq, 2, 2);
     const char *tiny[] = {"tests/data/tiny/llama",           "tests/data/tiny/llama3_sharded",
                           "tests/data/tiny/mistral",         "tests/data/tiny/qwen2",
                           "tests/data/tiny/qwen3",           "tests/data/gguf_tiny_llama.gguf",
