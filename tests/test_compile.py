@@ -233,6 +233,27 @@ def main():
             check(rh["layers"][-1]["name"] == "lm_head" and rh["layers"][-1]["method"] == "gptq",
                   f"lm_head reported last: {rh['layers'][-1]}")
 
+        # An online Hadamard (rotate, QuaRot R4) is stored in the artifact: the
+        # artifact evaluates to exactly the gate's perplexity, which compile
+        # measured on the in-memory model before writing it.
+        rot = recipe("rot.yaml", common + "passes:\n  - rotate: {online: [down_proj]}\n"
+                     "  - quantize: {method: gptq, bits: 4, group_size: 32}\ngates:\n  text: %s\n"
+                     "  ctx: 64\n  windows: 1\n  max_ppl_increase_pct: 1000\n"
+                     % os.path.join(tmp, "sample.txt"))
+        rq = os.path.join(tmp, "rot.qc")
+        rc, so, se = qc("compile", TINY, "-r", rot, "-o", rq, "--quiet")
+        check(rc == 0, f"rotate compile: {se}")
+        if rc == 0:
+            man = qc_artifact.read(rq)["manifest"]
+            check(len(man.get("online", {})) == 2, f"online transforms stored: {man.get('online')}")
+            rc, so, se = qc("eval", rq, "--text", os.path.join(tmp, "sample.txt"), "--ctx", "64",
+                            "--max-windows", "1", "--json", "--quiet")
+            got = json.loads(so)["ppl"] if rc == 0 else None
+            want = man["metrics"]["gates"]["ppl"]
+            # eval --json prints 10 significant digits: equal up to that.
+            check(got is not None and abs(got / want - 1) < 1e-9,
+                  f"rotate artifact ppl {got} vs in-memory {want}")
+
         # Bad inputs.
         bad = recipe("bad.yaml", common + "passes:\n  - quantise: {bits: 4}\n")
         rc, so, se = qc("compile", TINY, "-r", bad, "-o", os.path.join(tmp, "x"))
