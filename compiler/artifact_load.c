@@ -20,440 +20,379 @@
 
 /* One tensor section with its manifest dtype and shape. */
 typedef struct view {
-  const char *name;
-  qc_dtype dtype;
-  int n_dims;
-  int64_t shape[2];
-  const uint8_t *data;
-  size_t nbytes;
-  int used; /* claimed by a quantized layer */
+    const char *name;
+    qc_dtype dtype;
+    int n_dims;
+    int64_t shape[2];
+    const uint8_t *data;
+    size_t nbytes;
+    int used; /* claimed by a quantized layer */
 } view;
 
 typedef struct lctx {
-  qc_model *m;
-  const qcrt_artifact *a;
-  const char *path;
-  view *views;
-  int n_views;
-  qc_err *err;
+    qc_model *m;
+    const qcrt_artifact *a;
+    const char *path;
+    view *views;
+    int n_views;
+    qc_err *err;
 } lctx;
 
 /* A dtype by name (F32, F16, BF16, U8, I32 or a GGUF block type). */
 static int dtype_of(const char *s, qc_dtype *out) {
-  for (int t = 0; t < QC_DT_COUNT; t++)
-    if (!strcmp(s, qc_dtype_name((qc_dtype)t))) {
-      *out = (qc_dtype)t;
-      return 0;
-    }
-  return -1;
+    for (int t = 0; t < QC_DT_COUNT; t++)
+        if (!strcmp(s, qc_dtype_name((qc_dtype)t))) {
+            *out = (qc_dtype)t;
+            return 0;
+        }
+    return -1;
 }
 
 /* Raw bytes of a section: in the mapping when stored plainly, else in an
  * anonymous mapping that the model owns from then on (so tensors may point
  * into it like into the file). */
 static const uint8_t *section_bytes(lctx *c, const qcrt_section *s) {
-  if (s->compression == QCRT_COMP_NONE || s->raw_size == 0)
-    return s->stored;
-  void *p = mmap(NULL, (size_t)s->raw_size, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) {
-    qc_err_set(c->err, "%s: section '%s': out of memory for %llu bytes",
-               c->path, s->name, (unsigned long long)s->raw_size);
-    return NULL;
-  }
-  qc_mapfile *f = qc_calloc(1, sizeof *f, c->err);
-  if (!f || !(f->path = strdup(s->name))) {
-    if (f)
-      qc_err_set(c->err, "out of memory");
-    free(f);
-    munmap(p, (size_t)s->raw_size);
-    return NULL;
-  }
-  f->data = p;
-  f->size = (size_t)s->raw_size;
-  if (qc_model_add_file(c->m, f, c->err))
-    return NULL;
-  if (qcrt_artifact_section_read(c->a, s, p, c->err))
-    return NULL;
-  return p;
+    if (s->compression == QCRT_COMP_NONE || s->raw_size == 0) return s->stored;
+    void *p =
+        mmap(NULL, (size_t)s->raw_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        qc_err_set(c->err, "%s: section '%s': out of memory for %llu bytes", c->path, s->name,
+                   (unsigned long long)s->raw_size);
+        return NULL;
+    }
+    qc_mapfile *f = qc_calloc(1, sizeof *f, c->err);
+    if (!f || !(f->path = strdup(s->name))) {
+        if (f) qc_err_set(c->err, "out of memory");
+        free(f);
+        munmap(p, (size_t)s->raw_size);
+        return NULL;
+    }
+    f->data = p;
+    f->size = (size_t)s->raw_size;
+    if (qc_model_add_file(c->m, f, c->err)) return NULL;
+    if (qcrt_artifact_section_read(c->a, s, p, c->err)) return NULL;
+    return p;
 }
 
 static int read_views(lctx *c, json_t *tensors) {
-  int n = 0;
-  for (int i = 0; i < c->a->n_sections; i++)
-    n += c->a->sections[i].kind == QCRT_SEC_TENSOR;
-  if ((size_t)n != json_object_size(tensors))
-    return qc_err_set(
-        c->err,
-        "%s: manifest.json lists %zu tensors but the file has %d tensor "
-        "sections",
-        c->path, json_object_size(tensors), n);
-  if (!(c->views = qc_calloc((size_t)(n ? n : 1), sizeof *c->views, c->err)))
-    return -1;
-  for (int i = 0; i < c->a->n_sections; i++) {
-    const qcrt_section *s = &c->a->sections[i];
-    if (s->kind != QCRT_SEC_TENSOR)
-      continue;
-    view *v = &c->views[c->n_views++];
-    v->name = s->name;
-    json_t *t = json_object_get(tensors, s->name), *shape;
-    const char *dt;
-    if (json_unpack(t, "{s:s, s:o}", "dtype", &dt, "shape", &shape) != 0 ||
-        !json_is_array(shape) || json_array_size(shape) < 1 ||
-        json_array_size(shape) > 2 || dtype_of(dt, &v->dtype))
-      return qc_err_set(
-          c->err,
-          "%s: manifest.json: tensor '%s' needs a dtype (F32, F16, BF16, "
-          "U8, I32, or a GGUF type such as Q8_0) and a shape of 1 or 2 "
-          "dimensions",
-          c->path, s->name);
-    v->n_dims = (int)json_array_size(shape);
-    v->shape[1] = 1;
-    uint64_t numel = 1;
-    for (int d = 0; d < v->n_dims; d++) {
-      json_t *x = json_array_get(shape, (size_t)d);
-      json_int_t e = json_is_integer(x) ? json_integer_value(x) : -1;
-      if (e <= 0 || e > ((json_int_t)1 << 40) ||
-          numel > UINT64_MAX / (uint64_t)e)
-        return qc_err_set(c->err, "%s: manifest.json: tensor '%s': bad shape",
-                          c->path, s->name);
-      v->shape[d] = e;
-      numel *= (uint64_t)e;
+    int n = 0;
+    for (int i = 0; i < c->a->n_sections; i++)
+        n += c->a->sections[i].kind == QCRT_SEC_TENSOR;
+    if ((size_t)n != json_object_size(tensors))
+        return qc_err_set(c->err,
+                          "%s: manifest.json lists %zu tensors but the file has %d tensor "
+                          "sections",
+                          c->path, json_object_size(tensors), n);
+    if (!(c->views = qc_calloc((size_t)(n ? n : 1), sizeof *c->views, c->err))) return -1;
+    for (int i = 0; i < c->a->n_sections; i++) {
+        const qcrt_section *s = &c->a->sections[i];
+        if (s->kind != QCRT_SEC_TENSOR) continue;
+        view *v = &c->views[c->n_views++];
+        v->name = s->name;
+        json_t *t = json_object_get(tensors, s->name), *shape;
+        const char *dt;
+        if (json_unpack(t, "{s:s, s:o}", "dtype", &dt, "shape", &shape) != 0 ||
+            !json_is_array(shape) || json_array_size(shape) < 1 || json_array_size(shape) > 2 ||
+            dtype_of(dt, &v->dtype))
+            return qc_err_set(c->err,
+                              "%s: manifest.json: tensor '%s' needs a dtype (F32, F16, BF16, "
+                              "U8, I32, or a GGUF type such as Q8_0) and a shape of 1 or 2 "
+                              "dimensions",
+                              c->path, s->name);
+        v->n_dims = (int)json_array_size(shape);
+        v->shape[1] = 1;
+        uint64_t numel = 1;
+        for (int d = 0; d < v->n_dims; d++) {
+            json_t *x = json_array_get(shape, (size_t)d);
+            json_int_t e = json_is_integer(x) ? json_integer_value(x) : -1;
+            if (e <= 0 || e > ((json_int_t)1 << 40) || numel > UINT64_MAX / (uint64_t)e)
+                return qc_err_set(c->err, "%s: manifest.json: tensor '%s': bad shape", c->path,
+                                  s->name);
+            v->shape[d] = e;
+            numel *= (uint64_t)e;
+        }
+        size_t need;
+        if (numel > (uint64_t)INT64_MAX || qc_dtype_nbytes(v->dtype, (int64_t)numel, &need) ||
+            need != s->raw_size)
+            return qc_err_set(c->err,
+                              "%s: tensor '%s': %s [%lld, %lld] does not fill the section's "
+                              "%llu bytes",
+                              c->path, s->name, dt, (long long)v->shape[0], (long long)v->shape[1],
+                              (unsigned long long)s->raw_size);
+        v->nbytes = (size_t)s->raw_size;
+        if (!(v->data = section_bytes(c, s))) return -1;
     }
-    size_t need;
-    if (numel > (uint64_t)INT64_MAX ||
-        qc_dtype_nbytes(v->dtype, (int64_t)numel, &need) || need != s->raw_size)
-      return qc_err_set(
-          c->err,
-          "%s: tensor '%s': %s [%lld, %lld] does not fill the section's "
-          "%llu bytes",
-          c->path, s->name, dt, (long long)v->shape[0], (long long)v->shape[1],
-          (unsigned long long)s->raw_size);
-    v->nbytes = (size_t)s->raw_size;
-    if (!(v->data = section_bytes(c, s)))
-      return -1;
-  }
-  return 0;
+    return 0;
 }
 
 static view *find_view(lctx *c, json_t *parts, const char *part) {
-  const char *name = json_string_value(json_object_get(parts, part));
-  for (int i = 0; name && i < c->n_views; i++)
-    if (!strcmp(c->views[i].name, name))
-      return &c->views[i];
-  return NULL;
+    const char *name = json_string_value(json_object_get(parts, part));
+    for (int i = 0; name && i < c->n_views; i++)
+        if (!strcmp(c->views[i].name, name)) return &c->views[i];
+    return NULL;
 }
 
 /* The tensor parts[part] of a layer with the given dtypes allowed and shape
  * (cols 0: 1-D); NULL with err when it is missing or wrong. */
-static view *layer_part(lctx *c, const char *mod, json_t *parts,
-                        const char *part, const qc_dtype *ok, int n_ok,
-                        int64_t rows, int64_t cols) {
-  view *v = find_view(c, parts, part);
-  int dt_ok = 0;
-  for (int i = 0; v && i < n_ok; i++)
-    dt_ok |= v->dtype == ok[i];
-  if (!v || !dt_ok || v->used || v->n_dims != (cols ? 2 : 1) ||
-      v->shape[0] != rows || (cols && v->shape[1] != cols)) {
-    qc_err_set(c->err,
-               "%s: layer '%s': tensor '%s' is missing, used twice, or not %s "
-               "[%lld%s%lld]",
-               c->path, mod, part, qc_dtype_name(ok[0]), (long long)rows,
-               cols ? ", " : "", (long long)(cols ? cols : 0));
-    return NULL;
-  }
-  v->used = 1;
-  return v;
+static view *layer_part(lctx *c, const char *mod, json_t *parts, const char *part,
+                        const qc_dtype *ok, int n_ok, int64_t rows, int64_t cols) {
+    view *v = find_view(c, parts, part);
+    int dt_ok = 0;
+    for (int i = 0; v && i < n_ok; i++)
+        dt_ok |= v->dtype == ok[i];
+    if (!v || !dt_ok || v->used || v->n_dims != (cols ? 2 : 1) || v->shape[0] != rows ||
+        (cols && v->shape[1] != cols)) {
+        qc_err_set(c->err,
+                   "%s: layer '%s': tensor '%s' is missing, used twice, or not %s "
+                   "[%lld%s%lld]",
+                   c->path, mod, part, qc_dtype_name(ok[0]), (long long)rows, cols ? ", " : "",
+                   (long long)(cols ? cols : 0));
+        return NULL;
+    }
+    v->used = 1;
+    return v;
 }
 
 /* F16/F32 (or U8) values of a view into f32. */
 static void to_f32(const view *v, float *out, int64_t n) {
-  if (v->dtype == QC_DT_U8)
-    for (int64_t i = 0; i < n; i++)
-      out[i] = v->data[i];
-  else
-    qc_dequantize(v->dtype, v->data, out, n);
+    if (v->dtype == QC_DT_U8)
+        for (int64_t i = 0; i < n; i++)
+            out[i] = v->data[i];
+    else
+        qc_dequantize(v->dtype, v->data, out, n);
 }
 
 static int check_state(lctx *c, const char *mod, const qc_quant_state *q) {
-  const char *bad = NULL;
-  float maxq = (float)((1 << q->fmt.bits) - 1);
-  for (int64_t i = 0; i < q->rows * q->n_groups && !bad; i++)
-    if (!isfinite(q->scales[i]) || !(q->zeros[i] >= 0 && q->zeros[i] <= maxq))
-      bad = "a scale is not finite or a zero point is outside the code range";
-  for (int64_t i = 0; i < q->cols && !bad; i++)
-    if (q->g_idx[i] < 0 || q->g_idx[i] >= q->n_groups)
-      bad = "a group index is out of range";
-  if (q->perm && !bad) {
-    /* cols <= INT32_MAX (qc_quant_format_check) */
-    uint8_t *seen = qc_calloc((size_t)(uint32_t)q->cols, 1, c->err);
-    if (!seen)
-      return -1;
-    for (int64_t i = 0; i < q->cols && !bad; i++) {
-      int32_t p = q->perm[i];
-      if (p < 0 || p >= q->cols || seen[p]++)
-        bad = "perm is not a permutation";
+    const char *bad = NULL;
+    float maxq = (float)((1 << q->fmt.bits) - 1);
+    for (int64_t i = 0; i < q->rows * q->n_groups && !bad; i++)
+        if (!isfinite(q->scales[i]) || !(q->zeros[i] >= 0 && q->zeros[i] <= maxq))
+            bad = "a scale is not finite or a zero point is outside the code range";
+    for (int64_t i = 0; i < q->cols && !bad; i++)
+        if (q->g_idx[i] < 0 || q->g_idx[i] >= q->n_groups) bad = "a group index is out of range";
+    if (q->perm && !bad) {
+        /* cols <= INT32_MAX (qc_quant_format_check) */
+        uint8_t *seen = qc_calloc((size_t)(uint32_t)q->cols, 1, c->err);
+        if (!seen) return -1;
+        for (int64_t i = 0; i < q->cols && !bad; i++) {
+            int32_t p = q->perm[i];
+            if (p < 0 || p >= q->cols || seen[p]++) bad = "perm is not a permutation";
+        }
+        free(seen);
     }
-    free(seen);
-  }
-  return bad ? qc_err_set(c->err, "%s: layer '%s': %s", c->path, mod, bad) : 0;
+    return bad ? qc_err_set(c->err, "%s: layer '%s': %s", c->path, mod, bad) : 0;
 }
 
 static int read_layer(lctx *c, json_t *layer, int index) {
-  const char *mod, *weight, *format, *layout;
-  json_int_t rows, cols;
-  int bits, group, sym, act;
-  json_t *parts;
-  if (json_unpack(
-          layer, "{s:s, s:s, s:I, s:I, s:s, s:i, s:i, s:b, s:b, s:s, s:o}",
-          "name", &mod, "weight", &weight, "rows", &rows, "cols", &cols,
-          "format", &format, "bits", &bits, "group_size", &group, "symmetric",
-          &sym, "act_order", &act, "layout", &layout, "tensors", &parts) != 0 ||
-      !json_is_object(parts))
-    return qc_err_set(
-        c->err,
-        "%s: manifest.json: layers[%d] needs name, weight, rows, cols, format, "
-        "bits, group_size, symmetric, act_order, layout, tensors",
-        c->path, index);
-  if (strcmp(format, "int") || strcmp(layout, QC_ARTIFACT_CODES_LAYOUT))
-    return qc_err_set(
-        c->err,
-        "%s: layer '%s': format '%s' / layout '%s' not supported (this quantc "
-        "reads int / %s)",
-        c->path, mod, format, layout, QC_ARTIFACT_CODES_LAYOUT);
-  qc_quant_format fmt = {bits, group, sym};
-  if (rows <= 0 || rows > ((json_int_t)1 << 31) ||
-      qc_quant_format_check(&fmt, cols, c->err))
-    return qc_err_prefix(c->err, "%s: layer '%s'", c->path, mod);
-  int64_t ng = group ? (cols + group - 1) / group : 1;
-  static const qc_dtype u8[] = {QC_DT_U8}, i32[] = {QC_DT_I32};
-  static const qc_dtype scale_t[] = {QC_DT_F16, QC_DT_F32},
-                        zero_t[] = {QC_DT_U8, QC_DT_F32};
-  /* Shapes are checked against the sections before the state is allocated. */
-  view *vq = layer_part(c, mod, parts, "qweight", u8, 1, rows,
-                        qc_artifact_row_bytes(cols, bits));
-  view *vs =
-      vq ? layer_part(c, mod, parts, "scales", scale_t, 2, rows, ng) : NULL;
-  view *vz = vs && !sym
-                 ? layer_part(c, mod, parts, "zeros", zero_t, 2, rows, ng)
-                 : NULL;
-  if (!vs || (!sym && !vz))
-    return -1;
-  view *vg = NULL, *vp = NULL;
-  if (json_object_get(parts, "g_idx") &&
-      !(vg = layer_part(c, mod, parts, "g_idx", i32, 1, cols, 0)))
-    return -1;
-  if (act && !(vp = layer_part(c, mod, parts, "perm", i32, 1, cols, 0)))
-    return -1;
-  qc_quant_state *q = qc_quant_state_new(&fmt, rows, cols, c->err);
-  if (!q)
-    return qc_err_prefix(c->err, "%s: layer '%s'", c->path, mod);
-  qc_artifact_unpack_codes(vq->data, rows, cols, bits, q->codes);
-  to_f32(vs, q->scales, rows * ng);
-  if (vz)
-    to_f32(vz, q->zeros, rows * ng);
-  else
-    for (int64_t i = 0; i < rows * ng; i++)
-      q->zeros[i] = (float)(1 << (bits - 1));
-  if (vg)
-    memcpy(q->g_idx, vg->data, (size_t)cols * 4);
-  if (vp && !(q->perm = qc_malloc((size_t)cols * 4, c->err))) {
-    qc_quant_state_free(q);
-    return -1;
-  }
-  if (vp)
-    memcpy(q->perm, vp->data, (size_t)cols * 4);
-  char *wname = strdup(weight);
-  if (check_state(c, mod, q) || !wname) {
-    if (!wname)
-      qc_err_set(c->err, "out of memory");
-    free(wname);
-    qc_quant_state_free(q);
-    return -1;
-  }
-  if (qc_model_quant(c->m, weight)) {
-    free(wname);
-    qc_quant_state_free(q);
-    return qc_err_set(c->err, "%s: weight '%s' is quantized twice", c->path,
-                      weight);
-  }
-  return qc_model_add_quant(c->m, wname, q, c->err);
+    const char *mod, *weight, *format, *layout;
+    json_int_t rows, cols;
+    int bits, group, sym, act;
+    json_t *parts;
+    if (json_unpack(layer, "{s:s, s:s, s:I, s:I, s:s, s:i, s:i, s:b, s:b, s:s, s:o}", "name", &mod,
+                    "weight", &weight, "rows", &rows, "cols", &cols, "format", &format, "bits",
+                    &bits, "group_size", &group, "symmetric", &sym, "act_order", &act, "layout",
+                    &layout, "tensors", &parts) != 0 ||
+        !json_is_object(parts))
+        return qc_err_set(c->err,
+                          "%s: manifest.json: layers[%d] needs name, weight, rows, cols, format, "
+                          "bits, group_size, symmetric, act_order, layout, tensors",
+                          c->path, index);
+    if (strcmp(format, "int") || strcmp(layout, QC_ARTIFACT_CODES_LAYOUT))
+        return qc_err_set(c->err,
+                          "%s: layer '%s': format '%s' / layout '%s' not supported (this quantc "
+                          "reads int / %s)",
+                          c->path, mod, format, layout, QC_ARTIFACT_CODES_LAYOUT);
+    qc_quant_format fmt = {bits, group, sym};
+    if (rows <= 0 || rows > ((json_int_t)1 << 31) || qc_quant_format_check(&fmt, cols, c->err))
+        return qc_err_prefix(c->err, "%s: layer '%s'", c->path, mod);
+    int64_t ng = group ? (cols + group - 1) / group : 1;
+    static const qc_dtype u8[] = {QC_DT_U8}, i32[] = {QC_DT_I32};
+    static const qc_dtype scale_t[] = {QC_DT_F16, QC_DT_F32}, zero_t[] = {QC_DT_U8, QC_DT_F32};
+    /* Shapes are checked against the sections before the state is allocated. */
+    view *vq = layer_part(c, mod, parts, "qweight", u8, 1, rows, qc_artifact_row_bytes(cols, bits));
+    view *vs = vq ? layer_part(c, mod, parts, "scales", scale_t, 2, rows, ng) : NULL;
+    view *vz = vs && !sym ? layer_part(c, mod, parts, "zeros", zero_t, 2, rows, ng) : NULL;
+    if (!vs || (!sym && !vz)) return -1;
+    view *vg = NULL, *vp = NULL;
+    if (json_object_get(parts, "g_idx") &&
+        !(vg = layer_part(c, mod, parts, "g_idx", i32, 1, cols, 0)))
+        return -1;
+    if (act && !(vp = layer_part(c, mod, parts, "perm", i32, 1, cols, 0))) return -1;
+    qc_quant_state *q = qc_quant_state_new(&fmt, rows, cols, c->err);
+    if (!q) return qc_err_prefix(c->err, "%s: layer '%s'", c->path, mod);
+    qc_artifact_unpack_codes(vq->data, rows, cols, bits, q->codes);
+    to_f32(vs, q->scales, rows * ng);
+    if (vz)
+        to_f32(vz, q->zeros, rows * ng);
+    else
+        for (int64_t i = 0; i < rows * ng; i++)
+            q->zeros[i] = (float)(1 << (bits - 1));
+    if (vg) memcpy(q->g_idx, vg->data, (size_t)cols * 4);
+    if (vp && !(q->perm = qc_malloc((size_t)cols * 4, c->err))) {
+        qc_quant_state_free(q);
+        return -1;
+    }
+    if (vp) memcpy(q->perm, vp->data, (size_t)cols * 4);
+    char *wname = strdup(weight);
+    if (check_state(c, mod, q) || !wname) {
+        if (!wname) qc_err_set(c->err, "out of memory");
+        free(wname);
+        qc_quant_state_free(q);
+        return -1;
+    }
+    if (qc_model_quant(c->m, weight)) {
+        free(wname);
+        qc_quant_state_free(q);
+        return qc_err_set(c->err, "%s: weight '%s' is quantized twice", c->path, weight);
+    }
+    return qc_model_add_quant(c->m, wname, q, c->err);
 }
 
 static int read_config(lctx *c, json_t *cfg) {
-  qc_config *k = &c->m->cfg;
-  const char *arch, *arch_name, *rope;
-  double theta, eps, f, lo, hi;
-  if (json_unpack(
-          cfg,
-          "{s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:F, s:F, s:s, "
-          "s:F, s:F, "
-          "s:F, s:i, s:b, s:b, s:b, s:i, s:i}",
-          "arch", &arch, "arch_name", &arch_name, "n_layers", &k->n_layers,
-          "dim", &k->dim, "n_heads", &k->n_heads, "n_kv_heads", &k->n_kv_heads,
-          "head_dim", &k->head_dim, "ffn_dim", &k->ffn_dim, "vocab", &k->vocab,
-          "max_pos", &k->max_pos, "rope_theta", &theta, "norm_eps", &eps,
-          "rope_scaling", &rope, "rope_factor", &f, "rope_low_freq_factor", &lo,
-          "rope_high_freq_factor", &hi, "rope_orig_max_pos",
-          &k->rope_orig_max_pos, "tied_embeddings", &k->tied_embeddings,
-          "qk_norm", &k->qk_norm, "attn_bias", &k->attn_bias, "bos_id",
-          &k->bos_id, "eos_id", &k->eos_id) != 0)
-    return qc_err_set(
-        c->err, "%s: manifest.json: config lacks a field or has a wrong type",
-        c->path);
-  static const char *const archs[] = {"llama", "mistral", "qwen2", "qwen3"};
-  static const char *const ropes[] = {"none", "llama3", "linear"};
-  int ai = -1, ri = -1;
-  for (int i = 0; i < 4; i++)
-    if (!strcmp(arch, archs[i]))
-      ai = i;
-  for (int i = 0; i < 3; i++)
-    if (!strcmp(rope, ropes[i]))
-      ri = i;
-  if (ai < 0 || ri < 0)
-    return qc_err_set(c->err,
-                      "%s: manifest.json: config: unknown arch '%.40s' or rope "
-                      "scaling '%.40s'",
-                      c->path, arch, rope);
-  k->arch = (qc_arch)ai;
-  k->rope_scaling = (qc_rope_scaling)ri;
-  snprintf(k->arch_name, sizeof k->arch_name, "%s", arch_name);
-  k->rope_theta = (float)theta, k->norm_eps = (float)eps,
-  k->rope_factor = (float)f;
-  k->rope_low_freq_factor = (float)lo, k->rope_high_freq_factor = (float)hi;
-  return 0;
+    qc_config *k = &c->m->cfg;
+    const char *arch, *arch_name, *rope;
+    double theta, eps, f, lo, hi;
+    if (json_unpack(cfg,
+                    "{s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:F, s:F, s:s, "
+                    "s:F, s:F, "
+                    "s:F, s:i, s:b, s:b, s:b, s:i, s:i}",
+                    "arch", &arch, "arch_name", &arch_name, "n_layers", &k->n_layers, "dim",
+                    &k->dim, "n_heads", &k->n_heads, "n_kv_heads", &k->n_kv_heads, "head_dim",
+                    &k->head_dim, "ffn_dim", &k->ffn_dim, "vocab", &k->vocab, "max_pos",
+                    &k->max_pos, "rope_theta", &theta, "norm_eps", &eps, "rope_scaling", &rope,
+                    "rope_factor", &f, "rope_low_freq_factor", &lo, "rope_high_freq_factor", &hi,
+                    "rope_orig_max_pos", &k->rope_orig_max_pos, "tied_embeddings",
+                    &k->tied_embeddings, "qk_norm", &k->qk_norm, "attn_bias", &k->attn_bias,
+                    "bos_id", &k->bos_id, "eos_id", &k->eos_id) != 0)
+        return qc_err_set(c->err, "%s: manifest.json: config lacks a field or has a wrong type",
+                          c->path);
+    static const char *const archs[] = {"llama", "mistral", "qwen2", "qwen3"};
+    static const char *const ropes[] = {"none", "llama3", "linear"};
+    int ai = -1, ri = -1;
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(arch, archs[i])) ai = i;
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(rope, ropes[i])) ri = i;
+    if (ai < 0 || ri < 0)
+        return qc_err_set(c->err,
+                          "%s: manifest.json: config: unknown arch '%.40s' or rope "
+                          "scaling '%.40s'",
+                          c->path, arch, rope);
+    k->arch = (qc_arch)ai;
+    k->rope_scaling = (qc_rope_scaling)ri;
+    snprintf(k->arch_name, sizeof k->arch_name, "%s", arch_name);
+    k->rope_theta = (float)theta, k->norm_eps = (float)eps, k->rope_factor = (float)f;
+    k->rope_low_freq_factor = (float)lo, k->rope_high_freq_factor = (float)hi;
+    return 0;
 }
 
 static int read_tokenizer(lctx *c) {
-  const qcrt_section *tj =
-      qcrt_artifact_find(c->a, QCRT_SEC_TOKENIZER, "tokenizer.json");
-  const qcrt_section *tc =
-      qcrt_artifact_find(c->a, QCRT_SEC_TOKENIZER, "tokenizer_config.json");
-  const qcrt_section *tg =
-      qcrt_artifact_find(c->a, QCRT_SEC_TOKENIZER, "tokenizer.gguf");
-  if (!tj && !tg)
-    return 0;
-  void *o1 = NULL, *o2 = NULL;
-  char name[512];
-  int rc = -1;
-  const uint8_t *d1 =
-      qcrt_artifact_section_data(c->a, tj ? tj : tg, &o1, c->err);
-  const uint8_t *d2 =
-      tj && tc ? qcrt_artifact_section_data(c->a, tc, &o2, c->err) : NULL;
-  snprintf(name, sizeof name, "%s: %s", c->path, tj ? tj->name : tg->name);
-  if (d1 && (!tj || !tc || d2)) {
-    if (tj) {
-      char cname[512];
-      snprintf(cname, sizeof cname, "%s: tokenizer_config.json", c->path);
-      c->m->tok = qc_tokenizer_from_json_buffers(
-          (const char *)d1, tj->raw_size, (const char *)d2,
-          d2 ? tc->raw_size : 0, cname, name, c->err);
-      rc = c->m->tok ? 0 : -1;
-    } else {
-      /* The GGUF tokenizer also sets bos/eos; the manifest's config wins. */
-      int bos = c->m->cfg.bos_id, eos = c->m->cfg.eos_id;
-      rc = qc_gguf_load_tokenizer_mem(c->m, d1, tg->raw_size, name, c->err);
-      c->m->cfg.bos_id = bos, c->m->cfg.eos_id = eos;
+    const qcrt_section *tj = qcrt_artifact_find(c->a, QCRT_SEC_TOKENIZER, "tokenizer.json");
+    const qcrt_section *tc = qcrt_artifact_find(c->a, QCRT_SEC_TOKENIZER, "tokenizer_config.json");
+    const qcrt_section *tg = qcrt_artifact_find(c->a, QCRT_SEC_TOKENIZER, "tokenizer.gguf");
+    if (!tj && !tg) return 0;
+    void *o1 = NULL, *o2 = NULL;
+    char name[512];
+    int rc = -1;
+    const uint8_t *d1 = qcrt_artifact_section_data(c->a, tj ? tj : tg, &o1, c->err);
+    const uint8_t *d2 = tj && tc ? qcrt_artifact_section_data(c->a, tc, &o2, c->err) : NULL;
+    snprintf(name, sizeof name, "%s: %s", c->path, tj ? tj->name : tg->name);
+    if (d1 && (!tj || !tc || d2)) {
+        if (tj) {
+            char cname[512];
+            snprintf(cname, sizeof cname, "%s: tokenizer_config.json", c->path);
+            c->m->tok =
+                qc_tokenizer_from_json_buffers((const char *)d1, tj->raw_size, (const char *)d2,
+                                               d2 ? tc->raw_size : 0, cname, name, c->err);
+            rc = c->m->tok ? 0 : -1;
+        } else {
+            /* The GGUF tokenizer also sets bos/eos; the manifest's config wins. */
+            int bos = c->m->cfg.bos_id, eos = c->m->cfg.eos_id;
+            rc = qc_gguf_load_tokenizer_mem(c->m, d1, tg->raw_size, name, c->err);
+            c->m->cfg.bos_id = bos, c->m->cfg.eos_id = eos;
+        }
     }
-  }
-  free(o1);
-  free(o2);
-  return rc;
+    free(o1);
+    free(o2);
+    return rc;
 }
 
 static int load(lctx *c) {
-  const qcrt_section *ms =
-      qcrt_artifact_find(c->a, QCRT_SEC_MANIFEST, QC_ARTIFACT_MANIFEST);
-  if (!ms)
-    return qc_err_set(c->err, "%s: no manifest section '%s'", c->path,
-                      QC_ARTIFACT_MANIFEST);
-  void *owned;
-  const uint8_t *text = qcrt_artifact_section_data(c->a, ms, &owned, c->err);
-  if (!text)
-    return -1;
-  json_error_t je;
-  json_t *man = json_loadb((const char *)text, (size_t)ms->raw_size,
-                           JSON_REJECT_DUPLICATES, &je);
-  free(owned);
-  if (!man)
-    return qc_err_set(c->err, "%s: manifest.json:%d:%d: %s", c->path, je.line,
-                      je.column, je.text);
-  int rc = 0;
-  json_int_t version = -1;
-  json_t *cfg = NULL, *tensors = NULL, *layers = NULL;
-  if (json_unpack(man, "{s:I, s:o, s:o, s:o}", "format_version", &version,
-                  "config", &cfg, "tensors", &tensors, "layers",
-                  &layers) != 0 ||
-      !json_is_object(tensors) || !json_is_array(layers))
-    rc = qc_err_set(
-        c->err,
-        "%s: manifest.json needs format_version, config, tensors {}, layers []",
-        c->path);
-  else if (version != QCRT_ARTIFACT_VERSION)
-    rc = qc_err_set(
-        c->err,
-        "%s: manifest.json: unsupported format_version %lld (this quantc "
-        "reads %u)",
-        c->path, (long long)version, QCRT_ARTIFACT_VERSION);
-  if (rc == 0)
-    rc = read_config(c, cfg);
-  if (rc == 0)
-    rc = read_views(c, tensors);
-  for (size_t i = 0; rc == 0 && i < json_array_size(layers); i++)
-    rc = read_layer(c, json_array_get(layers, i), (int)i);
-  for (int i = 0; rc == 0 && i < c->n_views; i++) {
-    view *v = &c->views[i];
-    if (v->used)
-      continue;
-    if (v->dtype == QC_DT_U8 || v->dtype == QC_DT_I32) {
-      rc = qc_err_set(c->err, "%s: tensor '%s' (%s) belongs to no layer",
-                      c->path, v->name, qc_dtype_name(v->dtype));
-      break;
+    const qcrt_section *ms = qcrt_artifact_find(c->a, QCRT_SEC_MANIFEST, QC_ARTIFACT_MANIFEST);
+    if (!ms)
+        return qc_err_set(c->err, "%s: no manifest section '%s'", c->path, QC_ARTIFACT_MANIFEST);
+    void *owned;
+    const uint8_t *text = qcrt_artifact_section_data(c->a, ms, &owned, c->err);
+    if (!text) return -1;
+    json_error_t je;
+    json_t *man = json_loadb((const char *)text, (size_t)ms->raw_size, JSON_REJECT_DUPLICATES, &je);
+    free(owned);
+    if (!man)
+        return qc_err_set(c->err, "%s: manifest.json:%d:%d: %s", c->path, je.line, je.column,
+                          je.text);
+    int rc = 0;
+    json_int_t version = -1;
+    json_t *cfg = NULL, *tensors = NULL, *layers = NULL;
+    if (json_unpack(man, "{s:I, s:o, s:o, s:o}", "format_version", &version, "config", &cfg,
+                    "tensors", &tensors, "layers", &layers) != 0 ||
+        !json_is_object(tensors) || !json_is_array(layers))
+        rc = qc_err_set(c->err,
+                        "%s: manifest.json needs format_version, config, tensors {}, layers []",
+                        c->path);
+    else if (version != QCRT_ARTIFACT_VERSION)
+        rc = qc_err_set(c->err,
+                        "%s: manifest.json: unsupported format_version %lld (this quantc "
+                        "reads %u)",
+                        c->path, (long long)version, QCRT_ARTIFACT_VERSION);
+    if (rc == 0) rc = read_config(c, cfg);
+    if (rc == 0) rc = read_views(c, tensors);
+    for (size_t i = 0; rc == 0 && i < json_array_size(layers); i++)
+        rc = read_layer(c, json_array_get(layers, i), (int)i);
+    for (int i = 0; rc == 0 && i < c->n_views; i++) {
+        view *v = &c->views[i];
+        if (v->used) continue;
+        if (v->dtype == QC_DT_U8 || v->dtype == QC_DT_I32) {
+            rc = qc_err_set(c->err, "%s: tensor '%s' (%s) belongs to no layer", c->path, v->name,
+                            qc_dtype_name(v->dtype));
+            break;
+        }
+        qc_tensor t = {.name = strdup(v->name),
+                       .dtype = v->dtype,
+                       .n_dims = v->n_dims,
+                       .shape = {v->shape[0], v->shape[1]},
+                       .data = v->data,
+                       .nbytes = v->nbytes};
+        rc = t.name ? qc_model_add_tensor(c->m, &t, c->err) : qc_err_set(c->err, "out of memory");
     }
-    qc_tensor t = {.name = strdup(v->name),
-                   .dtype = v->dtype,
-                   .n_dims = v->n_dims,
-                   .shape = {v->shape[0], v->shape[1]},
-                   .data = v->data,
-                   .nbytes = v->nbytes};
-    rc = t.name ? qc_model_add_tensor(c->m, &t, c->err)
-                : qc_err_set(c->err, "out of memory");
-  }
-  json_t *online = json_object_get(man, "online"), *spec;
-  const char *wname;
-  if (rc == 0 && online && !json_is_object(online))
-    rc = qc_err_set(c->err, "%s: manifest.json: online must be an object",
-                    c->path);
-  json_object_foreach(rc == 0 ? online : NULL, wname, spec) {
-    int n = 0;
-    if (json_unpack(spec, "{s:i}", "hadamard", &n) != 0 || n < 1 ||
-        n > (1 << 20)) {
-      rc = qc_err_set(c->err,
-                      "%s: manifest.json: online '%s' needs hadamard 1..%d",
-                      c->path, wname, 1 << 20);
-      break;
+    json_t *online = json_object_get(man, "online"), *spec;
+    const char *wname;
+    if (rc == 0 && online && !json_is_object(online))
+        rc = qc_err_set(c->err, "%s: manifest.json: online must be an object", c->path);
+    json_object_foreach(rc == 0 ? online : NULL, wname, spec) {
+        int n = 0;
+        if (json_unpack(spec, "{s:i}", "hadamard", &n) != 0 || n < 1 || n > (1 << 20)) {
+            rc = qc_err_set(c->err, "%s: manifest.json: online '%s' needs hadamard 1..%d", c->path,
+                            wname, 1 << 20);
+            break;
+        }
+        if ((rc = qc_model_set_online_hadamard(c->m, wname, n, c->err))) break;
     }
-    if ((rc = qc_model_set_online_hadamard(c->m, wname, n, c->err)))
-      break;
-  }
-  if (rc == 0)
-    rc = read_tokenizer(c);
-  json_decref(man);
-  return rc;
+    if (rc == 0) rc = read_tokenizer(c);
+    json_decref(man);
+    return rc;
 }
 
 int qc_artifact_load_model(qc_model *m, const char *path, qc_err *err) {
-  qcrt_artifact *a = qcrt_artifact_open(path, err);
-  if (!a)
-    return -1;
-  /* The model keeps the mapping: its tensors point into it. */
-  if (qc_model_add_file(m, qcrt_artifact_take_file(a), err)) {
+    qcrt_artifact *a = qcrt_artifact_open(path, err);
+    if (!a) return -1;
+    /* The model keeps the mapping: its tensors point into it. */
+    if (qc_model_add_file(m, qcrt_artifact_take_file(a), err)) {
+        qcrt_artifact_free(a);
+        return -1;
+    }
+    lctx c = {.m = m, .a = a, .path = path, .err = err};
+    int rc = load(&c);
+    free(c.views);
     qcrt_artifact_free(a);
-    return -1;
-  }
-  lctx c = {.m = m, .a = a, .path = path, .err = err};
-  int rc = load(&c);
-  free(c.views);
-  qcrt_artifact_free(a);
-  return rc;
+    return rc;
 }

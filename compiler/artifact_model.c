@@ -13,123 +13,113 @@
 #include <xxhash.h>
 
 /* Tokenizer files read from a Hugging Face source, in section order. */
-static const char *const hf_tokenizer_files[] = {"tokenizer.json",
-                                                 "tokenizer_config.json"};
+static const char *const hf_tokenizer_files[] = {"tokenizer.json", "tokenizer_config.json"};
 #define MAX_TOKENIZER_BYTES ((size_t)256 << 20)
 
 int64_t qc_artifact_row_bytes(int64_t cols, int bits) {
-  return (cols * bits + 7) / 8;
+    return (cols * bits + 7) / 8;
 }
 
-void qc_artifact_pack_codes(const uint8_t *codes, int64_t rows, int64_t cols,
-                            int bits, uint8_t *out) {
-  int64_t rb = qc_artifact_row_bytes(cols, bits);
-  memset(out, 0, (size_t)(rows * rb));
-  for (int64_t r = 0; r < rows; r++) {
-    uint8_t *row = out + r * rb;
-    for (int64_t c = 0; c < cols; c++) {
-      uint32_t v = codes[r * cols + c];
-      int64_t bit = c * bits;
-      /* A code spans at most two bytes (bits <= 8). */
-      row[bit / 8] |= (uint8_t)(v << (bit % 8));
-      if (bit % 8 + bits > 8)
-        row[bit / 8 + 1] |= (uint8_t)(v >> (8 - bit % 8));
+void qc_artifact_pack_codes(const uint8_t *codes, int64_t rows, int64_t cols, int bits,
+                            uint8_t *out) {
+    int64_t rb = qc_artifact_row_bytes(cols, bits);
+    memset(out, 0, (size_t)(rows * rb));
+    for (int64_t r = 0; r < rows; r++) {
+        uint8_t *row = out + r * rb;
+        for (int64_t c = 0; c < cols; c++) {
+            uint32_t v = codes[r * cols + c];
+            int64_t bit = c * bits;
+            /* A code spans at most two bytes (bits <= 8). */
+            row[bit / 8] |= (uint8_t)(v << (bit % 8));
+            if (bit % 8 + bits > 8) row[bit / 8 + 1] |= (uint8_t)(v >> (8 - bit % 8));
+        }
     }
-  }
 }
 
-void qc_artifact_unpack_codes(const uint8_t *packed, int64_t rows, int64_t cols,
-                              int bits, uint8_t *codes) {
-  int64_t rb = qc_artifact_row_bytes(cols, bits);
-  uint32_t mask = (1u << bits) - 1;
-  for (int64_t r = 0; r < rows; r++) {
-    const uint8_t *row = packed + r * rb;
-    for (int64_t c = 0; c < cols; c++) {
-      int64_t bit = c * bits;
-      uint32_t v = row[bit / 8] >> (bit % 8);
-      if (bit % 8 + bits > 8)
-        v |= (uint32_t)row[bit / 8 + 1] << (8 - bit % 8);
-      codes[r * cols + c] = (uint8_t)(v & mask);
+void qc_artifact_unpack_codes(const uint8_t *packed, int64_t rows, int64_t cols, int bits,
+                              uint8_t *codes) {
+    int64_t rb = qc_artifact_row_bytes(cols, bits);
+    uint32_t mask = (1u << bits) - 1;
+    for (int64_t r = 0; r < rows; r++) {
+        const uint8_t *row = packed + r * rb;
+        for (int64_t c = 0; c < cols; c++) {
+            int64_t bit = c * bits;
+            uint32_t v = row[bit / 8] >> (bit % 8);
+            if (bit % 8 + bits > 8) v |= (uint32_t)row[bit / 8 + 1] << (8 - bit % 8);
+            codes[r * cols + c] = (uint8_t)(v & mask);
+        }
     }
-  }
 }
 
 /* ---- source hash ---- */
 
 static char *path_join(const char *dir, const char *name) {
-  size_t n = strlen(dir) + strlen(name) + 2;
-  char *p = malloc(n);
-  if (p)
-    snprintf(p, n, "%s/%s", dir, name);
-  return p;
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s/%s", dir, name);
+    return p;
 }
 
 static const char *base_name(const char *p) {
-  const char *s = strrchr(p, '/');
-  return s ? s + 1 : p;
+    const char *s = strrchr(p, '/');
+    return s ? s + 1 : p;
 }
 
-static int hash_bytes(XXH3_state_t *st, json_t *files, const char *name,
-                      const void *data, size_t size, qc_err *err) {
-  uint8_t len[8];
-  qcrt_put64(len, size);
-  if (XXH3_64bits_update(st, name, strlen(name) + 1) == XXH_ERROR ||
-      XXH3_64bits_update(st, len, 8) == XXH_ERROR ||
-      (size && XXH3_64bits_update(st, data, size) == XXH_ERROR) ||
-      json_array_append_new(files, json_pack("{s:s, s:I}", "name", name,
-                                             "bytes", (json_int_t)size)))
-    return qc_err_set(err, "out of memory");
-  return 0;
+static int hash_bytes(XXH3_state_t *st, json_t *files, const char *name, const void *data,
+                      size_t size, qc_err *err) {
+    uint8_t len[8];
+    qcrt_put64(len, size);
+    if (XXH3_64bits_update(st, name, strlen(name) + 1) == XXH_ERROR ||
+        XXH3_64bits_update(st, len, 8) == XXH_ERROR ||
+        (size && XXH3_64bits_update(st, data, size) == XXH_ERROR) ||
+        json_array_append_new(files,
+                              json_pack("{s:s, s:I}", "name", name, "bytes", (json_int_t)size)))
+        return qc_err_set(err, "out of memory");
+    return 0;
 }
 
-static int hash_file(XXH3_state_t *st, json_t *files, const char *path,
-                     qc_err *err) {
-  qc_mapfile *f = qc_mapfile_open(path, err);
-  if (!f)
-    return -1;
-  int rc = hash_bytes(st, files, base_name(path), f->data, f->size, err);
-  qc_mapfile_free(f);
-  return rc;
+static int hash_file(XXH3_state_t *st, json_t *files, const char *path, qc_err *err) {
+    qc_mapfile *f = qc_mapfile_open(path, err);
+    if (!f) return -1;
+    int rc = hash_bytes(st, files, base_name(path), f->data, f->size, err);
+    qc_mapfile_free(f);
+    return rc;
 }
 
 json_t *qc_artifact_source_hash(const qc_model *m, qc_err *err) {
-  XXH3_state_t *st = XXH3_createState();
-  json_t *files = json_array();
-  int rc = st && files && XXH3_64bits_reset(st) != XXH_ERROR
-               ? 0
-               : qc_err_set(err, "out of memory");
-  int hf = !strcmp(m->format, "safetensors");
-  if (rc == 0 && hf) {
-    char *p = path_join(m->path, "config.json");
-    rc = p ? hash_file(st, files, p, err) : qc_err_set(err, "out of memory");
-    free(p);
-  }
-  for (int i = 0; rc == 0 && i < m->n_files; i++)
-    rc = hash_bytes(st, files, base_name(m->files[i]->path), m->files[i]->data,
-                    m->files[i]->size, err);
-  for (size_t i = 0; rc == 0 && hf &&
-                     i < sizeof hf_tokenizer_files / sizeof *hf_tokenizer_files;
-       i++) {
-    struct stat sb;
-    char *p = path_join(m->path, hf_tokenizer_files[i]);
-    if (!p)
-      rc = qc_err_set(err, "out of memory");
-    else if (stat(p, &sb) == 0)
-      rc = hash_file(st, files, p, err);
-    free(p);
-  }
-  json_t *out = NULL;
-  if (rc == 0) {
-    char hex[17];
-    snprintf(hex, sizeof hex, "%016llx",
-             (unsigned long long)XXH3_64bits_digest(st));
-    out = json_pack("{s:s, s:O}", "xxh3", hex, "files", files);
-    if (!out)
-      qc_err_set(err, "out of memory");
-  }
-  json_decref(files);
-  XXH3_freeState(st);
-  return out;
+    XXH3_state_t *st = XXH3_createState();
+    json_t *files = json_array();
+    int rc =
+        st && files && XXH3_64bits_reset(st) != XXH_ERROR ? 0 : qc_err_set(err, "out of memory");
+    int hf = !strcmp(m->format, "safetensors");
+    if (rc == 0 && hf) {
+        char *p = path_join(m->path, "config.json");
+        rc = p ? hash_file(st, files, p, err) : qc_err_set(err, "out of memory");
+        free(p);
+    }
+    for (int i = 0; rc == 0 && i < m->n_files; i++)
+        rc = hash_bytes(st, files, base_name(m->files[i]->path), m->files[i]->data,
+                        m->files[i]->size, err);
+    for (size_t i = 0; rc == 0 && hf && i < sizeof hf_tokenizer_files / sizeof *hf_tokenizer_files;
+         i++) {
+        struct stat sb;
+        char *p = path_join(m->path, hf_tokenizer_files[i]);
+        if (!p)
+            rc = qc_err_set(err, "out of memory");
+        else if (stat(p, &sb) == 0)
+            rc = hash_file(st, files, p, err);
+        free(p);
+    }
+    json_t *out = NULL;
+    if (rc == 0) {
+        char hex[17];
+        snprintf(hex, sizeof hex, "%016llx", (unsigned long long)XXH3_64bits_digest(st));
+        out = json_pack("{s:s, s:O}", "xxh3", hex, "files", files);
+        if (!out) qc_err_set(err, "out of memory");
+    }
+    json_decref(files);
+    XXH3_freeState(st);
+    return out;
 }
 
 /* ---- manifest ---- */
@@ -138,55 +128,47 @@ static const char *const arch_names[] = {"llama", "mistral", "qwen2", "qwen3"};
 static const char *const rope_names[] = {"none", "llama3", "linear"};
 
 static json_t *config_json(const qc_config *c) {
-  return json_pack(
-      "{s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:f, s:s, s:f, "
-      "s:f, "
-      "s:f, s:i, s:b, s:b, s:b, s:i, s:i}",
-      "arch", arch_names[c->arch], "arch_name", c->arch_name, "n_layers",
-      c->n_layers, "dim", c->dim, "n_heads", c->n_heads, "n_kv_heads",
-      c->n_kv_heads, "head_dim", c->head_dim, "ffn_dim", c->ffn_dim, "vocab",
-      c->vocab, "max_pos", c->max_pos, "rope_theta", (double)c->rope_theta,
-      "norm_eps", (double)c->norm_eps, "rope_scaling",
-      rope_names[c->rope_scaling], "rope_factor", (double)c->rope_factor,
-      "rope_low_freq_factor", (double)c->rope_low_freq_factor,
-      "rope_high_freq_factor", (double)c->rope_high_freq_factor,
-      "rope_orig_max_pos", c->rope_orig_max_pos, "tied_embeddings",
-      c->tied_embeddings, "qk_norm", c->qk_norm, "attn_bias", c->attn_bias,
-      "bos_id", c->bos_id, "eos_id", c->eos_id);
+    return json_pack(
+        "{s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:f, s:s, s:f, "
+        "s:f, "
+        "s:f, s:i, s:b, s:b, s:b, s:i, s:i}",
+        "arch", arch_names[c->arch], "arch_name", c->arch_name, "n_layers", c->n_layers, "dim",
+        c->dim, "n_heads", c->n_heads, "n_kv_heads", c->n_kv_heads, "head_dim", c->head_dim,
+        "ffn_dim", c->ffn_dim, "vocab", c->vocab, "max_pos", c->max_pos, "rope_theta",
+        (double)c->rope_theta, "norm_eps", (double)c->norm_eps, "rope_scaling",
+        rope_names[c->rope_scaling], "rope_factor", (double)c->rope_factor, "rope_low_freq_factor",
+        (double)c->rope_low_freq_factor, "rope_high_freq_factor", (double)c->rope_high_freq_factor,
+        "rope_orig_max_pos", c->rope_orig_max_pos, "tied_embeddings", c->tied_embeddings, "qk_norm",
+        c->qk_norm, "attn_bias", c->attn_bias, "bos_id", c->bos_id, "eos_id", c->eos_id);
 }
 
 static char *module_of(const char *weight) {
-  size_t n = strlen(weight);
-  if (n > 7 && !strcmp(weight + n - 7, ".weight"))
-    n -= 7;
-  return strndup(weight, n);
+    size_t n = strlen(weight);
+    if (n > 7 && !strcmp(weight + n - 7, ".weight")) n -= 7;
+    return strndup(weight, n);
 }
 
 /* ---- sections ---- */
 
 typedef struct wctx {
-  const qc_model *m;
-  qc_artifact_writer *w;
-  json_t *tensors; /* manifest.tensors: name -> {dtype, shape} */
-  json_t *layers;  /* manifest.layers */
-  qc_err *err;
+    const qc_model *m;
+    qc_artifact_writer *w;
+    json_t *tensors; /* manifest.tensors: name -> {dtype, shape} */
+    json_t *layers;  /* manifest.layers */
+    qc_err *err;
 } wctx;
 
 /* Records a tensor in manifest.tensors and, unless this is the dry run
  * (c->w == NULL) that lists the tensors for the manifest, writes it. */
-static int add_tensor(wctx *c, const char *name, const char *dtype, int64_t r,
-                      int64_t cols, int n_dims, const void *data, size_t size) {
-  json_t *shape = n_dims == 1
-                      ? json_pack("[I]", (json_int_t)r)
-                      : json_pack("[I,I]", (json_int_t)r, (json_int_t)cols);
-  if (json_object_set_new(
-          c->tensors, name,
-          json_pack("{s:s, s:o}", "dtype", dtype, "shape", shape)))
-    return qc_err_set(c->err, "out of memory");
-  if (!c->w)
-    return 0;
-  return qc_artifact_writer_add(c->w, QCRT_SEC_TENSOR, name, NULL, data, size,
-                                c->err);
+static int add_tensor(wctx *c, const char *name, const char *dtype, int64_t r, int64_t cols,
+                      int n_dims, const void *data, size_t size) {
+    json_t *shape = n_dims == 1 ? json_pack("[I]", (json_int_t)r)
+                                : json_pack("[I,I]", (json_int_t)r, (json_int_t)cols);
+    if (json_object_set_new(c->tensors, name,
+                            json_pack("{s:s, s:o}", "dtype", dtype, "shape", shape)))
+        return qc_err_set(c->err, "out of memory");
+    if (!c->w) return 0;
+    return qc_artifact_writer_add(c->w, QCRT_SEC_TENSOR, name, NULL, data, size, c->err);
 }
 
 /* A tensor that is not quantized by the compile, stored as the source stored
@@ -194,293 +176,249 @@ static int add_tensor(wctx *c, const char *name, const char *dtype, int64_t r,
  * as the source), except GGUF q/k weights whose rows need un-permuting:
  * those are stored as F32 in HF order. */
 static int write_plain_tensor(wctx *c, const qc_tensor *t) {
-  int64_t n = qc_tensor_numel(t);
-  int keep =
-      t->unpermute_heads == 0 && t->dtype != QC_DT_U8 && t->dtype != QC_DT_I32;
-  if (keep || !c->w)
-    return add_tensor(c, t->name, keep ? qc_dtype_name(t->dtype) : "F32",
-                      t->shape[0], t->shape[1], t->n_dims, t->data, t->nbytes);
-  float *buf = qc_malloc((size_t)n * sizeof(float), c->err);
-  int rc = buf ? qc_tensor_to_f32(t, buf, c->err) : -1;
-  if (rc == 0)
-    rc = add_tensor(c, t->name, "F32", t->shape[0], t->shape[1], t->n_dims, buf,
-                    (size_t)n * sizeof(float));
-  free(buf);
-  return rc;
+    int64_t n = qc_tensor_numel(t);
+    int keep = t->unpermute_heads == 0 && t->dtype != QC_DT_U8 && t->dtype != QC_DT_I32;
+    if (keep || !c->w)
+        return add_tensor(c, t->name, keep ? qc_dtype_name(t->dtype) : "F32", t->shape[0],
+                          t->shape[1], t->n_dims, t->data, t->nbytes);
+    float *buf = qc_malloc((size_t)n * sizeof(float), c->err);
+    int rc = buf ? qc_tensor_to_f32(t, buf, c->err) : -1;
+    if (rc == 0)
+        rc = add_tensor(c, t->name, "F32", t->shape[0], t->shape[1], t->n_dims, buf,
+                        (size_t)n * sizeof(float));
+    free(buf);
+    return rc;
 }
 
 static int f16_exact(const float *v, int64_t n) {
-  for (int64_t i = 0; i < n; i++)
-    if (qc_f16_to_f32(qc_f32_to_f16(v[i])) != v[i])
-      return 0;
-  return 1;
+    for (int64_t i = 0; i < n; i++)
+        if (qc_f16_to_f32(qc_f32_to_f16(v[i])) != v[i]) return 0;
+    return 1;
 }
 
 static int u8_exact(const float *v, int64_t n) {
-  for (int64_t i = 0; i < n; i++)
-    if (!(v[i] >= 0 && v[i] <= 255 && v[i] == (float)(int)v[i]))
-      return 0;
-  return 1;
+    for (int64_t i = 0; i < n; i++)
+        if (!(v[i] >= 0 && v[i] <= 255 && v[i] == (float)(int)v[i])) return 0;
+    return 1;
 }
 
 /* An f32 array as F16 or U8 when every value converts exactly, else F32. */
-static int write_small(wctx *c, const char *name, const float *v, int64_t rows,
-                       int64_t cols, int allow_u8) {
-  int64_t n = rows * cols;
-  const char *dtype = allow_u8 && u8_exact(v, n) ? "U8"
-                      : f16_exact(v, n)          ? "F16"
-                                                 : "F32";
-  if (!c->w || !strcmp(dtype, "F32"))
-    return add_tensor(c, name, dtype, rows, cols, 2, v, (size_t)n * 4);
-  size_t item = dtype[0] == 'U' ? 1 : 2;
-  uint8_t *buf = qc_malloc((size_t)n * item, c->err);
-  if (!buf)
-    return -1;
-  for (int64_t i = 0; i < n; i++) {
-    if (item == 1) {
-      buf[i] = (uint8_t)v[i];
-    } else {
-      uint16_t h = qc_f32_to_f16(v[i]);
-      buf[2 * i] = (uint8_t)h, buf[2 * i + 1] = (uint8_t)(h >> 8);
+static int write_small(wctx *c, const char *name, const float *v, int64_t rows, int64_t cols,
+                       int allow_u8) {
+    int64_t n = rows * cols;
+    const char *dtype = allow_u8 && u8_exact(v, n) ? "U8" : f16_exact(v, n) ? "F16" : "F32";
+    if (!c->w || !strcmp(dtype, "F32"))
+        return add_tensor(c, name, dtype, rows, cols, 2, v, (size_t)n * 4);
+    size_t item = dtype[0] == 'U' ? 1 : 2;
+    uint8_t *buf = qc_malloc((size_t)n * item, c->err);
+    if (!buf) return -1;
+    for (int64_t i = 0; i < n; i++) {
+        if (item == 1) {
+            buf[i] = (uint8_t)v[i];
+        } else {
+            uint16_t h = qc_f32_to_f16(v[i]);
+            buf[2 * i] = (uint8_t)h, buf[2 * i + 1] = (uint8_t)(h >> 8);
+        }
     }
-  }
-  int rc = add_tensor(c, name, dtype, rows, cols, 2, buf, (size_t)n * item);
-  free(buf);
-  return rc;
+    int rc = add_tensor(c, name, dtype, rows, cols, 2, buf, (size_t)n * item);
+    free(buf);
+    return rc;
 }
 
 static int g_idx_trivial(const qc_quant_state *q) {
-  for (int64_t i = 0; i < q->cols; i++)
-    if (q->g_idx[i] !=
-        (q->fmt.group_size ? (int32_t)(i / q->fmt.group_size) : 0))
-      return 0;
-  return 1;
+    for (int64_t i = 0; i < q->cols; i++)
+        if (q->g_idx[i] != (q->fmt.group_size ? (int32_t)(i / q->fmt.group_size) : 0)) return 0;
+    return 1;
 }
 
 /* Every tensor of one quantized weight, and its manifest.layers entry. This
  * is the one place that decides how quantized weights are stored. */
-static int write_quant_tensors(wctx *c, const char *weight,
-                               const qc_quant_state *q) {
-  char *mod = module_of(weight), name[600];
-  if (!mod)
-    return qc_err_set(c->err, "out of memory");
-  json_t *parts = json_object();
-  int rc = 0;
-  int64_t rb = qc_artifact_row_bytes(q->cols, q->fmt.bits);
-  snprintf(name, sizeof name, "%s.qweight", mod);
-  uint8_t *packed = c->w ? qc_malloc((size_t)(q->rows * rb), c->err) : NULL;
-  if (c->w && !packed)
-    rc = -1;
-  if (packed)
-    qc_artifact_pack_codes(q->codes, q->rows, q->cols, q->fmt.bits, packed);
-  if (rc == 0)
-    rc = add_tensor(c, name, "U8", q->rows, rb, 2, packed,
-                    (size_t)(q->rows * rb));
-  free(packed);
-  json_object_set_new(parts, "qweight", json_string(name));
-  snprintf(name, sizeof name, "%s.scales", mod);
-  if (rc == 0)
-    rc = write_small(c, name, q->scales, q->rows, q->n_groups, 0);
-  json_object_set_new(parts, "scales", json_string(name));
-  if (!q->fmt.symmetric) {
-    snprintf(name, sizeof name, "%s.zeros", mod);
-    if (rc == 0)
-      rc = write_small(c, name, q->zeros, q->rows, q->n_groups, 1);
-    json_object_set_new(parts, "zeros", json_string(name));
-  }
-  if (!g_idx_trivial(q)) {
-    snprintf(name, sizeof name, "%s.g_idx", mod);
-    if (rc == 0)
-      rc = add_tensor(c, name, "I32", q->cols, 1, 1, q->g_idx,
-                      (size_t)q->cols * 4);
-    json_object_set_new(parts, "g_idx", json_string(name));
-  }
-  if (q->perm) {
-    snprintf(name, sizeof name, "%s.perm", mod);
-    if (rc == 0)
-      rc = add_tensor(c, name, "I32", q->cols, 1, 1, q->perm,
-                      (size_t)q->cols * 4);
-    json_object_set_new(parts, "perm", json_string(name));
-  }
-  json_t *layer = json_pack(
-      "{s:s, s:s, s:I, s:I, s:s, s:i, s:i, s:b, s:b, s:f, s:s, s:o, s:n}",
-      "name", mod, "weight", weight, "rows", (json_int_t)q->rows, "cols",
-      (json_int_t)q->cols, "format", "int", "bits", q->fmt.bits, "group_size",
-      q->fmt.group_size, "symmetric", q->fmt.symmetric, "act_order",
-      q->perm != NULL, "bits_per_weight",
-      qc_quant_storage_bits(q) / ((double)q->rows * (double)q->cols), "layout",
-      QC_ARTIFACT_CODES_LAYOUT, "tensors", parts, "kernel");
-  if (rc == 0 && (!layer || json_array_append_new(c->layers, layer)))
-    rc = qc_err_set(c->err, "out of memory");
-  free(mod);
-  return rc;
+static int write_quant_tensors(wctx *c, const char *weight, const qc_quant_state *q) {
+    char *mod = module_of(weight), name[600];
+    if (!mod) return qc_err_set(c->err, "out of memory");
+    json_t *parts = json_object();
+    int rc = 0;
+    int64_t rb = qc_artifact_row_bytes(q->cols, q->fmt.bits);
+    snprintf(name, sizeof name, "%s.qweight", mod);
+    uint8_t *packed = c->w ? qc_malloc((size_t)(q->rows * rb), c->err) : NULL;
+    if (c->w && !packed) rc = -1;
+    if (packed) qc_artifact_pack_codes(q->codes, q->rows, q->cols, q->fmt.bits, packed);
+    if (rc == 0) rc = add_tensor(c, name, "U8", q->rows, rb, 2, packed, (size_t)(q->rows * rb));
+    free(packed);
+    json_object_set_new(parts, "qweight", json_string(name));
+    snprintf(name, sizeof name, "%s.scales", mod);
+    if (rc == 0) rc = write_small(c, name, q->scales, q->rows, q->n_groups, 0);
+    json_object_set_new(parts, "scales", json_string(name));
+    if (!q->fmt.symmetric) {
+        snprintf(name, sizeof name, "%s.zeros", mod);
+        if (rc == 0) rc = write_small(c, name, q->zeros, q->rows, q->n_groups, 1);
+        json_object_set_new(parts, "zeros", json_string(name));
+    }
+    if (!g_idx_trivial(q)) {
+        snprintf(name, sizeof name, "%s.g_idx", mod);
+        if (rc == 0) rc = add_tensor(c, name, "I32", q->cols, 1, 1, q->g_idx, (size_t)q->cols * 4);
+        json_object_set_new(parts, "g_idx", json_string(name));
+    }
+    if (q->perm) {
+        snprintf(name, sizeof name, "%s.perm", mod);
+        if (rc == 0) rc = add_tensor(c, name, "I32", q->cols, 1, 1, q->perm, (size_t)q->cols * 4);
+        json_object_set_new(parts, "perm", json_string(name));
+    }
+    json_t *layer =
+        json_pack("{s:s, s:s, s:I, s:I, s:s, s:i, s:i, s:b, s:b, s:f, s:s, s:o, s:n}", "name", mod,
+                  "weight", weight, "rows", (json_int_t)q->rows, "cols", (json_int_t)q->cols,
+                  "format", "int", "bits", q->fmt.bits, "group_size", q->fmt.group_size,
+                  "symmetric", q->fmt.symmetric, "act_order", q->perm != NULL, "bits_per_weight",
+                  qc_quant_storage_bits(q) / ((double)q->rows * (double)q->cols), "layout",
+                  QC_ARTIFACT_CODES_LAYOUT, "tensors", parts, "kernel");
+    if (rc == 0 && (!layer || json_array_append_new(c->layers, layer)))
+        rc = qc_err_set(c->err, "out of memory");
+    free(mod);
+    return rc;
 }
 
 static int write_tensors(wctx *c) {
-  const qc_model *m = c->m;
-  for (int i = 0; i < m->n_tensors; i++)
-    if (!qc_model_quant(m, m->tensors[i].name) &&
-        write_plain_tensor(c, &m->tensors[i]))
-      return -1;
-  for (int i = 0; i < m->n_quant; i++)
-    if (write_quant_tensors(c, m->quant[i].name, m->quant[i].q))
-      return -1;
-  return 0;
+    const qc_model *m = c->m;
+    for (int i = 0; i < m->n_tensors; i++)
+        if (!qc_model_quant(m, m->tensors[i].name) && write_plain_tensor(c, &m->tensors[i]))
+            return -1;
+    for (int i = 0; i < m->n_quant; i++)
+        if (write_quant_tensors(c, m->quant[i].name, m->quant[i].q)) return -1;
+    return 0;
 }
 
 /* The source's tokenizer as named byte strings (each a section). */
 typedef struct tok_part {
-  char name[32];
-  uint8_t *data;
-  size_t size;
+    char name[32];
+    uint8_t *data;
+    size_t size;
 } tok_part;
 
-static int collect_tokenizer(const qc_model *m, tok_part *parts, int *n,
-                             qc_err *err) {
-  *n = 0;
-  if (!m->tok)
-    return 0;
-  if (!strcmp(m->format, "gguf")) {
-    snprintf(parts[0].name, sizeof parts[0].name, "tokenizer.gguf");
-    if (qc_gguf_tokenizer_extract(m->path, &parts[0].data, &parts[0].size, err))
-      return -1;
-    *n = 1;
-    return 0;
-  }
-  if (!strcmp(m->format, "artifact")) {
-    qcrt_artifact *a = qcrt_artifact_open(m->path, err);
-    if (!a)
-      return -1;
-    int rc = 0;
-    for (int i = 0; i < a->n_sections && rc == 0 && *n < 2; i++) {
-      const qcrt_section *s = &a->sections[i];
-      void *owned;
-      if (s->kind != QCRT_SEC_TOKENIZER)
-        continue;
-      const uint8_t *d = qcrt_artifact_section_data(a, s, &owned, err);
-      tok_part *p = &parts[*n];
-      if (!d || strlen(s->name) >= sizeof p->name) {
-        rc = d ? qc_err_set(err, "%s: tokenizer section name too long", m->path)
-               : -1;
-      } else if (!(p->data = qc_malloc(s->raw_size, err))) {
-        rc = -1;
-      } else {
-        memcpy(p->data, d, s->raw_size);
-        p->size = s->raw_size;
-        snprintf(p->name, sizeof p->name, "%s", s->name);
-        (*n)++;
-      }
-      free(owned);
+static int collect_tokenizer(const qc_model *m, tok_part *parts, int *n, qc_err *err) {
+    *n = 0;
+    if (!m->tok) return 0;
+    if (!strcmp(m->format, "gguf")) {
+        snprintf(parts[0].name, sizeof parts[0].name, "tokenizer.gguf");
+        if (qc_gguf_tokenizer_extract(m->path, &parts[0].data, &parts[0].size, err)) return -1;
+        *n = 1;
+        return 0;
     }
-    qcrt_artifact_free(a);
-    return rc;
-  }
-  for (size_t i = 0; i < sizeof hf_tokenizer_files / sizeof *hf_tokenizer_files;
-       i++) {
-    struct stat sb;
-    char *p = path_join(m->path, hf_tokenizer_files[i]);
-    if (!p)
-      return qc_err_set(err, "out of memory");
-    if (stat(p, &sb) == 0) {
-      tok_part *t = &parts[*n];
-      t->data = (uint8_t *)qc_read_file(p, MAX_TOKENIZER_BYTES, &t->size, err);
-      snprintf(t->name, sizeof t->name, "%s", hf_tokenizer_files[i]);
-      if (!t->data) {
+    if (!strcmp(m->format, "artifact")) {
+        qcrt_artifact *a = qcrt_artifact_open(m->path, err);
+        if (!a) return -1;
+        int rc = 0;
+        for (int i = 0; i < a->n_sections && rc == 0 && *n < 2; i++) {
+            const qcrt_section *s = &a->sections[i];
+            void *owned;
+            if (s->kind != QCRT_SEC_TOKENIZER) continue;
+            const uint8_t *d = qcrt_artifact_section_data(a, s, &owned, err);
+            tok_part *p = &parts[*n];
+            if (!d || strlen(s->name) >= sizeof p->name) {
+                rc = d ? qc_err_set(err, "%s: tokenizer section name too long", m->path) : -1;
+            } else if (!(p->data = qc_malloc(s->raw_size, err))) {
+                rc = -1;
+            } else {
+                memcpy(p->data, d, s->raw_size);
+                p->size = s->raw_size;
+                snprintf(p->name, sizeof p->name, "%s", s->name);
+                (*n)++;
+            }
+            free(owned);
+        }
+        qcrt_artifact_free(a);
+        return rc;
+    }
+    for (size_t i = 0; i < sizeof hf_tokenizer_files / sizeof *hf_tokenizer_files; i++) {
+        struct stat sb;
+        char *p = path_join(m->path, hf_tokenizer_files[i]);
+        if (!p) return qc_err_set(err, "out of memory");
+        if (stat(p, &sb) == 0) {
+            tok_part *t = &parts[*n];
+            t->data = (uint8_t *)qc_read_file(p, MAX_TOKENIZER_BYTES, &t->size, err);
+            snprintf(t->name, sizeof t->name, "%s", hf_tokenizer_files[i]);
+            if (!t->data) {
+                free(p);
+                return -1;
+            }
+            (*n)++;
+        }
         free(p);
-        return -1;
-      }
-      (*n)++;
     }
-    free(p);
-  }
-  return 0;
+    return 0;
 }
 
 static json_t *build_manifest(wctx *c, const tok_part *tok, int n_tok,
                               const qc_artifact_model_opts *o) {
-  json_t *prov = qc_artifact_source_hash(c->m, c->err);
-  if (!prov)
-    return NULL;
-  json_object_set_new(prov, "source", json_string(c->m->path));
-  json_object_set_new(prov, "source_format", json_string(c->m->format));
-  if (o && o->provenance)
-    json_object_update(prov, (json_t *)o->provenance);
-  json_t *tk = json_array();
-  for (int i = 0; i < n_tok; i++)
-    json_array_append_new(tk, json_string(tok[i].name));
-  /* Online input transforms (rotate pass): {weight: {"hadamard": n}}. */
-  json_t *online = json_object();
-  for (int i = 0; online && i < c->m->n_online; i++)
-    json_object_set_new(
-        online, c->m->online[i].name,
-        json_pack("{s:i}", "hadamard", c->m->online[i].hadamard_n));
-  json_t *man = json_pack(
-      "{s:s, s:i, s:o, s:O, s:O, s:o, s:o, s:o, s:[], s:O}", "format",
-      "quantc-artifact", "format_version", QCRT_ARTIFACT_VERSION, "config",
-      config_json(&c->m->cfg), "tensors", c->tensors, "layers", c->layers,
-      "online", online, "tokenizer", tk, "provenance", prov, "kernels",
-      "metrics", o && o->metrics ? (json_t *)o->metrics : json_null());
-  if (!man)
-    qc_err_set(c->err, "out of memory");
-  return man;
+    json_t *prov = qc_artifact_source_hash(c->m, c->err);
+    if (!prov) return NULL;
+    json_object_set_new(prov, "source", json_string(c->m->path));
+    json_object_set_new(prov, "source_format", json_string(c->m->format));
+    if (o && o->provenance) json_object_update(prov, (json_t *)o->provenance);
+    json_t *tk = json_array();
+    for (int i = 0; i < n_tok; i++)
+        json_array_append_new(tk, json_string(tok[i].name));
+    /* Online input transforms (rotate pass): {weight: {"hadamard": n}}. */
+    json_t *online = json_object();
+    for (int i = 0; online && i < c->m->n_online; i++)
+        json_object_set_new(online, c->m->online[i].name,
+                            json_pack("{s:i}", "hadamard", c->m->online[i].hadamard_n));
+    json_t *man = json_pack("{s:s, s:i, s:o, s:O, s:O, s:o, s:o, s:o, s:[], s:O}", "format",
+                            "quantc-artifact", "format_version", QCRT_ARTIFACT_VERSION, "config",
+                            config_json(&c->m->cfg), "tensors", c->tensors, "layers", c->layers,
+                            "online", online, "tokenizer", tk, "provenance", prov, "kernels",
+                            "metrics", o && o->metrics ? (json_t *)o->metrics : json_null());
+    if (!man) qc_err_set(c->err, "out of memory");
+    return man;
 }
 
-int qc_artifact_write_model(const qc_model *m, const char *path,
-                            const qc_artifact_model_opts *o,
+int qc_artifact_write_model(const qc_model *m, const char *path, const qc_artifact_model_opts *o,
                             qc_artifact_stats *stats, qc_err *err) {
-  tok_part tok[2] = {{{0}, NULL, 0}, {{0}, NULL, 0}};
-  int n_tok = 0, rc = -1;
-  wctx c = {
-      .m = m, .tensors = json_object(), .layers = json_array(), .err = err};
-  json_t *man = NULL;
-  char *text = NULL;
-  if (!c.tensors || !c.layers) {
-    qc_err_set(err, "out of memory");
-    goto out;
-  }
-  /* Dry run for the manifest's tensor and layer lists, so the manifest can
-   * be the first section without holding every tensor in memory. */
-  if (write_tensors(&c) || collect_tokenizer(m, tok, &n_tok, err))
-    goto out;
-  if (!(man = build_manifest(&c, tok, n_tok, o)))
-    goto out;
-  text = json_dumps(man,
-                    JSON_INDENT(1) | JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
-  if (!text) {
-    qc_err_set(err, "out of memory");
-    goto out;
-  }
-  if (!(c.w = qc_artifact_writer_new(path, o ? &o->compress : NULL, err)))
-    goto out;
-  json_object_clear(c.tensors);
-  json_array_clear(c.layers);
-  if (qc_artifact_writer_add(c.w, QCRT_SEC_MANIFEST, QC_ARTIFACT_MANIFEST, NULL,
-                             text, strlen(text), err))
-    goto out;
-  for (int i = 0; i < n_tok; i++)
-    if (qc_artifact_writer_add(c.w, QCRT_SEC_TOKENIZER, tok[i].name, NULL,
-                               tok[i].data, tok[i].size, err))
-      goto out;
-  if (write_tensors(&c))
-    goto out;
-  if (stats) {
-    qc_artifact_writer_sizes(c.w, &stats->raw_bytes, &stats->stored_bytes);
-    stats->n_sections = 1 + n_tok + (int)json_object_size(c.tensors);
-  }
-  if (qc_artifact_writer_finish(c.w, err))
-    goto out;
-  if (stats) {
-    struct stat sb;
-    stats->file_bytes = stat(path, &sb) == 0 ? (uint64_t)sb.st_size : 0;
-  }
-  rc = 0;
+    tok_part tok[2] = {{{0}, NULL, 0}, {{0}, NULL, 0}};
+    int n_tok = 0, rc = -1;
+    wctx c = {.m = m, .tensors = json_object(), .layers = json_array(), .err = err};
+    json_t *man = NULL;
+    char *text = NULL;
+    if (!c.tensors || !c.layers) {
+        qc_err_set(err, "out of memory");
+        goto out;
+    }
+    /* Dry run for the manifest's tensor and layer lists, so the manifest can
+     * be the first section without holding every tensor in memory. */
+    if (write_tensors(&c) || collect_tokenizer(m, tok, &n_tok, err)) goto out;
+    if (!(man = build_manifest(&c, tok, n_tok, o))) goto out;
+    text = json_dumps(man, JSON_INDENT(1) | JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
+    if (!text) {
+        qc_err_set(err, "out of memory");
+        goto out;
+    }
+    if (!(c.w = qc_artifact_writer_new(path, o ? &o->compress : NULL, err))) goto out;
+    json_object_clear(c.tensors);
+    json_array_clear(c.layers);
+    if (qc_artifact_writer_add(c.w, QCRT_SEC_MANIFEST, QC_ARTIFACT_MANIFEST, NULL, text,
+                               strlen(text), err))
+        goto out;
+    for (int i = 0; i < n_tok; i++)
+        if (qc_artifact_writer_add(c.w, QCRT_SEC_TOKENIZER, tok[i].name, NULL, tok[i].data,
+                                   tok[i].size, err))
+            goto out;
+    if (write_tensors(&c)) goto out;
+    if (stats) {
+        qc_artifact_writer_sizes(c.w, &stats->raw_bytes, &stats->stored_bytes);
+        stats->n_sections = 1 + n_tok + (int)json_object_size(c.tensors);
+    }
+    if (qc_artifact_writer_finish(c.w, err)) goto out;
+    if (stats) {
+        struct stat sb;
+        stats->file_bytes = stat(path, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+    }
+    rc = 0;
 out:
-  qc_artifact_writer_free(c.w);
-  for (int i = 0; i < n_tok; i++)
-    free(tok[i].data);
-  free(text);
-  json_decref(man);
-  json_decref(c.tensors);
-  json_decref(c.layers);
-  return rc;
+    qc_artifact_writer_free(c.w);
+    for (int i = 0; i < n_tok; i++)
+        free(tok[i].data);
+    free(text);
+    json_decref(man);
+    json_decref(c.tensors);
+    json_decref(c.layers);
+    return rc;
 }
