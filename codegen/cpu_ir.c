@@ -641,46 +641,21 @@ static void emit_gemv(cg *g) {
     LLVMBuildRetVoid(g->B);
 }
 
-/* deqrow(w, o, dst, wp): dst[c] = Ŵ[o][c] - low-rank part, for c < in
- * (original column order); wp is scratch for the packed order (act-order). */
+/* deqrow(w, o, dst): dst[p] = scale·(code − zero) of row o for the packed
+ * columns p < in8 (act-order: packed order, which gemm's gathered x
+ * follows). */
 static LLVMValueRef emit_deqrow(cg *g) {
-    const qc_kernel_spec *s = g->s;
-    LLVMTypeRef params[4] = {g->p8, g->i64, g->pf32, g->pf32};
-    char kind[128];
-    char id[96];
-    qc_kernel_spec_id(s, id, sizeof id);
+    LLVMTypeRef params[3] = {g->p8, g->i64, g->pf32};
+    char kind[128], id[96];
+    qc_kernel_spec_id(g->s, id, sizeof id);
     snprintf(kind, sizeof kind, "%s_deqrow", id);
-    LLVMValueRef fn = new_fn(g, kind, params, 4, 1);
-    noalias(g, 2), noalias(g, 3);
-    LLVMValueRef w = LLVMGetParam(fn, 0), o = LLVMGetParam(fn, 1);
-    LLVMValueRef dst = LLVMGetParam(fn, 2), wp = LLVMGetParam(fn, 3);
+    LLVMValueRef fn = new_fn(g, kind, params, 3, 1);
+    noalias(g, 2);
     row_ctx r = {0};
     r.gemm = 1;
-    r.dst = s->act_order ? wp : dst;
-    row_pointers(g, &r, w, o);
+    r.dst = LLVMGetParam(fn, 2);
+    row_pointers(g, &r, LLVMGetParam(fn, 0), LLVMGetParam(fn, 1));
     row_walk(g, &r);
-    if (s->act_order) {
-        loop l;
-        LLVMValueRef p = loop_begin(g, &l, ci64(g, 0), ci64(g, s->in), 1);
-        LLVMValueRef c =
-            load_i32_sext(g, w, add(g, ci64(g, (int64_t)g->L.perm), mul(g, p, ci64(g, 4))));
-        LLVMBuildStore(g->B, ld(g, g->f32, fptr(g, wp, p)), fptr(g, dst, c));
-        loop_end(g, &l, p);
-    }
-    if (s->outliers) {
-        LLVMValueRef rp = ci64(g, (int64_t)g->L.row_ptr);
-        LLVMValueRef a = load_i32_sext(g, w, add(g, rp, mul(g, o, ci64(g, 4))));
-        LLVMValueRef b = load_i32_sext(g, w, add(g, rp, mul(g, add(g, o, ci64(g, 1)), ci64(g, 4))));
-        LLVMValueRef voff = csr_val_off(g, w);
-        loop l;
-        LLVMValueRef k = loop_begin(g, &l, a, b, 1);
-        LLVMValueRef c =
-            load_i32_sext(g, w, add(g, ci64(g, (int64_t)g->L.col), mul(g, k, ci64(g, 4))));
-        LLVMValueRef v = load_h2f(g, w, add(g, voff, mul(g, k, ci64(g, 2))));
-        LLVMValueRef p = fptr(g, dst, c);
-        LLVMBuildStore(g->B, LLVMBuildFAdd(g->B, ld(g, g->f32, p), v, ""), p);
-        loop_end(g, &l, k);
-    }
     LLVMBuildRetVoid(g->B);
     return fn;
 }
@@ -689,12 +664,12 @@ static LLVMValueRef emit_deqrow(cg *g) {
  * arithmetic is the same for R = QC_GEMM_ROW_TILE and R = 1. */
 static void gemm_tile(cg *g, int R, LLVMValueRef o0, LLVMValueRef deqrow, LLVMValueRef *args) {
     const qc_kernel_spec *s = g->s;
-    LLVMValueRef w = args[0], x = args[1], m = args[2], y = args[3], wt = args[4], wp = args[5],
+    LLVMValueRef w = args[0], x = args[1], m = args[2], y = args[3], wt = args[4], xg = args[5],
                  t = args[6];
     LLVMTypeRef dt = LLVMGlobalGetValueType(deqrow);
     for (int rr = 0; rr < R; rr++) {
-        LLVMValueRef a[4] = {w, add(g, o0, ci64(g, rr)), fptr(g, wt, ci64(g, rr * g->W.in8)), wp};
-        LLVMBuildCall2(g->B, dt, deqrow, a, 4, "");
+        LLVMValueRef a[3] = {w, add(g, o0, ci64(g, rr)), fptr(g, wt, ci64(g, rr * g->W.in8))};
+        LLVMBuildCall2(g->B, dt, deqrow, a, 3, "");
     }
     LLVMValueRef acc[QC_GEMM_ROW_TILE][2];
     for (int rr = 0; rr < R; rr++)
@@ -703,7 +678,8 @@ static void gemm_tile(cg *g, int R, LLVMValueRef o0, LLVMValueRef deqrow, LLVMVa
     int64_t n8 = s->in / 8;
     loop li;
     LLVMValueRef i = loop_begin(g, &li, ci64(g, 0), m, 1);
-    LLVMValueRef xrow = fptr(g, x, mul(g, i, ci64(g, s->in)));
+    LLVMValueRef xorig = fptr(g, x, mul(g, i, ci64(g, s->in)));
+    LLVMValueRef xrow = s->act_order ? fptr(g, xg, mul(g, i, ci64(g, g->W.in8))) : xorig;
     for (int rr = 0; rr < R; rr++)
         for (int h = 0; h < 2; h++)
             LLVMBuildStore(g->B, splat_c(cf32(g, 0)), acc[rr][h]);
@@ -737,6 +713,7 @@ static void gemm_tile(cg *g, int R, LLVMValueRef o0, LLVMValueRef deqrow, LLVMVa
             res = fma_s(g, wv, ld(g, g->f32, fptr(g, xrow, ci64(g, c))), res);
         }
         LLVMValueRef o = add(g, o0, ci64(g, rr));
+        if (s->outliers) res = outliers_dot(g, w, o, xorig, res);
         if (s->rank) res = lowrank_at(g, w, o, fptr(g, t, mul(g, i, ci64(g, s->rank))), res);
         LLVMBuildStore(g->B, res, fptr(g, y, add(g, mul(g, i, ci64(g, s->out)), o)));
     }
@@ -753,8 +730,24 @@ static void emit_gemm(cg *g) {
     LLVMValueRef y = LLVMGetParam(g->fn, 3), r0 = LLVMGetParam(g->fn, 4),
                  r1 = LLVMGetParam(g->fn, 5);
     LLVMValueRef ws = LLVMGetParam(g->fn, 6);
-    LLVMValueRef wt = fptr(g, ws, ci64(g, g->W.wt)), wp = fptr(g, ws, ci64(g, g->W.wp));
-    LLVMValueRef t = fptr(g, ws, ci64(g, g->W.t_gemm));
+    LLVMValueRef wt = fptr(g, ws, ci64(g, g->W.wt)), t = fptr(g, ws, ci64(g, g->W.t_gemm));
+    /* act-order: x gathered once into packed column order (m × in8, zero
+     * padded), so dequantized rows need no scatter */
+    LLVMValueRef mr = mul(g, m, ci64(g, s->rank));
+    LLVMValueRef xg =
+        fptr(g, t, LLVMBuildAnd(g->B, add(g, mr, ci64(g, 7)), ci64(g, ~(int64_t)7), ""));
+    if (s->act_order) {
+        loop li, lp;
+        LLVMValueRef i = loop_begin(g, &li, ci64(g, 0), m, 1);
+        LLVMValueRef xi = fptr(g, x, mul(g, i, ci64(g, s->in)));
+        LLVMValueRef gi = fptr(g, xg, mul(g, i, ci64(g, g->W.in8)));
+        LLVMValueRef p = loop_begin(g, &lp, ci64(g, 0), ci64(g, g->W.in8), 1);
+        LLVMValueRef valid = LLVMBuildICmp(g->B, LLVMIntSLT, p, ci64(g, s->in), "");
+        LLVMValueRef v = x_packed(g, w, xi, LLVMBuildSelect(g->B, valid, p, ci64(g, 0), ""));
+        LLVMBuildStore(g->B, LLVMBuildSelect(g->B, valid, v, cf32(g, 0), ""), fptr(g, gi, p));
+        loop_end(g, &lp, p);
+        loop_end(g, &li, i);
+    }
     if (s->rank) {
         loop li;
         LLVMValueRef i = loop_begin(g, &li, ci64(g, 0), m, 1);
@@ -762,7 +755,7 @@ static void emit_gemm(cg *g) {
                    fptr(g, t, mul(g, i, ci64(g, s->rank))));
         loop_end(g, &li, i);
     }
-    LLVMValueRef args[7] = {w, x, m, y, wt, wp, t};
+    LLVMValueRef args[7] = {w, x, m, y, wt, xg, t};
     LLVMValueRef RT = ci64(g, QC_GEMM_ROW_TILE);
     LLVMValueRef full = LLVMBuildSDiv(g->B, LLVMBuildSub(g->B, r1, r0, ""), RT, "");
     LLVMValueRef mid = add(g, r0, mul(g, full, RT));

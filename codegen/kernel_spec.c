@@ -173,13 +173,13 @@ void qc_kernel_ws_layout(const qc_kernel_spec *s, qc_kernel_ws *l) {
     l->rc = l->rv + 8 * QC_GEMV_ROW_BLOCK;
     l->gemv_total = l->rc + QC_GEMV_ROW_BLOCK;
     l->wt = 0;
-    l->wp = l->wt + QC_GEMM_ROW_TILE * l->in8;
-    l->t_gemm = l->wp + (s->act_order ? l->in8 : 0);
+    l->t_gemm = l->wt + QC_GEMM_ROW_TILE * l->in8;
 }
 
 size_t qc_kernel_ws_floats(const qc_kernel_spec *s, int64_t m) {
     qc_kernel_ws l;
     qc_kernel_ws_layout(s, &l);
-    int64_t gemm = l.t_gemm + (m > 0 ? m : 1) * (int64_t)s->rank;
+    int64_t mm = m > 0 ? m : 1;
+    int64_t gemm = l.t_gemm + round8(mm * s->rank) + (s->act_order ? mm * l.in8 : 0);
     return (size_t)(gemm > l.gemv_total ? gemm : l.gemv_total);
 }

@@ -93,13 +93,14 @@ typedef void (*qc_gemm_fn)(const uint8_t *w, const float *x, int64_t m, float *y
 /* Workspace layout (offsets in floats). gemv: xs = x permuted, scaled per
  * slot and zero-padded (in8 = in rounded up to 8), xsum = per-group sums of
  * x, srow = one row's scales, t = B·x, rv/rc = per-row vector sums and
- * zero-point corrections of a block of QC_GEMV_ROW_BLOCK rows. gemm: wt = QC_GEMM_ROW_TILE
- * dequantized rows in original column order, wp = one row in packed order (act-order), t = m ×
- * rank. */
+ * zero-point corrections of a block of QC_GEMV_ROW_BLOCK rows. gemm: wt =
+ * QC_GEMM_ROW_TILE dequantized rows (packed column order), t = m × rank,
+ * then (act-order) x gathered into packed order, m × in8, at t_gemm +
+ * m·rank rounded up to 8. */
 typedef struct qc_kernel_ws {
     int64_t in8;
     int64_t xs, xsum, srow, t_gemv, rv, rc, gemv_total;
-    int64_t wt, wp, t_gemm; /* t_gemm + m·rank = gemm total */
+    int64_t wt, t_gemm;
 } qc_kernel_ws;
 void qc_kernel_ws_layout(const qc_kernel_spec *s, qc_kernel_ws *l);
 
