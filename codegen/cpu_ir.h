@@ -7,12 +7,14 @@
  * the kernel needs no shift (code·2^s · x·2^-s = code·x exactly). Per group:
  *     y += scale_g · Σ_{c∈g} code_c·x_c − scale_g·zero_g · Σ_{c∈g} x_c
  * with Σ x per group computed once per call. Then the CSR outliers and
- * A·(B·x) are added.
+ * A·(B·x) are added. Row sums are reduced in blocks of rows, after the
+ * block, and the codes are prefetched 1 KiB ahead.
  *
  * gemm (prefill): dequantizes QC_GEMM_ROW_TILE rows of Ŵ at once into f32
- * (in original column order, outliers added) and multiplies them with every
- * row of x (register tile: 4 rows of Ŵ × 2 vector accumulators), so each
- * weight is unpacked once per call, not once per row of x.
+ * (packed column order; with act-order x is gathered into that order once
+ * per call) and multiplies them with every row of x (register tile: 4 rows
+ * of Ŵ × 2 vector accumulators), so each weight is unpacked once per call,
+ * not once per row of x; outliers and A·(B·x) are added per output.
  *
  * Reductions run in a fixed order (no fast-math reassociation), so results
  * do not depend on how rows are split across threads. */
