@@ -24,6 +24,7 @@
 #include "compiler/hadamard.h"
 #include "compiler/model.h"
 #include "compiler/pass.h"
+#include "compiler/recipe.h"
 #include "runtime/forward.h"
 
 #include <math.h>
@@ -152,7 +153,12 @@ static uint64_t splitmix64(uint64_t *s) {
 }
 
 static int run_model(const qc_pass_ctx *ctx, const qc_params *p, qc_model *m, qc_err *err) {
-    (void)ctx;
+    const qc_recipe_pass *rp = ctx->recipe_pass;
+    if (rp && (rp->n_ignore > 0 || (rp->n_targets > 0 && rp->targets[0].line > 0)))
+        return qc_err_set(err,
+                          "line %d: targets/ignore do not apply: the rotation is of the whole "
+                          "residual stream",
+                          rp->line);
     const qc_config *c = &m->cfg;
     const qc_param_value *on = qc_params_get(p, "online");
     int want_online = 0;

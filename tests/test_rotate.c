@@ -25,8 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static int32_t *sample_ids(const qc_model *m, int max, int *n) {
     size_t len, n_ids = 0;
@@ -70,7 +70,7 @@ static int rotate(qc_model *m, const char *params, qc_err *err) {
     snprintf(y, sizeof y, "quantc: 1\ncalibration: { text: x }\npasses:\n  - rotate: %s\n", params);
     qc_recipe *r = qc_recipe_parse(y, strlen(y), "test", NULL, err);
     if (!r) return -1;
-    qc_pass_ctx ctx = {0};
+    qc_pass_ctx ctx = {.recipe_pass = &r->passes[0]};
     int rc = r->passes[0].pass->run_model(&ctx, &r->passes[0].params, m, err);
     qc_recipe_free(r);
     return rc;
@@ -165,6 +165,8 @@ static void check_bad(const char *path) {
     CHECK(rotate(m, "{ online: [gate_proj] }", &err) == -1);
     CHECK(strstr(err.msg, "gate_proj") != NULL);
     CHECK(qc_model_find(m, "model.embed_tokens.weight")->data == before);
+    CHECK(rotate(m, "{ targets: [\"*.mlp.*\"] }", &err) == -1);
+    CHECK(strstr(err.msg, "targets/ignore do not apply") != NULL);
     /* An unsupported hidden size fails before any weight changes. */
     m->cfg.dim = 86; /* 2·43: no Hadamard base */
     CHECK(rotate(m, "{ seed: 0 }", &err) == -1);
