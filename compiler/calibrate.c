@@ -158,6 +158,7 @@ static void free_calib_block(qc_calib_block *cb) {
         free(l->w);
         free(l->bias);
         free(l->deq);
+        free(l->outliers);
         qc_quant_state_free(l->q);
     }
     free(cb->linears);

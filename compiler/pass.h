@@ -77,6 +77,9 @@ typedef struct qc_calib_linear {
     float *deq;        /* rows × cols dequantized weight (owned), or NULL */
     double seconds;    /* time spent quantizing it */
     char note[160];    /* handled conditions worth reporting (e.g. singular Hessian), or "" */
+    uint8_t *outliers; /* rows × cols, owned, or NULL: nonzero = kept as a sparse f16 outlier
+                          (set by the outliers pass, before quantize, which leaves them out of
+                          the dense codes and attaches them to q) */
 } qc_calib_linear;
 
 typedef struct qc_calib_block {

@@ -90,7 +90,152 @@ void qc_quant_state_free(qc_quant_state *q) {
     free(q->zeros);
     free(q->g_idx);
     free(q->perm);
+    free(q->row_ptr);
+    free(q->col);
+    free(q->val);
+    free(q->lr_a);
+    free(q->lr_b);
     free(q);
+}
+
+/* ---- sparse outliers and low-rank factors ---- */
+
+static void clear_outliers(qc_quant_state *q) {
+    free(q->row_ptr);
+    free(q->col);
+    free(q->val);
+    q->row_ptr = q->col = NULL;
+    q->val = NULL;
+    q->nnz = 0;
+}
+
+/* f16 bits of v, or -1 when v is not finite or rounds past f16's largest
+ * finite value (65504). */
+static int32_t to_f16(float v) {
+    uint16_t h = qc_f32_to_f16(v);
+    return (h & 0x7c00) == 0x7c00 ? -1 : (int32_t)h;
+}
+
+int qc_quant_set_outliers(qc_quant_state *q, const uint8_t *mask, const float *w, qc_err *err) {
+    int64_t rows = q->rows, cols = q->cols, nnz = 0;
+    clear_outliers(q);
+    for (int64_t i = 0; i < rows * cols; i++)
+        nnz += mask[i] != 0;
+    if (nnz == 0) return 0;
+    if (nnz > INT32_MAX)
+        return qc_err_set(err, "%lld outliers: more than the %d a CSR with int32 indices holds",
+                          (long long)nnz, INT32_MAX);
+    q->row_ptr = qc_malloc((size_t)(rows + 1) * sizeof(int32_t), err);
+    q->col = q->row_ptr ? qc_malloc((size_t)nnz * sizeof(int32_t), err) : NULL;
+    q->val = q->col ? qc_malloc((size_t)nnz * sizeof(uint16_t), err) : NULL;
+    if (!q->val) {
+        clear_outliers(q);
+        return -1;
+    }
+    int64_t k = 0;
+    q->row_ptr[0] = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t c = 0; c < cols; c++) {
+            if (!mask[r * cols + c]) continue;
+            int32_t h = to_f16(w[r * cols + c]);
+            if (h < 0) {
+                clear_outliers(q);
+                return qc_err_set(err, "outlier at row %lld, column %lld: %g is not an f16 value",
+                                  (long long)r, (long long)c, (double)w[r * cols + c]);
+            }
+            q->col[k] = (int32_t)c;
+            q->val[k++] = (uint16_t)h;
+        }
+        q->row_ptr[r + 1] = (int32_t)k;
+    }
+    q->nnz = nnz;
+    return 0;
+}
+
+/* Index into q->col/val of outlier (r, c); -1 when (r, c) is none. */
+static int64_t outlier_index(const qc_quant_state *q, int64_t r, int64_t c) {
+    if (!q->nnz) return -1;
+    int64_t lo = q->row_ptr[r], hi = q->row_ptr[r + 1];
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (q->col[mid] < c)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < q->row_ptr[r + 1] && q->col[lo] == c ? lo : -1;
+}
+
+/* Marks row r's outlier columns in m (cols bytes). */
+static void outlier_row_mask(const qc_quant_state *q, int64_t r, uint8_t *m) {
+    memset(m, 0, (size_t)q->cols);
+    for (int64_t k = q->nnz ? q->row_ptr[r] : 0; k < (q->nnz ? q->row_ptr[r + 1] : 0); k++)
+        m[q->col[k]] = 1;
+}
+
+int qc_quant_set_lowrank(qc_quant_state *q, int rank, const float *A, const float *B, qc_err *err) {
+    int64_t rows = q->rows, cols = q->cols;
+    if (rank < 0 || rank > rows || rank > cols)
+        return qc_err_set(err, "low-rank rank %d out of range 0..%lld for a %lld x %lld weight",
+                          rank, (long long)(rows < cols ? rows : cols), (long long)rows,
+                          (long long)cols);
+    uint16_t *a = NULL, *b = NULL;
+    if (rank > 0) {
+        a = qc_malloc((size_t)(rows * rank) * sizeof *a, err);
+        b = a ? qc_malloc((size_t)(rank * cols) * sizeof *b, err) : NULL;
+        if (!b) {
+            free(a);
+            return -1;
+        }
+        for (int64_t i = 0; i < rows * rank + rank * cols; i++) {
+            int in_a = i < rows * rank;
+            float v = in_a ? A[i] : B[i - rows * rank];
+            int32_t h = to_f16(v);
+            if (h < 0) {
+                free(a);
+                free(b);
+                return qc_err_set(err, "low-rank factor %s[%lld]: %g is not an f16 value",
+                                  in_a ? "A" : "B", (long long)(in_a ? i : i - rows * rank),
+                                  (double)v);
+            }
+            if (in_a)
+                a[i] = (uint16_t)h;
+            else
+                b[i - rows * rank] = (uint16_t)h;
+        }
+    }
+    free(q->lr_a);
+    free(q->lr_b);
+    q->lr_a = a;
+    q->lr_b = b;
+    q->rank = rank;
+    return 0;
+}
+
+/* w += A·B in tiles of LR_TILE rows × LR_TILE columns × LR_TILE ranks,
+ * converted from f16 on the stack and multiplied by one SGEMM each. */
+enum { LR_TILE = 64 };
+void qc_quant_add_lowrank(const qc_quant_state *q, float *w) {
+    float a[LR_TILE * LR_TILE], b[LR_TILE * LR_TILE];
+    int64_t rows = q->rows, cols = q->cols, rank = q->rank;
+    if (rank <= 0 || !q->lr_a || !q->lr_b) return;
+    for (int64_t r0 = 0; r0 < rows; r0 += LR_TILE) {
+        int64_t nr = rows - r0 < LR_TILE ? rows - r0 : LR_TILE;
+        for (int64_t k0 = 0; k0 < rank; k0 += LR_TILE) {
+            int64_t nk = rank - k0 < LR_TILE ? rank - k0 : LR_TILE;
+            for (int64_t i = 0; i < nr; i++)
+                for (int64_t k = 0; k < nk; k++)
+                    a[i * nk + k] = qc_f16_to_f32(q->lr_a[(r0 + i) * rank + k0 + k]);
+            for (int64_t c0 = 0; c0 < cols; c0 += LR_TILE) {
+                int64_t nc = cols - c0 < LR_TILE ? cols - c0 : LR_TILE;
+                for (int64_t k = 0; k < nk; k++)
+                    for (int64_t j = 0; j < nc; j++)
+                        b[k * nc + j] = qc_f16_to_f32(q->lr_b[(k0 + k) * cols + c0 + j]);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)nc, (int)nk,
+                            1.0f, a, (int)nk, b, (int)nc, 1.0f, w + r0 * cols + c0, (int)cols);
+            }
+        }
+    }
 }
 
 /* Scales are stored as f16: keep the nearest f16 value, inside f16's
@@ -159,6 +304,20 @@ void qc_quant_fit_group(const qc_quant_format *fmt, const qc_clip_search *clip, 
     }
 }
 
+/* Copies the n entries of a group not marked in om (and their weights d,
+ * when non-NULL) to wg/dg; returns how many. */
+static int64_t gather_group(const float *w, const float *d, const uint8_t *om, int64_t n, float *wg,
+                            float *dg) {
+    int64_t m = 0;
+    for (int64_t j = 0; j < n; j++) {
+        if (om[j]) continue;
+        wg[m] = w[j];
+        if (d) dg[m] = d[j];
+        m++;
+    }
+    return m;
+}
+
 static int check_weight(const float *w, int64_t rows, int64_t cols, qc_err *err) {
     for (int64_t r = 0; r < rows; r++)
         for (int64_t c = 0; c < cols; c++)
@@ -198,22 +357,44 @@ int qc_quant_rtn(const float *w, const double *diag, const qc_clip_search *clip,
             d[c] = (float)diag[c];
         }
     }
+    /* Outliers: a row mask, and the group's other weights gathered for the fit. */
+    uint8_t *om = NULL;
+    float *wg = NULL, *dg = NULL;
+    if (q->nnz) {
+        om = qc_malloc((size_t)cols, err);
+        wg = om ? qc_malloc((size_t)gs * sizeof(float), err) : NULL;
+        dg = wg ? qc_malloc((size_t)gs * sizeof(float), err) : NULL;
+        if (!dg) {
+            free(d), free(om), free(wg);
+            return -1;
+        }
+    }
     for (int64_t r = 0; r < rows; r++) {
+        if (om) outlier_row_mask(q, r, om);
         for (int64_t g = 0; g < ng; g++) {
             int64_t c0 = g * gs, n = cols - c0 < gs ? cols - c0 : gs;
             const float *wr = w + r * cols + c0;
             float s, z;
-            qc_quant_fit_group(&q->fmt, clip, wr, d ? d + c0 : NULL, n, &s, &z);
+            if (om) {
+                int64_t m = gather_group(wr, d ? d + c0 : NULL, om + c0, n, wg, dg);
+                qc_quant_fit_group(&q->fmt, clip, wg, d ? dg : NULL, m, &s, &z);
+            } else {
+                qc_quant_fit_group(&q->fmt, clip, wr, d ? d + c0 : NULL, n, &s, &z);
+            }
             q->scales[r * ng + g] = s;
             q->zeros[r * ng + g] = z;
             for (int64_t j = 0; j < n; j++) {
-                uint8_t code = qc_quant_code(wr[j], s, z, q->fmt.bits);
+                int out = om && om[c0 + j];
+                uint8_t code = out ? (uint8_t)z : qc_quant_code(wr[j], s, z, q->fmt.bits);
                 q->codes[r * cols + c0 + j] = code;
                 if (deq) deq[r * cols + c0 + j] = qc_quant_value(code, s, z);
             }
         }
+        if (deq && om)
+            for (int64_t k = q->row_ptr[r]; k < q->row_ptr[r + 1]; k++)
+                deq[r * cols + q->col[k]] += qc_f16_to_f32(q->val[k]);
     }
-    free(d);
+    free(d), free(om), free(wg), free(dg);
     trivial_g_idx(&q->fmt, cols, q->g_idx);
     free(q->perm);
     q->perm = NULL;
@@ -227,6 +408,10 @@ void qc_quant_dequantize(const qc_quant_state *q, float *w) {
             w[r * q->cols + c] =
                 qc_quant_value(q->codes[r * q->cols + c], q->scales[g], q->zeros[g]);
         }
+    for (int64_t r = 0; r < q->rows && q->nnz; r++)
+        for (int64_t k = q->row_ptr[r]; k < q->row_ptr[r + 1]; k++)
+            w[r * q->cols + q->col[k]] += qc_f16_to_f32(q->val[k]);
+    qc_quant_add_lowrank(q, w);
 }
 
 double qc_quant_storage_bits(const qc_quant_state *q) {
@@ -240,6 +425,8 @@ double qc_quant_storage_bits(const qc_quant_state *q) {
         for (int64_t c = 0; c < q->cols && !reordered; c++)
             reordered = q->g_idx[c] != (int32_t)(c / q->fmt.group_size);
     if (reordered) bits += 32.0 * (double)q->cols;
+    if (q->nnz) bits += (16.0 + 32.0) * (double)q->nnz + 32.0 * (double)(q->rows + 1);
+    bits += 16.0 * (double)q->rank * (double)(q->rows + q->cols);
     return bits;
 }
 
@@ -255,6 +442,7 @@ typedef struct gptq_work {
     double *diag; /* n: diag H after the dead-column fix, original order */
     int32_t *perm;
     uint8_t *dead; /* n: H_jj was 0 (original order) */
+    uint8_t *om;   /* rows × n, original order: sparse outlier (NULL without outliers) */
     double damp_used;
     int retries;
 } gptq_work;
@@ -268,6 +456,7 @@ static void gptq_work_free(gptq_work *k) {
     free(k->diag);
     free(k->perm);
     free(k->dead);
+    free(k->om);
 }
 
 /* Orders columns by decreasing diag, ties by increasing column (stable). */
@@ -276,6 +465,79 @@ static int cmp_diag_desc(const void *a, const void *b, void *key) {
     int32_t i = *(const int32_t *)a, j = *(const int32_t *)b;
     if (d[i] != d[j]) return d[i] > d[j] ? -1 : 1;
     return (i > j) - (i < j);
+}
+
+/* Inverts H + damp·mean·I (n × n, symmetric, its strict lower triangle the
+ * original's; d0 the original diagonal) into its upper triangle, and with
+ * refactor replaces the inverse by its upper Cholesky factor. The LAPACK
+ * routines write only the upper triangle, so a failed attempt restarts from
+ * the lower one with ten times the dampening, up to damp = 1, where H +
+ * mean·I is positive definite for any positive semi-definite H. Returns the
+ * LAPACK info (0 = success); *damp is the dampening used. */
+static lapack_int damped_inverse(double *H, int64_t n, const double *d0, double mean, int refactor,
+                                 double *damp, int *retries) {
+    lapack_int info = 0;
+    for (int attempt = 0;; attempt++) {
+        if (attempt > 0)
+            for (int64_t a = 0; a < n; a++)
+                for (int64_t b = a + 1; b < n; b++)
+                    H[a * n + b] = H[b * n + a];
+        for (int64_t j = 0; j < n; j++)
+            H[j * n + j] = d0[j] + *damp * mean;
+        info = LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', (lapack_int)n, H, (lapack_int)n);
+        if (info == 0)
+            info = LAPACKE_dpotri(LAPACK_ROW_MAJOR, 'U', (lapack_int)n, H, (lapack_int)n);
+        if (info == 0 && refactor)
+            info = LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', (lapack_int)n, H, (lapack_int)n);
+        if (info == 0 || *damp >= 1) return info;
+        *damp = *damp > 0 ? *damp * 10 : 1e-4;
+        if (*damp > 1) *damp = 1;
+        (*retries)++;
+    }
+}
+
+int qc_quant_hinv_diag(const double *H, int64_t n, double damp, double *out, double *damp_used,
+                       qc_err *err) {
+    if (!isfinite(damp) || damp < 0)
+        return qc_err_set(err, "damp %g must be finite and >= 0", damp);
+    size_t nn;
+    if (n <= 0 || n > INT32_MAX || qc_mul_size((size_t)n, (size_t)n, &nn) ||
+        nn > SIZE_MAX / sizeof(double))
+        return qc_err_set(err, "Hessian of %lld columns: bad size", (long long)n);
+    double *h = qc_malloc(nn * sizeof *h, err), mean = 0;
+    if (!h) return -1;
+    for (size_t i = 0; i < nn; i++) {
+        if (!isfinite(H[i])) {
+            free(h);
+            return qc_err_set(err, "Hessian has a non-finite value (%g) at row %lld, column %lld",
+                              H[i], (long long)(i / (size_t)n), (long long)(i % (size_t)n));
+        }
+        h[i] = H[i];
+    }
+    for (int64_t j = 0; j < n; j++) {
+        double d = h[j * n + j];
+        if (d < 0) {
+            free(h);
+            return qc_err_set(err, "Hessian diagonal at column %lld is negative (%g): not XᵀX",
+                              (long long)j, d);
+        }
+        out[j] = d == 0 ? 1 : d; /* as GPTQ: a dead input gets H_jj = 1 */
+        mean += out[j];
+    }
+    mean /= (double)n;
+    int retries = 0;
+    lapack_int info = damped_inverse(h, n, out, mean, 0, &damp, &retries);
+    if (info == 0)
+        for (int64_t j = 0; j < n; j++)
+            out[j] = h[j * n + j];
+    free(h);
+    if (info != 0)
+        return qc_err_set(err,
+                          "Hessian (%lld x %lld) is not positive definite even with damp %g "
+                          "(LAPACK info %d)",
+                          (long long)n, (long long)n, damp, (int)info);
+    if (damp_used) *damp_used = damp;
+    return 0;
 }
 
 /* Dead columns, permutation, dampening, and the upper Cholesky factor U of
@@ -323,26 +585,9 @@ static int gptq_prepare_h(double *H, const qc_gptq_opts *o, gptq_work *k, qc_err
     for (int64_t j = 0; j < n; j++)
         d0[j] = H[j * n + j];
     double damp = o->damp;
-    lapack_int info = 0;
-    for (int attempt = 0;; attempt++) {
-        if (attempt > 0)
-            for (int64_t a = 0; a < n; a++)
-                for (int64_t b = a + 1; b < n; b++)
-                    H[a * n + b] = H[b * n + a];
-        for (int64_t j = 0; j < n; j++)
-            H[j * n + j] = d0[j] + damp * mean;
-        /* H = UᵀU, H⁻¹ from the factor, then H⁻¹ = U'ᵀU' (GPTQ's "Cholesky
-         * reformulation": row p of U' holds the update coefficients of column p). */
-        info = LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', (lapack_int)n, H, (lapack_int)n);
-        if (info == 0)
-            info = LAPACKE_dpotri(LAPACK_ROW_MAJOR, 'U', (lapack_int)n, H, (lapack_int)n);
-        if (info == 0)
-            info = LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', (lapack_int)n, H, (lapack_int)n);
-        if (info == 0 || damp >= 1) break;
-        damp = damp > 0 ? damp * 10 : 1e-4;
-        if (damp > 1) damp = 1;
-        k->retries++;
-    }
+    /* H⁻¹ = U'ᵀU' (GPTQ's "Cholesky reformulation": row p of U' holds the
+     * update coefficients of column p). */
+    lapack_int info = damped_inverse(H, n, d0, mean, 1, &damp, &k->retries);
     free(d0);
     if (info != 0)
         return qc_err_set(err,
@@ -368,12 +613,15 @@ static void gptq_fit_current(const qc_gptq_opts *o, qc_quant_state *q, gptq_work
         cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(e - i2), (int)rows, (int)done,
                     -1.0, U + i1 * n + i2, (int)n, k->Err, (int)rows, 1.0, k->cur + (i2 - p) * rows,
                     (int)rows);
-    for (int64_t j = 0; j < m; j++)
-        k->dg[j] = (float)k->diag[k->perm[p + j]];
     for (int64_t r = 0; r < rows; r++) {
-        for (int64_t j = 0; j < m; j++)
-            k->wg[j] = (float)k->cur[j * rows + r];
-        qc_quant_fit_group(&q->fmt, &o->clip, k->wg, k->dg, m, &q->scales[r * q->n_groups + g],
+        int64_t kept = 0; /* outliers stay out of the fit */
+        for (int64_t j = 0; j < m; j++) {
+            int64_t c = k->perm[p + j];
+            if (k->om && k->om[r * n + c]) continue;
+            k->wg[kept] = (float)k->cur[j * rows + r];
+            k->dg[kept++] = (float)k->diag[c];
+        }
+        qc_quant_fit_group(&q->fmt, &o->clip, k->wg, k->dg, kept, &q->scales[r * q->n_groups + g],
                            &q->zeros[r * q->n_groups + g]);
     }
 }
@@ -385,15 +633,32 @@ static void gptq_fit_upfront(const float *w, const qc_gptq_opts *o, qc_quant_sta
     int64_t rows = k->rows, n = k->n, gs = q->fmt.group_size ? q->fmt.group_size : n;
     for (int64_t g = 0; g < q->n_groups; g++) {
         int64_t c0 = g * gs, m = n - c0 < gs ? n - c0 : gs;
-        for (int64_t j = 0; j < m; j++)
-            k->dg[j] = (float)k->diag[c0 + j];
         for (int64_t r = 0; r < rows; r++) {
-            for (int64_t j = 0; j < m; j++)
-                k->wg[j] = k->dead[c0 + j] ? 0.0f : w[r * n + c0 + j];
-            qc_quant_fit_group(&q->fmt, &o->clip, k->wg, k->dg, m, &q->scales[r * q->n_groups + g],
-                               &q->zeros[r * q->n_groups + g]);
+            int64_t kept = 0; /* outliers stay out of the fit */
+            for (int64_t c = c0; c < c0 + m; c++) {
+                if (k->om && k->om[r * n + c]) continue;
+                k->wg[kept] = k->dead[c] ? 0.0f : w[r * n + c];
+                k->dg[kept++] = (float)k->diag[c];
+            }
+            qc_quant_fit_group(&q->fmt, &o->clip, k->wg, k->dg, kept,
+                               &q->scales[r * q->n_groups + g], &q->zeros[r * q->n_groups + g]);
         }
     }
+}
+
+/* Stores GPTQ's current value x of outlier (r, c) as its f16 value; v gets
+ * the value represented. */
+static int gptq_keep_outlier(qc_quant_state *q, int64_t r, int64_t c, double x, float *v,
+                             qc_err *err) {
+    int32_t h = to_f16((float)x);
+    if (h < 0)
+        return qc_err_set(err,
+                          "outlier at row %lld, column %lld: its GPTQ-compensated value %g is not "
+                          "an f16 value",
+                          (long long)r, (long long)c, x);
+    q->val[outlier_index(q, r, c)] = (uint16_t)h;
+    *v = qc_f16_to_f32((uint16_t)h);
+    return 0;
 }
 
 int qc_quant_gptq(const float *w, double *H, const qc_gptq_opts *o, qc_quant_state *q, float *deq,
@@ -418,7 +683,9 @@ int qc_quant_gptq(const float *w, double *H, const qc_gptq_opts *o, qc_quant_sta
     k.diag = malloc((size_t)n * sizeof(double));
     k.perm = malloc((size_t)n * sizeof(int32_t));
     k.dead = malloc((size_t)n);
-    if (!k.Wt || !k.Err || !k.cur || !k.wg || !k.dg || !k.diag || !k.perm || !k.dead) {
+    k.om = q->nnz ? calloc(wt, 1) : NULL;
+    if (!k.Wt || !k.Err || !k.cur || !k.wg || !k.dg || !k.diag || !k.perm || !k.dead ||
+        (q->nnz && !k.om)) {
         gptq_work_free(&k);
         return qc_err_set(err, "GPTQ: out of memory for a %lld x %lld weight", (long long)rows,
                           (long long)n);
@@ -434,6 +701,9 @@ int qc_quant_gptq(const float *w, double *H, const qc_gptq_opts *o, qc_quant_sta
         for (int64_t j = 0; j < n; j++)
             o->info->dead_inputs += k.dead[j];
     }
+    for (int64_t r = 0; r < rows && k.om; r++)
+        for (int64_t i = q->row_ptr[r]; i < q->row_ptr[r + 1]; i++)
+            k.om[r * n + q->col[i]] = 1;
     const double *U = H;
     for (int64_t p = 0; p < n; p++) {
         int64_t c = k.perm[p];
@@ -445,7 +715,10 @@ int qc_quant_gptq(const float *w, double *H, const qc_gptq_opts *o, qc_quant_sta
     int bits = q->fmt.bits;
     /* Frantar et al. 2022, Alg. 1: quantize column p, spread its scaled error
      * over the block's remaining columns at once (rank-1), and over the
-     * columns after the block lazily, once per block (one GEMM). */
+     * columns after the block lazily, once per block (one GEMM). A sparse
+     * outlier is "quantized" to f16 instead (SpQR, Dettmers et al. 2023,
+     * Alg. 1): its current, compensated value is kept, so only its f16
+     * rounding error is spread. */
     for (int64_t i1 = 0; i1 < n; i1 += B) {
         int64_t i2 = i1 + B < n ? i1 + B : n;
         for (int64_t p = i1; p < i2; p++) {
@@ -456,10 +729,18 @@ int qc_quant_gptq(const float *w, double *H, const qc_gptq_opts *o, qc_quant_sta
             double d = U[p * n + p];
             double *wp = k.Wt + p * rows, *ep = k.Err + i * rows;
             for (int64_t r = 0; r < rows; r++) {
-                float s = q->scales[r * ng + g], z = q->zeros[r * ng + g];
-                uint8_t code = qc_quant_code((float)wp[r], s, z, bits);
-                float v = qc_quant_value(code, s, z);
-                q->codes[r * n + c] = code;
+                float s = q->scales[r * ng + g], z = q->zeros[r * ng + g], v = 0;
+                if (k.om && k.om[r * n + c]) {
+                    if (gptq_keep_outlier(q, r, c, wp[r], &v, err)) {
+                        gptq_work_free(&k);
+                        return -1;
+                    }
+                    q->codes[r * n + c] = (uint8_t)z; /* the dense part is 0 here */
+                } else {
+                    uint8_t code = qc_quant_code((float)wp[r], s, z, bits);
+                    v = qc_quant_value(code, s, z);
+                    q->codes[r * n + c] = code;
+                }
                 if (deq) deq[r * n + c] = v;
                 ep[r] = (wp[r] - (double)v) / d;
             }

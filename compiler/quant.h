@@ -1,9 +1,14 @@
 /* Group-wise integer weight quantization: formats, scale/zero search, RTN,
- * and the compressed state of one linear layer (codes + scales + zeros +
- * group index). Dequantized weight:
- *     Ŵ[r][c] = scale[r][g] · (code[r][c] − zero[r][g]),  g = g_idx[c]
+ * GPTQ, and the compressed state of one linear layer: dense codes + scales +
+ * zeros + group index, optional sparse outliers and optional low-rank
+ * factors. Dequantized weight:
+ *     Ŵ[r][c] = scale[r][g] · (code[r][c] − zero[r][g])        g = g_idx[c]
+ *             + S[r][c]                   (sparse outliers, CSR, f16 values)
+ *             + Σ_k A[r][k] · B[k][c]     (low-rank factors, f16)
  * Symmetric formats use zero = 2^(bits−1) (codes are offset so they stay
- * unsigned); asymmetric ones store a per-group integer zero in [0, 2^bits−1]. */
+ * unsigned); asymmetric ones store a per-group integer zero in [0, 2^bits−1].
+ * At an outlier position the dense code is the group's zero point, so the
+ * dense part is exactly 0 there and Ŵ = S (+ A·B). */
 #ifndef QC_QUANT_H
 #define QC_QUANT_H
 
@@ -36,6 +41,23 @@ typedef struct qc_quant_state {
     float *zeros;     /* rows × n_groups (integer-valued; 2^(bits-1) when symmetric) */
     int32_t *g_idx;   /* cols: group of each column (act-order reorders groups) */
     int32_t *perm;    /* cols: GPTQ column order when act-order was used, else NULL */
+    /* Sparse outliers (SpQR, Dettmers et al. 2023; SqueezeLLM dense-and-sparse,
+     * Kim et al. 2023): CSR over rows; all NULL and nnz 0 when there are none.
+     * Columns are original column indices, increasing within a row. Values
+     * are f16 bits (compiler/dequant.h qc_f32_to_f16, round to nearest even):
+     * the weight being quantized at that position (RTN: the original weight;
+     * GPTQ: the weight after the compensation of earlier columns, which is
+     * what GPTQ then represents exactly). */
+    int64_t nnz;
+    int32_t *row_ptr; /* rows + 1: row r's entries are [row_ptr[r], row_ptr[r+1]) */
+    int32_t *col;     /* nnz */
+    uint16_t *val;    /* nnz, f16 bits */
+    /* Low-rank correction (EoRA, Liu et al. 2024; LoRC, Yao et al. 2023):
+     * Ŵ += A·B, A rows × rank, B rank × cols (original column order), row-major
+     * f16 bits; rank 0 and NULL when absent. */
+    int rank;
+    uint16_t *lr_a;
+    uint16_t *lr_b;
 } qc_quant_state;
 
 /* Allocates an empty state for a rows × cols weight in fmt (g_idx set to
@@ -101,11 +123,42 @@ typedef struct qc_gptq_opts {
 int qc_quant_gptq(const float *w, double *H, const qc_gptq_opts *opts, qc_quant_state *q,
                   float *deq, qc_err *err);
 
-/* Dequantizes q into w (rows × cols). */
+/* Makes the entries where mask (rows × cols, nonzero = outlier) is set the
+ * sparse outliers of q, replacing earlier ones, with values f16(w) (w rows ×
+ * cols, the weight about to be quantized). Call before qc_quant_rtn or
+ * qc_quant_gptq: both leave these entries out of the dense quantization
+ * (code = zero point, not counted when fitting group scales; GPTQ spreads
+ * only their f16 rounding error) and keep them in q. An all-zero mask
+ * removes the outliers. Returns 0, or -1 with err (value beyond f16 range,
+ * more than INT32_MAX outliers, allocation). */
+int qc_quant_set_outliers(qc_quant_state *q, const uint8_t *mask, const float *w, qc_err *err);
+
+/* Sets q's low-rank factors from f32 A (rows × rank) and B (rank × cols),
+ * rounded to f16 (rank 0 removes them). Returns 0, or -1 with err (rank out
+ * of 0..min(rows, cols), non-finite value or one beyond f16 range). */
+int qc_quant_set_lowrank(qc_quant_state *q, int rank, const float *A, const float *B,
+                         qc_err *err);
+
+/* Adds A·B of q's low-rank factors to w (rows × cols); nothing without them.
+ * Works on fixed-size tiles on the stack, so it cannot fail. */
+void qc_quant_add_lowrank(const qc_quant_state *q, float *w);
+
+/* Dequantizes q into w (rows × cols): dense codes + outliers + A·B. */
 void qc_quant_dequantize(const qc_quant_state *q, float *w);
 
 /* Storage cost in bits of q: codes + f16 scales + zeros (bits each, when
- * asymmetric) + g_idx (32 bits per column when act-order reorders groups). */
+ * asymmetric) + g_idx (32 bits per column when act-order reorders groups)
+ * + outliers (16-bit value + 32-bit column each, 32 bits per row_ptr entry:
+ * rows + 1) + low-rank factors (16 bits per entry of A and B). */
 double qc_quant_storage_bits(const qc_quant_state *q);
+
+/* [H⁻¹]_jj of a Hessian (n × n, f64, read-only) after GPTQ's preparation:
+ * dead inputs (H_jj = 0) get H_jj = 1, then damp · mean(diag) is added to
+ * the diagonal (raised tenfold up to 1 when H is singular, as GPTQ does; the
+ * damp used goes to *damp_used when non-NULL). The OBS saliency of weight
+ * w_ij is w_ij² / [H⁻¹]_jj (Hassibi & Stork 1993; SpQR eq. 3). Returns 0, or
+ * -1 with err (non-finite or negative diagonal, not positive definite). */
+int qc_quant_hinv_diag(const double *H, int64_t n, double damp, double *out, double *damp_used,
+                       qc_err *err);
 
 #endif

@@ -79,6 +79,8 @@ static int quantize_linear(const qc_params *p, qc_calib_linear *l, qc_err *err) 
     double *h = NULL;
     int rc = -1;
     if (!deq) goto done;
+    /* Weights the outliers pass kept in f16 stay out of the dense codes. */
+    if (l->outliers && qc_quant_set_outliers(q, l->outliers, l->w, err)) goto done;
     if (gptq) {
         /* H is shared by the linears reading the same input; GPTQ factors
          * its own copy. */

@@ -10,12 +10,14 @@
 extern const qc_pass qc_pass_rotate;
 extern const qc_pass qc_pass_smooth;
 extern const qc_pass qc_pass_allocate;
+extern const qc_pass qc_pass_outliers;
 extern const qc_pass qc_pass_quantize;
 
 static const qc_pass *const passes[] = {
     &qc_pass_rotate,
     &qc_pass_smooth,
     &qc_pass_allocate,
+    &qc_pass_outliers,
     &qc_pass_quantize,
 };
 

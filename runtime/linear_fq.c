@@ -1,3 +1,6 @@
+/* Fake-quant linear (linear.h): the f32 linear of Ŵ = qc_quant_dequantize(q),
+ * which holds every part of the compressed weight: dense codes, sparse
+ * outliers and the low-rank correction A·B. */
 #include "compiler/quant.h"
 #include "linear.h"
 

@@ -2,79 +2,22 @@
  *
  * Extra modes used by tests/test_gptq.py and for measurements:
  *   test_quant --run METHOD ROWS COLS W.f32 H.f64 OUT BITS GROUP SYM ACT_ORDER STATIC CLIP BLOCK
- *       METHOD rtn|gptq; writes OUT.deq (f32 rows×cols) and OUT.codes (u8)
+ *              [MASK.u8]
+ *       METHOD rtn|gptq; MASK (rows×cols, nonzero = sparse outlier) keeps weights out of the
+ *       dense codes; writes OUT.deq (f32 rows×cols) and OUT.codes (u8), and fails when
+ *       qc_quant_dequantize disagrees with the quantizer's own Ŵ
  *   test_quant --bench ROWS COLS   times GPTQ w4 g128 act-order on a random problem */
 #include "compiler/dequant.h"
 #include "compiler/pass.h"
 #include "compiler/quant.h"
 #include "compiler/recipe.h"
 #include "tests/check.h"
+#include "tests/quant_problem.h"
 
 #include <cblas.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
-
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static double urand(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (double)(rng_state >> 11) * 0x1p-53;
-}
-static double nrand(void) {
-    double u = urand() + 1e-300, v = urand();
-    return sqrt(-2 * log(u)) * cos(2 * M_PI * v);
-}
-
-static void fill_normal(float *x, int64_t n, double sd) {
-    for (int64_t i = 0; i < n; i++)
-        x[i] = (float)(sd * nrand());
-}
-
-/* X (n × d): correlated inputs, Z·A with a random mixing A, plus a few heavy
- * channels (×8), like LLM activations with outlier features. */
-static float *correlated_x(int64_t n, int64_t d) {
-    float *z = malloc(sizeof(float) * n * d), *a = malloc(sizeof(float) * d * d);
-    float *x = malloc(sizeof(float) * n * d);
-    fill_normal(z, n * d, 1);
-    for (int64_t i = 0; i < d * d; i++)
-        a[i] = (float)(0.3 * nrand()) + ((i / d == i % d) ? 1.0f : 0.0f);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)d, (int)d, 1, z, (int)d, a,
-                (int)d, 0, x, (int)d);
-    for (int64_t j = 0; j < d; j += 13)
-        for (int64_t i = 0; i < n; i++)
-            x[i * d + j] *= 8;
-    free(z);
-    free(a);
-    return x;
-}
-
-static double *gram(const float *x, int64_t n, int64_t d) {
-    double *h = calloc((size_t)(d * d), sizeof(double));
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t a = 0; a < d; a++)
-            for (int64_t b = 0; b < d; b++)
-                h[a * d + b] += (double)x[i * d + a] * x[i * d + b];
-    return h;
-}
-
-/* ‖X Wᵀ − X Ŵᵀ‖_F² / ‖X Wᵀ‖_F² */
-static double out_err(const float *x, int64_t n, int64_t d, const float *w, const float *wq,
-                      int64_t rows) {
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t r = 0; r < rows; r++) {
-            double y = 0, yq = 0;
-            for (int64_t c = 0; c < d; c++) {
-                y += (double)x[i * d + c] * w[r * d + c];
-                yq += (double)x[i * d + c] * wq[r * d + c];
-            }
-            num += (y - yq) * (y - yq);
-            den += y * y;
-        }
-    return num / den;
-}
 
 static const qc_clip_search no_clip = {0, 1.0f, 1};
 static const qc_clip_search clip20 = {1, 0.75f, 20};
@@ -429,10 +372,21 @@ static void test_pass(void) {
     double *h0 = malloc(sizeof(double) * 64 * 64);
     memcpy(h0, pr.h, sizeof(double) * 64 * 64);
     qc_calib_linear ls[2] = {
-        {.name = "model.layers.0.mlp.gate_proj.weight", .kind = "gate_proj", .rows = 24, .cols = 64,
-         .w = pr.w, .H = pr.h, .n_tokens = 256, .targeted = 1},
-        {.name = "model.layers.0.mlp.up_proj.weight", .kind = "up_proj", .rows = 24, .cols = 64,
-         .w = pr.w, .H = pr.h, .n_tokens = 256},
+        {.name = "model.layers.0.mlp.gate_proj.weight",
+         .kind = "gate_proj",
+         .rows = 24,
+         .cols = 64,
+         .w = pr.w,
+         .H = pr.h,
+         .n_tokens = 256,
+         .targeted = 1},
+        {.name = "model.layers.0.mlp.up_proj.weight",
+         .kind = "up_proj",
+         .rows = 24,
+         .cols = 64,
+         .w = pr.w,
+         .H = pr.h,
+         .n_tokens = 256},
     };
     qc_calib_block b = {.index = 0, .n_linears = 2, .linears = ls};
     qc_pass_ctx ctx = {.quiet = 1};
@@ -462,23 +416,6 @@ static void test_pass(void) {
     free_problem(&pr);
 }
 
-static int read_file(const char *path, void *buf, size_t n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return -1;
-    size_t got = fread(buf, 1, n, f);
-    fclose(f);
-    return got == n ? 0 : -1;
-}
-
-static int write_file(const char *path, const char *suffix, const void *buf, size_t n) {
-    char name[4096];
-    snprintf(name, sizeof name, "%s%s", path, suffix);
-    FILE *f = fopen(name, "wb");
-    if (!f) return -1;
-    size_t put = fwrite(buf, 1, n, f);
-    return fclose(f) == 0 && put == n ? 0 : -1;
-}
-
 static int run_mode(char **a) {
     int gptq = strcmp(a[0], "gptq") == 0;
     int64_t rows = atoll(a[1]), cols = atoll(a[2]);
@@ -493,13 +430,27 @@ static int run_mode(char **a) {
     }
     for (int64_t c = 0; c < cols; c++)
         diag[c] = h[c * cols + c];
+    uint8_t *mask = a[13] ? malloc((size_t)(rows * cols)) : NULL;
+    if (mask && read_file(a[13], mask, (size_t)(rows * cols))) {
+        fprintf(stderr, "cannot read %s\n", a[13]);
+        return 1;
+    }
     qc_err err;
     qc_quant_state *q = qc_quant_state_new(&f, rows, cols, &err);
-    if (!q || (gptq ? qc_quant_gptq(w, h, &o, q, deq, &err)
-                    : qc_quant_rtn(w, diag, &o.clip, q, deq, &err))) {
+    if (!q || (mask && qc_quant_set_outliers(q, mask, w, &err)) ||
+        (gptq ? qc_quant_gptq(w, h, &o, q, deq, &err)
+              : qc_quant_rtn(w, diag, &o.clip, q, deq, &err))) {
         fprintf(stderr, "error: %s\n", err.msg);
         return 1;
     }
+    float *deq2 = malloc(sizeof(float) * rows * cols);
+    qc_quant_dequantize(q, deq2);
+    if (memcmp(deq, deq2, sizeof(float) * rows * cols)) {
+        fprintf(stderr, "qc_quant_dequantize differs from the quantizer's output\n");
+        return 1;
+    }
+    free(deq2);
+    free(mask);
     int rc = write_file(a[5], ".deq", deq, sizeof(float) * rows * cols) ||
              write_file(a[5], ".codes", q->codes, (size_t)(rows * cols));
     qc_quant_state_free(q);
@@ -550,9 +501,9 @@ static int bench_mode(int64_t rows, int64_t cols) {
 
 int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "--run") == 0) {
-        if (argc != 15) {
+        if (argc != 15 && argc != 16) {
             fprintf(stderr, "usage: test_quant --run METHOD ROWS COLS W H OUT BITS GROUP SYM "
-                            "ACT_ORDER STATIC CLIP BLOCK\n");
+                            "ACT_ORDER STATIC CLIP BLOCK [MASK]\n");
             return 2;
         }
         return run_mode(argv + 2);
