@@ -446,9 +446,12 @@ static int run_block_passes(driver *d, qc_calib_block *cb, qc_calib_progress pro
                 qc_err_prefix(err, "lm_head: %s", rp->pass->name);
             return -1;
         }
+        /* The quantizer names the state; a later pass that amends it (lowrank)
+         * says so in the layer's note instead. */
         const qc_param_value *mv = qc_params_get(&rp->params, "method");
         for (int i = 0; i < cb->n_linears; i++)
-            if (cb->linears[i].targeted && cb->linears[i].q)
+            if (cb->linears[i].targeted && cb->linears[i].q &&
+                (!method[i] || strcmp(rp->pass->name, "quantize") == 0))
                 method[i] = mv && mv->s ? mv->s : rp->pass->name;
     }
     return 0;

@@ -12,6 +12,7 @@ extern const qc_pass qc_pass_smooth;
 extern const qc_pass qc_pass_allocate;
 extern const qc_pass qc_pass_outliers;
 extern const qc_pass qc_pass_quantize;
+extern const qc_pass qc_pass_lowrank;
 
 static const qc_pass *const passes[] = {
     &qc_pass_rotate,
@@ -19,6 +20,7 @@ static const qc_pass *const passes[] = {
     &qc_pass_allocate,
     &qc_pass_outliers,
     &qc_pass_quantize,
+    &qc_pass_lowrank,
 };
 
 int qc_pass_count(void) {
