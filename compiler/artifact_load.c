@@ -143,8 +143,7 @@ static view *layer_part(lctx *c, const char *mod, json_t *parts, const char *par
     if (!v || !dt_ok || v->used || v->n_dims != (cols ? 2 : 1) || v->shape[0] != rows ||
         (cols && v->shape[1] != cols)) {
         qc_err_set(c->err,
-                   "%s: layer '%s': tensor '%s' is missing, used twice, or not %s "
-                   "[%lld%s%lld]",
+                   "%s: layer '%s': tensor '%s' is missing, used twice, or not %s [%lld%s%lld]",
                    c->path, mod, part, qc_dtype_name(ok[0]), (long long)rows, cols ? ", " : "",
                    (long long)(cols ? cols : 0));
         return NULL;
@@ -160,6 +159,39 @@ static void to_f32(const view *v, float *out, int64_t n) {
             out[i] = v->data[i];
     else
         qc_dequantize(v->dtype, v->data, out, n);
+}
+
+/* A copy of a view's bytes (the state owns its arrays). */
+static void *copy_view(const view *v, qc_err *err) {
+    void *p = qc_malloc(v->nbytes, err);
+    if (p) memcpy(p, v->data, v->nbytes);
+    return p;
+}
+
+/* f16 bits that are Inf or NaN (exponent all ones). */
+static int f16_bad(uint16_t h) {
+    return (h & 0x7c00) == 0x7c00;
+}
+
+/* CSR: row_ptr from 0 to nnz, non-decreasing; columns in range and
+ * increasing within a row; finite values. Low-rank factors finite. */
+static const char *check_sparse(const qc_quant_state *q) {
+    if (q->nnz > 0) {
+        if (q->row_ptr[0] != 0 || q->row_ptr[q->rows] != q->nnz)
+            return "outlier row_ptr does not run from 0 to the outlier count";
+        for (int64_t r = 0; r < q->rows; r++) {
+            if (q->row_ptr[r + 1] < q->row_ptr[r]) return "outlier row_ptr decreases";
+            for (int32_t k = q->row_ptr[r]; k < q->row_ptr[r + 1]; k++)
+                if (q->col[k] < 0 || q->col[k] >= q->cols ||
+                    (k > q->row_ptr[r] && q->col[k] <= q->col[k - 1]) || f16_bad(q->val[k]))
+                    return "an outlier column is out of range or out of order, or its value is "
+                           "not finite";
+        }
+    }
+    for (int64_t i = 0; i < (q->rows + q->cols) * q->rank; i++)
+        if (f16_bad(i < q->rows * q->rank ? q->lr_a[i] : q->lr_b[i - q->rows * q->rank]))
+            return "a low-rank factor is not finite";
+    return NULL;
 }
 
 static int check_state(lctx *c, const char *mod, const qc_quant_state *q) {
@@ -180,6 +212,7 @@ static int check_state(lctx *c, const char *mod, const qc_quant_state *q) {
         }
         free(seen);
     }
+    if (!bad) bad = check_sparse(q);
     return bad ? qc_err_set(c->err, "%s: layer '%s': %s", c->path, mod, bad) : 0;
 }
 
@@ -218,8 +251,36 @@ static int read_layer(lctx *c, json_t *layer, int index) {
         !(vg = layer_part(c, mod, parts, "g_idx", i32, 1, cols, 0)))
         return -1;
     if (act && !(vp = layer_part(c, mod, parts, "perm", i32, 1, cols, 0))) return -1;
+    /* Optional sparse outliers (CSR) and low-rank factors. */
+    json_t *jo = json_object_get(layer, "outliers"), *jr = json_object_get(layer, "rank");
+    json_int_t nnz = json_is_integer(jo) ? json_integer_value(jo) : jo ? -1 : 0;
+    json_int_t rank = json_is_integer(jr) ? json_integer_value(jr) : jr ? -1 : 0;
+    if (nnz < 0 || nnz > rows * cols || nnz > INT32_MAX || rank < 0 || rank > rows || rank > cols)
+        return qc_err_set(c->err, "%s: layer '%s': outliers %lld / rank %lld out of range", c->path,
+                          mod, (long long)nnz, (long long)rank);
+    static const qc_dtype f16[] = {QC_DT_F16};
+    view *vo[3] = {NULL, NULL, NULL}, *vl[2] = {NULL, NULL};
+    if (nnz > 0 && (!(vo[0] = layer_part(c, mod, parts, "outlier_row_ptr", i32, 1, rows + 1, 0)) ||
+                    !(vo[1] = layer_part(c, mod, parts, "outlier_col", i32, 1, nnz, 0)) ||
+                    !(vo[2] = layer_part(c, mod, parts, "outlier_val", f16, 1, nnz, 0))))
+        return -1;
+    if (rank > 0 && (!(vl[0] = layer_part(c, mod, parts, "lowrank_a", f16, 1, rows, rank)) ||
+                     !(vl[1] = layer_part(c, mod, parts, "lowrank_b", f16, 1, rank, cols))))
+        return -1;
     qc_quant_state *q = qc_quant_state_new(&fmt, rows, cols, c->err);
     if (!q) return qc_err_prefix(c->err, "%s: layer '%s'", c->path, mod);
+    if (nnz > 0 && (!(q->row_ptr = copy_view(vo[0], c->err)) ||
+                    !(q->col = copy_view(vo[1], c->err)) || !(q->val = copy_view(vo[2], c->err)))) {
+        qc_quant_state_free(q);
+        return -1;
+    }
+    q->nnz = nnz;
+    if (rank > 0 &&
+        (!(q->lr_a = copy_view(vl[0], c->err)) || !(q->lr_b = copy_view(vl[1], c->err)))) {
+        qc_quant_state_free(q);
+        return -1;
+    }
+    q->rank = (int)rank;
     qc_artifact_unpack_codes(vq->data, rows, cols, bits, q->codes);
     to_f32(vs, q->scales, rows * ng);
     if (vz)
@@ -253,8 +314,7 @@ static int read_config(lctx *c, json_t *cfg) {
     const char *arch, *arch_name, *rope;
     double theta, eps, f, lo, hi;
     if (json_unpack(cfg,
-                    "{s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:F, s:F, s:s, "
-                    "s:F, s:F, "
+                    "{s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:F, s:F, s:s, s:F, s:F, "
                     "s:F, s:i, s:b, s:b, s:b, s:i, s:i}",
                     "arch", &arch, "arch_name", &arch_name, "n_layers", &k->n_layers, "dim",
                     &k->dim, "n_heads", &k->n_heads, "n_kv_heads", &k->n_kv_heads, "head_dim",

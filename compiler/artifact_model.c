@@ -1,5 +1,4 @@
-/* Model IR -> artifact (see artifact_model.h); loading is in artifact_load.c.
- */
+/* Model IR -> artifact (see artifact_model.h); loading is in artifact_load.c. */
 #include "artifact_model.h"
 
 #include "dequant.h"
@@ -129,8 +128,7 @@ static const char *const rope_names[] = {"none", "llama3", "linear"};
 
 static json_t *config_json(const qc_config *c) {
     return json_pack(
-        "{s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:f, s:s, s:f, "
-        "s:f, "
+        "{s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:f, s:s, s:f, s:f, "
         "s:f, s:i, s:b, s:b, s:b, s:i, s:i}",
         "arch", arch_names[c->arch], "arch_name", c->arch_name, "n_layers", c->n_layers, "dim",
         c->dim, "n_heads", c->n_heads, "n_kv_heads", c->n_kv_heads, "head_dim", c->head_dim,
@@ -231,6 +229,17 @@ static int g_idx_trivial(const qc_quant_state *q) {
     return 1;
 }
 
+/* One tensor of a quantized layer: section "MOD.ROLE", recorded under
+ * parts[ROLE]. cols 0: a 1-D tensor of `rows` elements. */
+static int add_part(wctx *c, json_t *parts, const char *mod, const char *role, const char *dtype,
+                    int64_t rows, int64_t cols, const void *data, size_t size) {
+    char name[600];
+    snprintf(name, sizeof name, "%s.%s", mod, role);
+    if (json_object_set_new(parts, role, json_string(name)))
+        return qc_err_set(c->err, "out of memory");
+    return add_tensor(c, name, dtype, rows, cols ? cols : 1, cols ? 2 : 1, data, size);
+}
+
 /* Every tensor of one quantized weight, and its manifest.layers entry. This
  * is the one place that decides how quantized weights are stored. */
 static int write_quant_tensors(wctx *c, const char *weight, const qc_quant_state *q) {
@@ -239,13 +248,12 @@ static int write_quant_tensors(wctx *c, const char *weight, const qc_quant_state
     json_t *parts = json_object();
     int rc = 0;
     int64_t rb = qc_artifact_row_bytes(q->cols, q->fmt.bits);
-    snprintf(name, sizeof name, "%s.qweight", mod);
     uint8_t *packed = c->w ? qc_malloc((size_t)(q->rows * rb), c->err) : NULL;
     if (c->w && !packed) rc = -1;
     if (packed) qc_artifact_pack_codes(q->codes, q->rows, q->cols, q->fmt.bits, packed);
-    if (rc == 0) rc = add_tensor(c, name, "U8", q->rows, rb, 2, packed, (size_t)(q->rows * rb));
+    if (rc == 0)
+        rc = add_part(c, parts, mod, "qweight", "U8", q->rows, rb, packed, (size_t)(q->rows * rb));
     free(packed);
-    json_object_set_new(parts, "qweight", json_string(name));
     snprintf(name, sizeof name, "%s.scales", mod);
     if (rc == 0) rc = write_small(c, name, q->scales, q->rows, q->n_groups, 0);
     json_object_set_new(parts, "scales", json_string(name));
@@ -254,23 +262,32 @@ static int write_quant_tensors(wctx *c, const char *weight, const qc_quant_state
         if (rc == 0) rc = write_small(c, name, q->zeros, q->rows, q->n_groups, 1);
         json_object_set_new(parts, "zeros", json_string(name));
     }
-    if (!g_idx_trivial(q)) {
-        snprintf(name, sizeof name, "%s.g_idx", mod);
-        if (rc == 0) rc = add_tensor(c, name, "I32", q->cols, 1, 1, q->g_idx, (size_t)q->cols * 4);
-        json_object_set_new(parts, "g_idx", json_string(name));
-    }
-    if (q->perm) {
-        snprintf(name, sizeof name, "%s.perm", mod);
-        if (rc == 0) rc = add_tensor(c, name, "I32", q->cols, 1, 1, q->perm, (size_t)q->cols * 4);
-        json_object_set_new(parts, "perm", json_string(name));
-    }
+    size_t cb = (size_t)q->cols * 4;
+    if (rc == 0 && !g_idx_trivial(q))
+        rc = add_part(c, parts, mod, "g_idx", "I32", q->cols, 0, q->g_idx, cb);
+    if (rc == 0 && q->perm) rc = add_part(c, parts, mod, "perm", "I32", q->cols, 0, q->perm, cb);
+    /* Sparse outliers (CSR, f16 values) and low-rank factors (f16). */
+    if (rc == 0 && q->nnz > 0)
+        rc = add_part(c, parts, mod, "outlier_row_ptr", "I32", q->rows + 1, 0, q->row_ptr,
+                      (size_t)(q->rows + 1) * 4);
+    if (rc == 0 && q->nnz > 0)
+        rc = add_part(c, parts, mod, "outlier_col", "I32", q->nnz, 0, q->col, (size_t)q->nnz * 4);
+    if (rc == 0 && q->nnz > 0)
+        rc = add_part(c, parts, mod, "outlier_val", "F16", q->nnz, 0, q->val, (size_t)q->nnz * 2);
+    if (rc == 0 && q->rank > 0)
+        rc = add_part(c, parts, mod, "lowrank_a", "F16", q->rows, q->rank, q->lr_a,
+                      (size_t)(q->rows * q->rank) * 2);
+    if (rc == 0 && q->rank > 0)
+        rc = add_part(c, parts, mod, "lowrank_b", "F16", q->rank, q->cols, q->lr_b,
+                      (size_t)(q->rank * q->cols) * 2);
     json_t *layer =
-        json_pack("{s:s, s:s, s:I, s:I, s:s, s:i, s:i, s:b, s:b, s:f, s:s, s:o, s:n}", "name", mod,
-                  "weight", weight, "rows", (json_int_t)q->rows, "cols", (json_int_t)q->cols,
-                  "format", "int", "bits", q->fmt.bits, "group_size", q->fmt.group_size,
-                  "symmetric", q->fmt.symmetric, "act_order", q->perm != NULL, "bits_per_weight",
-                  qc_quant_storage_bits(q) / ((double)q->rows * (double)q->cols), "layout",
-                  QC_ARTIFACT_CODES_LAYOUT, "tensors", parts, "kernel");
+        json_pack("{s:s, s:s, s:I, s:I, s:s, s:i, s:i, s:b, s:b, s:f, s:s, s:I, s:i, s:o, s:n}",
+                  "name", mod, "weight", weight, "rows", (json_int_t)q->rows, "cols",
+                  (json_int_t)q->cols, "format", "int", "bits", q->fmt.bits, "group_size",
+                  q->fmt.group_size, "symmetric", q->fmt.symmetric, "act_order", q->perm != NULL,
+                  "bits_per_weight", qc_quant_storage_bits(q) / ((double)q->rows * (double)q->cols),
+                  "layout", QC_ARTIFACT_CODES_LAYOUT, "outliers", (json_int_t)q->nnz, "rank",
+                  q->rank, "tensors", parts, "kernel");
     if (rc == 0 && (!layer || json_array_append_new(c->layers, layer)))
         rc = qc_err_set(c->err, "out of memory");
     free(mod);

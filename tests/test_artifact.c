@@ -7,14 +7,13 @@
  *    the table or the section (index and name) it hit; every truncation and
  *    an appended byte are detected; wrong magic and version say so;
  *  - codes pack/unpack for every bit width on odd shapes;
- *  - the tiny llama with quantized linears (incl. act-order perm/g_idx) and
- *    an online Hadamard round-trips exactly: config, tensors, codes, scales,
- *    zeros, online transforms, tokenizer;
+ *  - the tiny llama with quantized linears (incl. act-order perm/g_idx,
+ *    sparse outliers, low-rank factors, an online Hadamard) round-trips
+ *    exactly: config, tensors, codes, scales, zeros, CSR, factors, tokenizer;
  *  - GGUF sources round-trip to the same floats and token ids;
  *  - manifests that disagree with their sections are refused with a message.
- * `test_artifact --seeds DIR` writes the fuzz seeds of
- * tests/fuzz/corpus/artifact. Exact comparisons throughout: nothing here is
- * approximate. */
+ * `test_artifact --seeds DIR` writes the fuzz seeds of tests/fuzz/corpus/artifact.
+ * Exact comparisons throughout: nothing here is approximate. */
 #include "codegen/artifact_write.h"
 #include "compiler/artifact_model.h"
 #include "compiler/quant.h"
@@ -199,16 +198,14 @@ static void test_damage(qcrt_compression comp) {
     memcpy(buf, orig, size);
     buf[size] = 0;
     CHECK(!qcrt_artifact_parse(buf, size + 1, "m.qc", &err) && strstr(err.msg, "appended"));
-    printf("%s: %zu bytes: all %zu single-byte changes and %zu truncations "
-           "detected\n",
+    printf("%s: %zu bytes: all %zu single-byte changes and %zu truncations detected\n",
            qcrt_compression_name(comp), size, size, size);
     qcrt_artifact_free(ok);
     free(orig);
     free(buf);
 }
 
-/* Re-seals table and header checksums after an edit, as a crafted file would.
- */
+/* Re-seals table and header checksums after an edit, as a crafted file would. */
 static void reseal(uint8_t *b) {
     uint64_t off = qcrt_le64(b + 24), len = qcrt_le64(b + 32);
     qcrt_put64(b + 48, XXH3_64bits(b + off, (size_t)len));
@@ -241,9 +238,9 @@ static void test_crafted(void) {
         uint64_t value;
         const char *want;
     } cases[] = {
-        {24, 10001, "not one zstd frame of 10001 bytes"}, /* raw size: one byte more than the
-                                                             frame holds */
-        {24, (uint64_t)1 << 39, "does not fit"},          /* an absurd expansion, refused on open */
+        {24, 10001,
+         "not one zstd frame of 10001 bytes"},   /* raw size: one byte more than the frame holds */
+        {24, (uint64_t)1 << 39, "does not fit"}, /* an absurd expansion, refused on open */
         {0, 9, "unknown kind"},
         {4, 2, "unknown compression"},
         {8, 64 * 80 + 1, "aligned"},
@@ -331,7 +328,24 @@ static qc_model *tiny_quantized(void) {
         CHECK_FATAL(w && qc_tensor_to_f32(t, w, &err) == 0);
         qc_quant_state *q = qc_quant_state_new(&fmts[i], t->shape[0], t->shape[1], &err);
         qc_clip_search clip = {0, 1, 1};
-        CHECK_FATAL(q && qc_quant_rtn(w, NULL, &clip, q, NULL, &err) == 0);
+        CHECK_FATAL(q);
+        if (i == 1) { /* sparse outliers and low-rank factors */
+            uint8_t *mask = calloc((size_t)(q->rows * q->cols), 1);
+            for (int64_t k = 0; k < q->rows * q->cols; k += 37)
+                mask[k] = 1;
+            CHECK_FATAL(qc_quant_set_outliers(q, mask, w, &err) == 0);
+            free(mask);
+        }
+        CHECK_FATAL(qc_quant_rtn(w, NULL, &clip, q, NULL, &err) == 0);
+        if (i == 1) {
+            float a[64 * 2], b[2 * 128];
+            for (int k = 0; k < 64 * 2; k++)
+                a[k] = 0.01f * (float)(k % 7 - 3);
+            for (int k = 0; k < 2 * 128; k++)
+                b[k] = 0.02f * (float)(k % 5 - 2);
+            CHECK_FATAL(q->rows == 64 && q->cols == 128);
+            CHECK_FATAL(qc_quant_set_lowrank(q, 2, a, b, &err) == 0);
+        }
         if (i == 2) {
             q->perm = malloc((size_t)q->cols * 4);
             for (int64_t c = 0; c < q->cols; c++) {
@@ -356,6 +370,14 @@ static void same_state(const qc_quant_state *a, const qc_quant_state *b) {
     CHECK(!memcmp(a->scales, b->scales, groups * 4) && !memcmp(a->zeros, b->zeros, groups * 4));
     CHECK(!memcmp(a->g_idx, b->g_idx, (size_t)a->cols * 4));
     CHECK(!a->perm == !b->perm && (!a->perm || !memcmp(a->perm, b->perm, (size_t)a->cols * 4)));
+    CHECK(a->nnz == b->nnz && a->rank == b->rank);
+    if (a->nnz == b->nnz && a->nnz > 0)
+        CHECK(!memcmp(a->row_ptr, b->row_ptr, (size_t)(a->rows + 1) * 4) &&
+              !memcmp(a->col, b->col, (size_t)a->nnz * 4) &&
+              !memcmp(a->val, b->val, (size_t)a->nnz * 2));
+    if (a->rank == b->rank && a->rank > 0)
+        CHECK(!memcmp(a->lr_a, b->lr_a, (size_t)(a->rows * a->rank) * 2) &&
+              !memcmp(a->lr_b, b->lr_b, (size_t)(a->rank * a->cols) * 2));
 }
 
 static void test_model(qcrt_compression comp) {
@@ -373,6 +395,7 @@ static void test_model(qcrt_compression comp) {
     if (r) {
         CHECK(!strcmp(r->format, "artifact") && !memcmp(&r->cfg, &m->cfg, sizeof r->cfg));
         CHECK(r->n_quant == 3 && r->n_tensors == m->n_tensors - 3);
+        CHECK(qc_model_quant(r, "model.layers.0.mlp.down_proj.weight")->nnz > 0);
         CHECK(qc_model_online_hadamard(r, "model.layers.0.mlp.down_proj.weight") == 128 &&
               r->n_online == 1);
         for (int i = 0; i < m->n_tensors; i++) {
@@ -489,14 +512,12 @@ static void bad_manifest(const char *manifest, const char *tensor, size_t tsize,
 }
 
 static void test_bad_manifests(void) {
-    const char *cfg = "\"config\": {\"arch\": \"llama\", \"arch_name\": \"x\", \"n_layers\": "
-                      "1, "
+    const char *cfg = "\"config\": {\"arch\": \"llama\", \"arch_name\": \"x\", \"n_layers\": 1, "
                       "\"dim\": 8, \"n_heads\": 1, \"n_kv_heads\": 1, \"head_dim\": 8, "
                       "\"ffn_dim\": 8, \"vocab\": 4, \"max_pos\": 8, \"rope_theta\": 1e4, "
                       "\"norm_eps\": 1e-5, \"rope_scaling\": \"none\", \"rope_factor\": 1, "
                       "\"rope_low_freq_factor\": 1, \"rope_high_freq_factor\": 1, "
-                      "\"rope_orig_max_pos\": 0, \"tied_embeddings\": true, \"qk_norm\": "
-                      "false, "
+                      "\"rope_orig_max_pos\": 0, \"tied_embeddings\": true, \"qk_norm\": false, "
                       "\"attn_bias\": false, \"bos_id\": -1, \"eos_id\": -1}";
     char m[2048];
     bad_manifest("{\"format_version\": 1,", NULL, 0, "manifest.json:1:");
@@ -520,14 +541,10 @@ static void test_bad_manifests(void) {
              cfg);
     bad_manifest(m, "t", 16, "needs a dtype");
     snprintf(m, sizeof m,
-             "{\"format_version\": 1, %s, \"tensors\": {\"x.qweight\": {\"dtype\": "
-             "\"U8\", "
-             "\"shape\": [8, 4]}}, \"layers\": [{\"name\": \"x\", \"weight\": "
-             "\"x.weight\", "
-             "\"rows\": 8, \"cols\": 8, \"format\": \"int\", \"bits\": 4, "
-             "\"group_size\": 0, "
-             "\"symmetric\": true, \"act_order\": false, \"layout\": "
-             "\"rowmajor-lsb\", "
+             "{\"format_version\": 1, %s, \"tensors\": {\"x.qweight\": {\"dtype\": \"U8\", "
+             "\"shape\": [8, 4]}}, \"layers\": [{\"name\": \"x\", \"weight\": \"x.weight\", "
+             "\"rows\": 8, \"cols\": 8, \"format\": \"int\", \"bits\": 4, \"group_size\": 0, "
+             "\"symmetric\": true, \"act_order\": false, \"layout\": \"rowmajor-lsb\", "
              "\"tensors\": {\"qweight\": \"x.qweight\", \"scales\": \"x.scales\"}}]}",
              cfg);
     bad_manifest(m, "x.qweight", 32, "layer 'x': tensor 'scales' is missing");

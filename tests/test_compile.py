@@ -254,6 +254,32 @@ def main():
             check(got is not None and abs(got / want - 1) < 1e-9,
                   f"rotate artifact ppl {got} vs in-memory {want}")
 
+        # Sparse outliers and low-rank factors are stored too: same check, and
+        # numpy's dequantization (dense + CSR + A·B) matches the original.
+        olr = recipe("olr.yaml", common + "passes:\n  - outliers: {fraction: 0.01}\n"
+                     "  - quantize: {method: gptq, bits: 3, group_size: 32}\n"
+                     "  - lowrank: {rank: 4}\ngates:\n  text: %s\n"
+                     "  ctx: 64\n  windows: 1\n  max_ppl_increase_pct: 1000\n"
+                     % os.path.join(tmp, "sample.txt"))
+        oq = os.path.join(tmp, "olr.qc")
+        rc, so, se = qc("compile", TINY, "-r", olr, "-o", oq, "--quiet")
+        check(rc == 0, f"outliers+lowrank compile: {se}")
+        if rc == 0:
+            art = qc_artifact.read(oq)
+            man = art["manifest"]
+            check(all(l.get("outliers", 0) > 0 and l.get("rank", 0) == 4 for l in man["layers"]),
+                  "every layer stores outliers and rank-4 factors")
+            _, orig = numpy_forward.load(TINY)
+            worst = max(np.linalg.norm(orig[l["weight"]] - qc_artifact.dequantize(art, l)[0])
+                        / np.linalg.norm(orig[l["weight"]]) for l in man["layers"])
+            check(worst < 0.3, f"outliers+lowrank: worst relative weight error {worst}")
+            rc, so, se = qc("eval", oq, "--text", os.path.join(tmp, "sample.txt"), "--ctx", "64",
+                            "--max-windows", "1", "--json", "--quiet")
+            got = json.loads(so)["ppl"] if rc == 0 else None
+            want = man["metrics"]["gates"]["ppl"]
+            check(got is not None and abs(got / want - 1) < 1e-9,
+                  f"outliers+lowrank artifact ppl {got} vs in-memory {want}")
+
         # Bad inputs.
         bad = recipe("bad.yaml", common + "passes:\n  - quantise: {bits: 4}\n")
         rc, so, se = qc("compile", TINY, "-r", bad, "-o", os.path.join(tmp, "x"))

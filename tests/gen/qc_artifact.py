@@ -99,7 +99,8 @@ def unpack_codes(packed, cols, bits):
 
 
 def dequantize(art, layer):
-    """W[r][c] = scale[r][g] * (code[r][c] - zero[r][g]), g = g_idx[c]."""
+    """W[r][c] = scale[r][g] * (code[r][c] - zero[r][g]), g = g_idx[c], plus
+    sparse outliers and A @ B when the layer has them."""
     t = art["tensors"]
     parts, bits, cols = layer["tensors"], layer["bits"], layer["cols"]
     assert layer["layout"] == "rowmajor-lsb"
@@ -109,4 +110,11 @@ def dequantize(art, layer):
              else np.full_like(scales, 2 ** (bits - 1)))
     gs = layer["group_size"]
     g = t[parts["g_idx"]] if "g_idx" in parts else (np.arange(cols) // gs if gs else np.zeros(cols, int))
-    return scales[:, g] * (codes - zeros[:, g]), codes
+    w = scales[:, g] * (codes - zeros[:, g])
+    if layer.get("outliers", 0):
+        rp, col, val = (t[parts[k]] for k in ("outlier_row_ptr", "outlier_col", "outlier_val"))
+        for r in range(w.shape[0]):
+            w[r, col[rp[r]:rp[r + 1]]] += val[rp[r]:rp[r + 1]].astype(np.float64)
+    if layer.get("rank", 0):
+        w += t[parts["lowrank_a"]].astype(np.float64) @ t[parts["lowrank_b"]].astype(np.float64)
+    return w, codes
