@@ -68,7 +68,11 @@ static int compensate(const qc_params *p, qc_hcache *hc, qc_calib_linear *l, qc_
     int eora = strcmp(qc_params_str(p, "method"), "eora") == 0, rank = 0;
     if (rank_for(p, l, &rank, err)) return -1;
     if (eora && !l->H) return qc_err_set(err, "eora needs calibration statistics (no Hessian)");
-    if (rank == 0) return qc_quant_set_lowrank(l->q, 0, NULL, NULL, err);
+    if (rank == 0) { /* the budget affords none: drop earlier factors */
+        if (qc_quant_set_lowrank(l->q, 0, NULL, NULL, err)) return -1;
+        qc_quant_dequantize(l->q, l->deq);
+        return 0;
+    }
     int64_t rows = l->rows, cols = l->cols;
     size_t n = (size_t)rows * (size_t)cols;
     /* S = QΛ^{1/2}: one eigendecomposition per input group. */

@@ -152,6 +152,11 @@ static void test_pass(void) {
     CHECK(qc_pass_lowrank.run_block(&ctx, &r->passes[0].params, &b, &err) == 0);
     CHECK(l.q->rank == 1 && strstr(l.note, "svd rank 1"));
     qc_recipe_free(r);
+    r = recipe("  - lowrank: {budget_bits: 0.5, method: svd}\n", &err); /* affords rank 0 */
+    CHECK_FATAL(r);
+    CHECK(qc_pass_lowrank.run_block(&ctx, &r->passes[0].params, &b, &err) == 0);
+    CHECK(l.q->rank == 0 && memcmp(deq0, l.deq, sizeof deq0) == 0); /* factors gone from Ŵ */
+    qc_recipe_free(r);
     r = recipe("  - lowrank: {budget_bits: 1.5, rank: 2}\n", &err);
     CHECK_FATAL(r);
     CHECK(qc_pass_lowrank.run_block(&ctx, &r->passes[0].params, &b, &err) == -1);
