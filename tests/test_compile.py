@@ -181,6 +181,26 @@ def artifact_checks(tmp, report, ids):
     check(rc == 1 and "truncated" in se, f"truncated artifact: {rc} {se.strip()}")
 
 
+def compile_eval_equals_gate(tmp, recipe):
+    """Compiles recipe (with a 1-window gate on sample.txt at ctx 64) and
+    checks that the artifact evaluates to the gate's perplexity; returns the
+    artifact as read by qc_artifact, or None."""
+    out = os.path.join(tmp, os.path.basename(recipe) + ".qc")
+    rc, so, se = qc("compile", TINY, "-r", recipe, "-o", out, "--quiet")
+    check(rc == 0, f"{recipe}: compile: {se}")
+    if rc:
+        return None
+    art = qc_artifact.read(out)
+    rc, so, se = qc("eval", out, "--text", os.path.join(tmp, "sample.txt"), "--ctx", "64",
+                    "--max-windows", "1", "--json", "--quiet")
+    got = json.loads(so)["ppl"] if rc == 0 else None
+    want = art["manifest"]["metrics"]["gates"]["ppl"]
+    # eval --json prints 10 significant digits: equal up to that.
+    check(got is not None and abs(got / want - 1) < 1e-9,
+          f"{recipe}: artifact ppl {got} vs in-memory {want}")
+    return art
+
+
 def mean_output_err(report):
     errs = [l["output_rel_err"] for l in report["layers"]]
     return sum(errs) / len(errs)
@@ -233,52 +253,30 @@ def main():
             check(rh["layers"][-1]["name"] == "lm_head" and rh["layers"][-1]["method"] == "gptq",
                   f"lm_head reported last: {rh['layers'][-1]}")
 
-        # An online Hadamard (rotate, QuaRot R4) is stored in the artifact: the
-        # artifact evaluates to exactly the gate's perplexity, which compile
-        # measured on the in-memory model before writing it.
+        # Online Hadamards (rotate, QuaRot R4), sparse outliers and low-rank
+        # factors are stored in the artifact: it evaluates to exactly the
+        # gate's perplexity, which compile measured on the in-memory model.
+        gate = "gates:\n  text: %s\n  ctx: 64\n  windows: 1\n  max_ppl_increase_pct: 1000\n" % \
+            os.path.join(tmp, "sample.txt")
         rot = recipe("rot.yaml", common + "passes:\n  - rotate: {online: [down_proj]}\n"
-                     "  - quantize: {method: gptq, bits: 4, group_size: 32}\ngates:\n  text: %s\n"
-                     "  ctx: 64\n  windows: 1\n  max_ppl_increase_pct: 1000\n"
-                     % os.path.join(tmp, "sample.txt"))
-        rq = os.path.join(tmp, "rot.qc")
-        rc, so, se = qc("compile", TINY, "-r", rot, "-o", rq, "--quiet")
-        check(rc == 0, f"rotate compile: {se}")
-        if rc == 0:
-            man = qc_artifact.read(rq)["manifest"]
-            check(len(man.get("online", {})) == 2, f"online transforms stored: {man.get('online')}")
-            rc, so, se = qc("eval", rq, "--text", os.path.join(tmp, "sample.txt"), "--ctx", "64",
-                            "--max-windows", "1", "--json", "--quiet")
-            got = json.loads(so)["ppl"] if rc == 0 else None
-            want = man["metrics"]["gates"]["ppl"]
-            # eval --json prints 10 significant digits: equal up to that.
-            check(got is not None and abs(got / want - 1) < 1e-9,
-                  f"rotate artifact ppl {got} vs in-memory {want}")
-
-        # Sparse outliers and low-rank factors are stored too: same check, and
-        # numpy's dequantization (dense + CSR + A·B) matches the original.
+                     "  - quantize: {method: gptq, bits: 4, group_size: 32}\n" + gate)
+        art = compile_eval_equals_gate(tmp, rot)
+        if art:
+            online = art["manifest"].get("online", {})
+            check(len(online) == 2, f"online transforms stored: {online}")
         olr = recipe("olr.yaml", common + "passes:\n  - outliers: {fraction: 0.01}\n"
                      "  - quantize: {method: gptq, bits: 3, group_size: 32}\n"
-                     "  - lowrank: {rank: 4}\ngates:\n  text: %s\n"
-                     "  ctx: 64\n  windows: 1\n  max_ppl_increase_pct: 1000\n"
-                     % os.path.join(tmp, "sample.txt"))
-        oq = os.path.join(tmp, "olr.qc")
-        rc, so, se = qc("compile", TINY, "-r", olr, "-o", oq, "--quiet")
-        check(rc == 0, f"outliers+lowrank compile: {se}")
-        if rc == 0:
-            art = qc_artifact.read(oq)
-            man = art["manifest"]
-            check(all(l.get("outliers", 0) > 0 and l.get("rank", 0) == 4 for l in man["layers"]),
+                     "  - lowrank: {rank: 4}\n" + gate)
+        art = compile_eval_equals_gate(tmp, olr)
+        if art:
+            # numpy's dequantization (dense + CSR + A·B) is close to the original.
+            layers = art["manifest"]["layers"]
+            check(all(l.get("outliers", 0) > 0 and l.get("rank", 0) == 4 for l in layers),
                   "every layer stores outliers and rank-4 factors")
             _, orig = numpy_forward.load(TINY)
             worst = max(np.linalg.norm(orig[l["weight"]] - qc_artifact.dequantize(art, l)[0])
-                        / np.linalg.norm(orig[l["weight"]]) for l in man["layers"])
+                        / np.linalg.norm(orig[l["weight"]]) for l in layers)
             check(worst < 0.3, f"outliers+lowrank: worst relative weight error {worst}")
-            rc, so, se = qc("eval", oq, "--text", os.path.join(tmp, "sample.txt"), "--ctx", "64",
-                            "--max-windows", "1", "--json", "--quiet")
-            got = json.loads(so)["ppl"] if rc == 0 else None
-            want = man["metrics"]["gates"]["ppl"]
-            check(got is not None and abs(got / want - 1) < 1e-9,
-                  f"outliers+lowrank artifact ppl {got} vs in-memory {want}")
 
         # Bad inputs.
         bad = recipe("bad.yaml", common + "passes:\n  - quantise: {bits: 4}\n")
