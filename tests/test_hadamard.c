@@ -79,8 +79,8 @@ static void check_order(int n) {
     qc_hadamard *h = qc_hadamard_new(n, &err);
     CHECK_MSG(h != NULL, "n %d: %s", n, err.msg);
     if (!h) return;
-    float *d = malloc((size_t)n * n * sizeof *d), *r = malloc((size_t)n * n * sizeof *r);
-    float *g = malloc((size_t)n * n * sizeof *g);
+    float *d = calloc((size_t)n * n, sizeof *d), *r = calloc((size_t)n * n, sizeof *r);
+    float *g = calloc((size_t)n * n, sizeof *g);
     CHECK_FATAL(d && r && g);
     if (h->p == n) /* the base itself */
         memcpy(d, h->base, (size_t)n * n * sizeof *d);
