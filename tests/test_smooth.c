@@ -22,6 +22,7 @@
 #include "compiler/tokenizer.h"
 #include "runtime/forward.h"
 #include "tests/check.h"
+#include "tests/recipe_check.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -337,23 +338,6 @@ static void test_model(const char *path) {
     qc_model_free(m);
 }
 
-/* The committed recipes that use the pass: valid, the expected passes in
- * order with the quantize width, and data paths that exist (when the shared
- * data is checked out). */
-static void check_recipe(const char *file, const char *const *passes, int n, int bits) {
-    qc_err err = {{0}};
-    qc_recipe *r = qc_recipe_load(file, &err);
-    CHECK_MSG(r, "%s", err.msg);
-    if (!r) return;
-    CHECK_MSG(r->n_passes == n, "%s: %d passes", file, r->n_passes);
-    for (int i = 0; i < n && i < r->n_passes; i++)
-        CHECK_MSG(strcmp(r->passes[i].pass->name, passes[i]) == 0, "%s: pass %d", file, i);
-    CHECK(qc_params_int(&r->passes[n - 1].params, "bits") == bits);
-    CHECK(r->gates.enabled && r->gates.windows == 40);
-    if (access("../shared/data", F_OK) == 0)
-        CHECK(access(r->calib.text, R_OK) == 0 && access(r->gates.text, R_OK) == 0);
-    qc_recipe_free(r);
-}
 
 int main(void) {
     const char *const sq[] = {"smooth", "quantize"};
