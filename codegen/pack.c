@@ -123,8 +123,7 @@ static int32_t get_i32(const uint8_t *p) {
                      (uint32_t)p[3] << 24);
 }
 
-/* Packed column order: columns sorted by group, stable (counting sort). */
-static int column_order(const qc_kernel_spec *s, const qc_quant_state *q, int32_t *perm) {
+int qc_pack_column_order(const qc_kernel_spec *s, const qc_quant_state *q, int32_t *perm) {
     if (!s->act_order) {
         for (int64_t c = 0; c < s->in; c++)
             perm[c] = (int32_t)c;
@@ -172,9 +171,7 @@ static int check_state(const qc_kernel_spec *s, const qc_quant_state *q, qc_err 
     return 0;
 }
 
-/* CSR structure and column bounds, shared by pack (caller arrays) and check
- * (blob). Arrays are read through get_i32 so the blob needs no alignment. */
-static int check_csr(const qc_kernel_spec *s, const uint8_t *row_ptr, const uint8_t *col,
+int qc_pack_check_csr(const qc_kernel_spec *s, const uint8_t *row_ptr, const uint8_t *col,
                      int64_t nnz, qc_err *err) {
     if (get_i32(row_ptr) != 0) return qc_err_set(err, "outliers: row_ptr[0] is not 0");
     for (int64_t o = 0; o < s->out; o++) {
@@ -192,6 +189,21 @@ static int check_csr(const qc_kernel_spec *s, const uint8_t *row_ptr, const uint
             return qc_err_set(err, "outliers: column %d of entry %lld outside 0..%lld", c,
                               (long long)k, (long long)(s->in - 1));
     }
+    return 0;
+}
+
+int qc_pack_check_inputs(const qc_kernel_spec *s, const qc_quant_state *q,
+                         const qc_pack_sparse *sp, const qc_pack_lowrank *lr, qc_err *err) {
+    if ((sp != NULL) != (s->outliers != 0) || (lr ? lr->rank : 0) != s->rank)
+        return qc_err_set(err, "pack: outliers/low-rank inputs do not match the kernel spec");
+    qc_kernel_spec chk;
+    if (qc_kernel_spec_from_quant(q, s->outliers, s->rank, &chk, err)) return -1;
+    if (!qc_kernel_spec_equal(&chk, s))
+        return qc_err_set(err, "pack: quantized weight does not match its kernel spec");
+    if (check_state(s, q, err)) return -1;
+    if (sp && qc_pack_check_csr(s, (const uint8_t *)sp->row_ptr, (const uint8_t *)sp->col,
+                                sp->nnz, err))
+        return qc_err_prefix(err, "pack");
     return 0;
 }
 
@@ -218,17 +230,9 @@ int qc_pack(const qc_kernel_spec *s, const qc_quant_state *q, const qc_pack_spar
     if (qc_pack_layout_get(s, nnz, &l, err)) return -1;
     if (dst_size < l.total)
         return qc_err_set(err, "pack: buffer of %zu bytes, need %zu", dst_size, l.total);
-    if ((sp != NULL) != (s->outliers != 0) || (lr ? lr->rank : 0) != s->rank)
-        return qc_err_set(err, "pack: outliers/low-rank inputs do not match the kernel spec");
-    qc_kernel_spec chk;
-    if (qc_kernel_spec_from_quant(q, s->outliers, s->rank, &chk, err)) return -1;
-    if (!qc_kernel_spec_equal(&chk, s))
-        return qc_err_set(err, "pack: quantized weight does not match its kernel spec");
-    if (check_state(s, q, err)) return -1;
-    if (sp && check_csr(s, (const uint8_t *)sp->row_ptr, (const uint8_t *)sp->col, nnz, err))
-        return qc_err_prefix(err, "pack");
+    if (qc_pack_check_inputs(s, q, sp, lr, err)) return -1;
     int32_t *perm = malloc((size_t)s->in * sizeof *perm);
-    if (!perm || column_order(s, q, perm)) {
+    if (!perm || qc_pack_column_order(s, q, perm)) {
         free(perm);
         return qc_err_set(err, "pack: out of memory");
     }
@@ -281,21 +285,24 @@ int qc_pack_check(const qc_kernel_spec *s, const uint8_t *blob, size_t size, qc_
             if (blob[l.zeros + i] > maxq)
                 return qc_err_set(err, "packed weight: zero point %u exceeds %d bits",
                                   blob[l.zeros + i], s->bits);
-    if (s->act_order) {
-        uint8_t *seen = calloc((size_t)s->in, 1);
-        if (!seen) return qc_err_set(err, "packed weight: out of memory");
-        for (int64_t c = 0; c < s->in; c++) {
-            int32_t p = get_i32(blob + l.perm + 4 * c);
-            if (p < 0 || p >= s->in || seen[p]++) {
-                free(seen);
-                return qc_err_set(err, "packed weight: permutation entry %lld (%d) invalid",
-                                  (long long)c, p);
-            }
-        }
-        free(seen);
-    }
-    if (s->outliers && check_csr(s, blob + l.row_ptr, blob + l.col, (int64_t)nnz, err))
+    if (s->act_order && qc_pack_check_perm(blob + l.perm, s->in, err)) return -1;
+    if (s->outliers && qc_pack_check_csr(s, blob + l.row_ptr, blob + l.col, (int64_t)nnz, err))
         return qc_err_prefix(err, "packed weight");
+    return 0;
+}
+
+int qc_pack_check_perm(const uint8_t *perm, int64_t in, qc_err *err) {
+    uint8_t *seen = calloc((size_t)in, 1);
+    if (!seen) return qc_err_set(err, "packed weight: out of memory");
+    for (int64_t c = 0; c < in; c++) {
+        int32_t p = get_i32(perm + 4 * c);
+        if (p < 0 || p >= in || seen[p]++) {
+            free(seen);
+            return qc_err_set(err, "packed weight: permutation entry %lld (%d) invalid",
+                              (long long)c, p);
+        }
+    }
+    free(seen);
     return 0;
 }
 

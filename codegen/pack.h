@@ -115,6 +115,21 @@ int qc_pack_check(const qc_kernel_spec *s, const uint8_t *blob, size_t size, qc_
 void qc_unpack(const qc_kernel_spec *s, const uint8_t *blob, uint8_t *codes, float *scales,
                float *zeros, int32_t *g_idx);
 
+/* Pieces shared with other packers (codegen/cuda_pack.c). */
+/* Checks the inputs of qc_pack (spec match, codes, f16 scales, zero points,
+ * CSR) without packing. */
+int qc_pack_check_inputs(const qc_kernel_spec *s, const struct qc_quant_state *q,
+                         const qc_pack_sparse *sp, const qc_pack_lowrank *lr, qc_err *err);
+/* Packed column order (in entries): columns sorted by group, stable; the
+ * identity without act-order. Returns -1 on allocation failure. */
+int qc_pack_column_order(const qc_kernel_spec *s, const struct qc_quant_state *q, int32_t *perm);
+/* CSR structure and column bounds of row_ptr (out + 1) and col (nnz), both
+ * little-endian i32 arrays that need no alignment. */
+int qc_pack_check_csr(const qc_kernel_spec *s, const uint8_t *row_ptr, const uint8_t *col,
+                      int64_t nnz, qc_err *err);
+/* A little-endian i32 permutation of 0..in-1 (each value once). */
+int qc_pack_check_perm(const uint8_t *perm, int64_t in, qc_err *err);
+
 /* Chunking of a lane's bit stream (see the comment at the top): widths in
  * bytes, in stream order; returns the number of chunks. Shared with the
  * code generator. */

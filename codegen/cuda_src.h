@@ -1,0 +1,36 @@
+/* CUDA C source for the decode GEMV (batch 1) of a kernel spec (DESIGN.md,
+ * "Kernels"; issue 6). The source is self-contained (no #include: NVRTC
+ * needs no CUDA headers) and every spec field is a compile-time constant.
+ *
+ * Kernel ABI (extern "C", packed weight w from codegen/cuda_pack.h, 256-byte
+ * aligned; x 4-byte aligned):
+ *   gemv: void <gemv>(const u8 *w, const u16 *x, float *y, const float *ws)
+ *         y[o] = Σ_c Ŵ[o][c]·x[c] for all o < out; x is f16 (`in` values),
+ *         y f32, accumulation f32 (tensor-core mma.m16n8k16, f16 operands:
+ *         the products (code − zero)·x are exact in f32).
+ *   lrt:  void <lrt>(const u8 *w, const u16 *x, float *ws)   (rank > 0 only)
+ *         ws[k] = Σ_c B[k][c]·x[c]; launched before gemv, which adds A·ws.
+ * Ŵ = scale·(code − zero) + sparse outliers + A·B as in compiler/quant.h.
+ * Launch: gemv on `grid` blocks of `block` threads (no dynamic shared
+ * memory), lrt on lrt_grid × lrt_block; ws holds ws_floats floats. */
+#ifndef QC_CUDA_SRC_H
+#define QC_CUDA_SRC_H
+
+#include "kernel_spec.h"
+
+#include <stddef.h>
+
+typedef struct qc_cuda_kernel {
+    char *src; /* NUL-terminated CUDA C source, owned */
+    size_t src_len;
+    char gemv[128], lrt[128]; /* entry points; lrt is "" without low-rank */
+    unsigned grid, block, lrt_grid, lrt_block;
+    size_t ws_floats;
+} qc_cuda_kernel;
+
+/* Generates the kernels of spec s (qc_cuda_spec_check decides what is
+ * supported). Returns 0, or -1 with err. Free with qc_cuda_kernel_free. */
+int qc_cuda_src_gemv(const qc_kernel_spec *s, qc_cuda_kernel *k, qc_err *err);
+void qc_cuda_kernel_free(qc_cuda_kernel *k);
+
+#endif

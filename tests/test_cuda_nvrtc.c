@@ -1,0 +1,90 @@
+/* CUDA codegen without a GPU (runs in CI, which has NVRTC): the GEMV source
+ * of a set of specs compiles to PTX and CUBIN for sm_80 and sm_90a with no
+ * NVRTC error or warning; equal specs compile once; bad architectures,
+ * unsupported specs, broken sources and warnings fail with a message. */
+#include "../codegen/cuda_nvrtc.h"
+#include "../codegen/cuda_pack.h"
+#include "../codegen/cuda_src.h"
+#include "check.h"
+
+#include <string.h>
+
+static qc_kernel_spec spec(int bits, int group, int sym, int64_t out, int64_t in, int act_order,
+                           int outliers, int rank) {
+    qc_kernel_spec s = {.format = QC_KFMT_INT,
+                        .bits = bits,
+                        .group_size = group,
+                        .symmetric = sym,
+                        .out = out,
+                        .in = in,
+                        .act_order = act_order,
+                        .outliers = outliers,
+                        .rank = rank};
+    return s;
+}
+
+int main(void) {
+    qc_err err = {{0}};
+    qc_cuda_binary b;
+    if (!qc_nvrtc_available()) {
+        CHECK(qc_nvrtc_compile("", "x.cu", "sm_80", &b, &err) < 0 &&
+              strstr(err.msg, "without NVRTC"));
+        printf("SKIP: quantc was built without NVRTC\n");
+        return 77;
+    }
+    qc_kernel_spec specs[] = {
+        spec(4, 128, 1, 4096, 4096, 0, 0, 0),  spec(3, 128, 0, 4096, 4096, 1, 0, 0),
+        spec(2, 32, 0, 100, 96, 0, 1, 3),      spec(8, 0, 0, 33, 577, 0, 1, 0),
+        spec(5, 64, 1, 7, 33, 1, 0, 2),        spec(6, 256, 0, 13, 200, 0, 0, 0),
+        spec(7, 512, 1, 576, 1536, 0, 0, 0),   spec(4, 16, 0, 1, 1, 0, 0, 0),
+        spec(4, 128, 1, 4096, 4096, 0, 0, 0), /* repeat of [0]: a cache hit */
+    };
+    int n = (int)(sizeof specs / sizeof specs[0]);
+    const char *archs[2] = {"sm_80", "sm_90a"};
+    qc_nvrtc_cache *cache = qc_nvrtc_cache_new(&err);
+    CHECK_FATAL(cache);
+    for (int a = 0; a < 2; a++)
+        for (int i = 0; i < n; i++) {
+            int hit = -1;
+            const qc_cuda_kernel *k = NULL;
+            const qc_cuda_binary *b = qc_nvrtc_cache_get(cache, &specs[i], archs[a], &k, &hit, &err);
+            CHECK_MSG(b != NULL, "%s", err.msg);
+            if (!b) continue;
+            CHECK(hit == (i == n - 1));
+            CHECK(b->ptx_size > 1 && b->ptx[b->ptx_size - 1] == 0 && b->cubin_size > 64);
+            CHECK(!memcmp(b->cubin, "\177ELF", 4));
+            CHECK(strstr(b->ptx, k->gemv) != NULL);
+            CHECK(strstr(b->ptx, "mma.sync.aligned.m16n8k16") != NULL);
+            if (specs[i].rank) CHECK(k->lrt[0] && strstr(b->ptx, k->lrt));
+            if (!hit)
+                printf("%-8s %-40s %6.2f s  PTX %7zu B  CUBIN %7zu B\n", archs[a], k->gemv,
+                       b->seconds, b->ptx_size, b->cubin_size);
+        }
+    int compiles;
+    double seconds;
+    qc_nvrtc_cache_stats(cache, &compiles, &seconds);
+    printf("%d NVRTC compiles, %.2f s in total\n", compiles, seconds);
+    CHECK(compiles == 2 * (n - 1));
+    qc_nvrtc_cache_free(cache);
+
+    /* Failures: arch names, unsupported group size, transform, source
+     * errors and warnings. */
+    CHECK(qc_nvrtc_compile("", "x.cu", "compute_90", &b, &err) < 0 && strstr(err.msg, "compute_90"));
+    CHECK(qc_nvrtc_arch_check("sm_9", &err) < 0 && qc_nvrtc_arch_check("sm_90x", &err) < 0);
+    CHECK(!qc_nvrtc_arch_check("sm_100f", &err) && !qc_nvrtc_arch_check("sm_90a", &err));
+    qc_cuda_kernel k;
+    qc_kernel_spec bad = spec(4, 48, 1, 64, 64, 0, 0, 0);
+    CHECK(qc_cuda_src_gemv(&bad, &k, &err) < 0 && strstr(err.msg, "group size 48"));
+    bad = spec(4, 8, 1, 64, 64, 0, 0, 0);
+    CHECK(qc_cuda_src_gemv(&bad, &k, &err) < 0 && strstr(err.msg, "group size 8"));
+    bad = spec(4, 128, 1, 64, 64, 0, 0, 0);
+    bad.transform = QC_KTRANSFORM_HADAMARD, bad.transform_size = 64;
+    CHECK(qc_cuda_src_gemv(&bad, &k, &err) < 0 && strstr(err.msg, "Hadamard"));
+    CHECK(qc_nvrtc_compile("extern \"C\" __global__ void f( {", "broken.cu", "sm_80", &b, &err) < 0);
+    CHECK_MSG(strstr(err.msg, "broken.cu") && strstr(err.msg, "NVRTC_ERROR_COMPILATION"), "%s",
+              err.msg);
+    CHECK(qc_nvrtc_compile("extern \"C\" __global__ void f(float *y) { int unused = 3; y[0] = 1; }",
+                           "warn.cu", "sm_80", &b, &err) < 0);
+    CHECK_MSG(strstr(err.msg, "warning"), "%s", err.msg);
+    TEST_END();
+}
