@@ -6,6 +6,7 @@
  * "PATH: manifest.json: ..." or "PATH: layer 'L': ...". */
 #include "artifact_model.h"
 
+#include "codegen/pack.h"
 #include "dequant.h"
 #include "gguf.h"
 #include "loaders.h"
@@ -216,6 +217,103 @@ static int check_state(lctx *c, const char *mod, const qc_quant_state *q) {
     return bad ? qc_err_set(c->err, "%s: layer '%s': %s", c->path, mod, bad) : 0;
 }
 
+/* Checks q and attaches it to the model as weight's state (with its packed
+ * blob when the layer has one). Takes q, also on error. */
+static int attach_state(lctx *c, const char *mod, const char *weight, qc_quant_state *q,
+                        const uint8_t *packed, size_t packed_size) {
+    char *wname = strdup(weight);
+    if (check_state(c, mod, q) || !wname) {
+        if (!wname) qc_err_set(c->err, "out of memory");
+        free(wname);
+        qc_quant_state_free(q);
+        return -1;
+    }
+    if (qc_model_quant(c->m, weight)) {
+        free(wname);
+        qc_quant_state_free(q);
+        return qc_err_set(c->err, "%s: weight '%s' is quantized twice", c->path, weight);
+    }
+    if (qc_model_add_quant(c->m, wname, q, c->err)) return -1;
+    c->m->quant[c->m->n_quant - 1].packed = packed;
+    c->m->quant[c->m->n_quant - 1].packed_size = packed_size;
+    return 0;
+}
+
+/* A layer stored in the generated kernels' layout (qcpack1): the blob is
+ * checked against the spec the manifest describes (qc_pack_check: magic,
+ * spec hash, sizes, CSR structure, ranges), then unpacked into a quantized
+ * state for every path that is not a generated kernel (fake-quant
+ * reference, exporters). The blob itself stays in the mapping for the
+ * kernels. */
+static int read_packed_layer(lctx *c, json_t *layer, const char *mod, const char *weight,
+                             const qc_quant_format *fmt, int64_t rows, int64_t cols,
+                             json_t *parts) {
+    json_t *jo = json_object_get(layer, "outliers"), *jr = json_object_get(layer, "rank");
+    json_t *jp = json_object_get(layer, "permuted");
+    if (!json_is_integer(jo) || !json_is_integer(jr) || !json_is_boolean(jp) ||
+        json_integer_value(jo) < 0 || json_integer_value(jr) < 0 ||
+        json_integer_value(jr) > 4096)
+        return qc_err_set(c->err,
+                          "%s: layer '%s': a qcpack1 layer needs outliers >= 0, rank 0..4096 "
+                          "and permuted (true/false)",
+                          c->path, mod);
+    qc_kernel_spec spec = {.format = QC_KFMT_INT,
+                           .bits = fmt->bits,
+                           .group_size = fmt->group_size >= cols ? 0 : fmt->group_size,
+                           .symmetric = fmt->symmetric ? 1 : 0,
+                           .out = rows,
+                           .in = cols,
+                           .act_order = json_is_true(jp),
+                           .outliers = json_integer_value(jo) > 0,
+                           .rank = (int)json_integer_value(jr),
+                           .act = QC_KACT_F32};
+    view *v = find_view(c, parts, "packed");
+    if (!v || v->used || v->dtype != QC_DT_U8 || v->n_dims != 1)
+        return qc_err_set(c->err, "%s: layer '%s': tensor 'packed' is missing, used twice or not "
+                                  "a 1-D U8 tensor",
+                          c->path, mod);
+    v->used = 1;
+    qc_pack_layout l;
+    if (qc_pack_check(&spec, v->data, v->nbytes, c->err) ||
+        qc_pack_layout_get(&spec, json_integer_value(jo), &l, c->err))
+        return qc_err_prefix(c->err, "%s: layer '%s'", c->path, mod);
+    if (l.total != v->nbytes)
+        return qc_err_set(c->err, "%s: layer '%s': packed weight holds another outlier count "
+                                  "than the manifest's %lld",
+                          c->path, mod, (long long)json_integer_value(jo));
+    qc_quant_state *q = qc_quant_state_new(fmt, rows, cols, c->err);
+    if (!q) return qc_err_prefix(c->err, "%s: layer '%s'", c->path, mod);
+    int64_t nnz = json_integer_value(jo), rank = spec.rank, rc = 0;
+    if (spec.act_order && !(q->perm = qc_malloc((size_t)cols * 4, c->err))) rc = -1;
+    if (rc == 0 && nnz > 0 &&
+        (!(q->row_ptr = qc_malloc((size_t)(rows + 1) * 4, c->err)) ||
+         !(q->col = qc_malloc((size_t)nnz * 4, c->err)) ||
+         !(q->val = qc_malloc((size_t)nnz * 2, c->err))))
+        rc = -1;
+    if (rc == 0 && rank > 0 &&
+        (!(q->lr_a = qc_malloc((size_t)(rows * rank) * 2, c->err)) ||
+         !(q->lr_b = qc_malloc((size_t)(rank * cols) * 2, c->err))))
+        rc = -1;
+    if (rc) {
+        qc_quant_state_free(q);
+        return -1;
+    }
+    qc_unpack(&spec, v->data, q->codes, q->scales, q->zeros, q->g_idx);
+    if (q->perm) memcpy(q->perm, v->data + l.perm, (size_t)cols * 4);
+    if (nnz > 0) {
+        memcpy(q->row_ptr, v->data + l.row_ptr, (size_t)(rows + 1) * 4);
+        memcpy(q->col, v->data + l.col, (size_t)nnz * 4);
+        memcpy(q->val, v->data + l.val, (size_t)nnz * 2);
+    }
+    if (rank > 0) {
+        memcpy(q->lr_a, v->data + l.lr_a, (size_t)(rows * rank) * 2);
+        memcpy(q->lr_b, v->data + l.lr_b, (size_t)(rank * cols) * 2);
+    }
+    q->nnz = nnz;
+    q->rank = (int)rank;
+    return attach_state(c, mod, weight, q, v->data, v->nbytes);
+}
+
 static int read_layer(lctx *c, json_t *layer, int index) {
     const char *mod, *weight, *format, *layout;
     json_int_t rows, cols;
@@ -230,14 +328,17 @@ static int read_layer(lctx *c, json_t *layer, int index) {
                           "%s: manifest.json: layers[%d] needs name, weight, rows, cols, format, "
                           "bits, group_size, symmetric, act_order, layout, tensors",
                           c->path, index);
-    if (strcmp(format, "int") || strcmp(layout, QC_ARTIFACT_CODES_LAYOUT))
+    int packed = !strcmp(layout, QC_ARTIFACT_PACK_LAYOUT);
+    if (strcmp(format, "int") || (!packed && strcmp(layout, QC_ARTIFACT_CODES_LAYOUT)))
         return qc_err_set(c->err,
                           "%s: layer '%s': format '%s' / layout '%s' not supported (this quantc "
-                          "reads int / %s)",
-                          c->path, mod, format, layout, QC_ARTIFACT_CODES_LAYOUT);
+                          "reads int / %s or %s)",
+                          c->path, mod, format, layout, QC_ARTIFACT_CODES_LAYOUT,
+                          QC_ARTIFACT_PACK_LAYOUT);
     qc_quant_format fmt = {bits, group, sym};
     if (rows <= 0 || rows > ((json_int_t)1 << 31) || qc_quant_format_check(&fmt, cols, c->err))
         return qc_err_prefix(c->err, "%s: layer '%s'", c->path, mod);
+    if (packed) return read_packed_layer(c, layer, mod, weight, &fmt, rows, cols, parts);
     int64_t ng = group ? (cols + group - 1) / group : 1;
     static const qc_dtype u8[] = {QC_DT_U8}, i32[] = {QC_DT_I32};
     static const qc_dtype scale_t[] = {QC_DT_F16, QC_DT_F32}, zero_t[] = {QC_DT_U8, QC_DT_F32};
@@ -294,19 +395,7 @@ static int read_layer(lctx *c, json_t *layer, int index) {
         return -1;
     }
     if (vp) memcpy(q->perm, vp->data, (size_t)cols * 4);
-    char *wname = strdup(weight);
-    if (check_state(c, mod, q) || !wname) {
-        if (!wname) qc_err_set(c->err, "out of memory");
-        free(wname);
-        qc_quant_state_free(q);
-        return -1;
-    }
-    if (qc_model_quant(c->m, weight)) {
-        free(wname);
-        qc_quant_state_free(q);
-        return qc_err_set(c->err, "%s: weight '%s' is quantized twice", c->path, weight);
-    }
-    return qc_model_add_quant(c->m, wname, q, c->err);
+    return attach_state(c, mod, weight, q, NULL, 0);
 }
 
 static int read_config(lctx *c, json_t *cfg) {
@@ -377,6 +466,48 @@ static int read_tokenizer(lctx *c) {
     return rc;
 }
 
+/* manifest.kernels: [{device "cpu", name, target, section}], each naming a
+ * kernels section with that target. Only recorded here (m->kernels); the
+ * runtime checks the target against the host and loads the object when it
+ * runs the model. */
+static int read_kernels(lctx *c, json_t *kernels) {
+    if (!kernels) return 0;
+    if (!json_is_array(kernels))
+        return qc_err_set(c->err, "%s: manifest.json: kernels must be an array", c->path);
+    size_t n = json_array_size(kernels);
+    if (n > 64) return qc_err_set(c->err, "%s: manifest.json: %zu kernel sets", c->path, n);
+    if (n && !(c->m->kernels = qc_calloc(n, sizeof *c->m->kernels, c->err))) return -1;
+    for (size_t i = 0; i < n; i++) {
+        const char *dev, *name, *target, *sec;
+        if (json_unpack(json_array_get(kernels, i), "{s:s, s:s, s:s, s:s}", "device", &dev, "name",
+                        &name, "target", &target, "section", &sec) != 0 ||
+            strcmp(dev, "cpu"))
+            return qc_err_set(c->err,
+                              "%s: manifest.json: kernels[%zu] needs device \"cpu\", name, "
+                              "target, section",
+                              c->path, i);
+        const qcrt_section *s = NULL;
+        for (int k = 0; k < c->a->n_sections && !s; k++)
+            if (c->a->sections[k].kind == QCRT_SEC_KERNELS &&
+                !strcmp(c->a->sections[k].name, sec) && !strcmp(c->a->sections[k].target, target))
+                s = &c->a->sections[k];
+        if (!s)
+            return qc_err_set(c->err, "%s: manifest.json: kernels[%zu]: no kernels section '%s' "
+                                      "for target '%s'",
+                              c->path, i, sec, target);
+        qc_kernel_obj *o = &c->m->kernels[c->m->n_kernels];
+        if (!(o->data = section_bytes(c, s))) return -1;
+        o->size = (size_t)s->raw_size;
+        if (!(o->name = strdup(name)) || !(o->target = strdup(target))) {
+            free(o->name);
+            o->name = NULL;
+            return qc_err_set(c->err, "out of memory");
+        }
+        c->m->n_kernels++;
+    }
+    return 0;
+}
+
 static int load(lctx *c) {
     const qcrt_section *ms = qcrt_artifact_find(c->a, QCRT_SEC_MANIFEST, QC_ARTIFACT_MANIFEST);
     if (!ms)
@@ -438,6 +569,7 @@ static int load(lctx *c) {
         if ((rc = qc_model_set_online_hadamard(c->m, wname, n, c->err))) break;
     }
     if (rc == 0) rc = read_tokenizer(c);
+    if (rc == 0) rc = read_kernels(c, json_object_get(man, "kernels"));
     json_decref(man);
     return rc;
 }

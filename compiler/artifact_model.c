@@ -1,6 +1,8 @@
 /* Model IR -> artifact (see artifact_model.h); loading is in artifact_load.c. */
 #include "artifact_model.h"
 
+#include "codegen/cpu_llvm.h"
+#include "codegen/pack.h"
 #include "dequant.h"
 #include "gguf.h"
 #include "quant.h"
@@ -153,6 +155,8 @@ typedef struct wctx {
     qc_artifact_writer *w;
     json_t *tensors; /* manifest.tensors: name -> {dtype, shape} */
     json_t *layers;  /* manifest.layers */
+    qc_kernel_spec *specs; /* dry run: the spec of every packed layer (room for n_quant) */
+    int n_specs;
     qc_err *err;
 } wctx;
 
@@ -240,12 +244,35 @@ static int add_part(wctx *c, json_t *parts, const char *mod, const char *role, c
     return add_tensor(c, name, dtype, rows, cols ? cols : 1, cols ? 2 : 1, data, size);
 }
 
-/* Every tensor of one quantized weight, and its manifest.layers entry. This
- * is the one place that decides how quantized weights are stored. */
-static int write_quant_tensors(wctx *c, const char *weight, const qc_quant_state *q) {
-    char *mod = module_of(weight), name[600];
-    if (!mod) return qc_err_set(c->err, "out of memory");
-    json_t *parts = json_object();
+/* The packed weight (codegen/pack.h) of q and its kernel spec. Returns 0;
+ * 1 when the generated kernels cannot run q (why in *why, e.g. a group
+ * index that is not a permutation of whole groups); -1 with err on a hard
+ * failure (out of memory). */
+static int pack_layer(const qc_quant_state *q, qc_kernel_spec *spec, uint8_t **blob, size_t *size,
+                      char *why, size_t why_n, qc_err *err) {
+    qc_err e = {{0}};
+    *blob = NULL;
+    if (qc_kernel_spec_from_quant(q, q->nnz > 0, q->rank, spec, &e) ||
+        !(*size = qc_pack_size(spec, q->nnz, &e))) {
+        snprintf(why, why_n, "%s", e.msg);
+        return 1;
+    }
+    if (!(*blob = qc_malloc(*size, err))) return -1;
+    qc_pack_sparse sp = {q->nnz, q->row_ptr, q->col, q->val};
+    qc_pack_lowrank lr = {q->rank, q->lr_a, q->lr_b};
+    if (qc_pack(spec, q, q->nnz ? &sp : NULL, q->rank ? &lr : NULL, *blob, *size, &e)) {
+        snprintf(why, why_n, "%s", e.msg);
+        free(*blob);
+        *blob = NULL;
+        return 1;
+    }
+    return 0;
+}
+
+/* The row-major tensors of a quantized weight (layout "rowmajor-lsb"):
+ * codes, scales, zeros, group index, permutation, outliers, low-rank. */
+static int write_rowmajor(wctx *c, json_t *parts, const char *mod, const qc_quant_state *q) {
+    char name[600];
     int rc = 0;
     int64_t rb = qc_artifact_row_bytes(q->cols, q->fmt.bits);
     uint8_t *packed = c->w ? qc_malloc((size_t)(q->rows * rb), c->err) : NULL;
@@ -280,16 +307,43 @@ static int write_quant_tensors(wctx *c, const char *weight, const qc_quant_state
     if (rc == 0 && q->rank > 0)
         rc = add_part(c, parts, mod, "lowrank_b", "F16", q->rank, q->cols, q->lr_b,
                       (size_t)(q->rank * q->cols) * 2);
-    json_t *layer =
-        json_pack("{s:s, s:s, s:I, s:I, s:s, s:i, s:i, s:b, s:b, s:f, s:s, s:I, s:i, s:o, s:n}",
-                  "name", mod, "weight", weight, "rows", (json_int_t)q->rows, "cols",
-                  (json_int_t)q->cols, "format", "int", "bits", q->fmt.bits, "group_size",
-                  q->fmt.group_size, "symmetric", q->fmt.symmetric, "act_order", q->perm != NULL,
-                  "bits_per_weight", qc_quant_storage_bits(q) / ((double)q->rows * (double)q->cols),
-                  "layout", QC_ARTIFACT_CODES_LAYOUT, "outliers", (json_int_t)q->nnz, "rank",
-                  q->rank, "tensors", parts, "kernel");
+    return rc;
+}
+
+/* Every tensor of one quantized weight, and its manifest.layers entry. This
+ * is the one place that decides how quantized weights are stored: in the
+ * generated kernels' layout when they can run the layer, else row-major. */
+static int write_quant_tensors(wctx *c, const char *weight, const qc_quant_state *q) {
+    char *mod = module_of(weight), why[sizeof(qc_err)] = "", kid[80] = "";
+    if (!mod) return qc_err_set(c->err, "out of memory");
+    json_t *parts = json_object();
+    qc_kernel_spec spec;
+    uint8_t *blob = NULL;
+    size_t size = 0;
+    int rc = pack_layer(q, &spec, &blob, &size, why, sizeof why, c->err), packed = rc == 0;
+    if (packed) {
+        qc_kernel_spec_id(&spec, kid, sizeof kid);
+        if (!c->w && c->specs) c->specs[c->n_specs++] = spec;
+        rc = add_part(c, parts, mod, "packed", "U8", (int64_t)size, 0, c->w ? blob : NULL, size);
+    } else if (rc == 1) {
+        rc = write_rowmajor(c, parts, mod, q);
+    }
+    free(blob);
+    json_t *layer = json_pack(
+        "{s:s, s:s, s:I, s:I, s:s, s:i, s:i, s:b, s:b, s:f, s:s, s:I, s:i, s:o, s:o}", "name", mod,
+        "weight", weight, "rows", (json_int_t)q->rows, "cols", (json_int_t)q->cols, "format", "int",
+        "bits", q->fmt.bits, "group_size", q->fmt.group_size, "symmetric", q->fmt.symmetric,
+        "act_order", q->perm != NULL,
+        "bits_per_weight", qc_quant_storage_bits(q) / ((double)q->rows * (double)q->cols),
+        "layout", packed ? QC_ARTIFACT_PACK_LAYOUT : QC_ARTIFACT_CODES_LAYOUT, "outliers",
+        (json_int_t)q->nnz, "rank", q->rank, "tensors", parts, "kernel",
+        packed ? json_string(kid) : json_null());
+    if (layer && packed) json_object_set_new(layer, "permuted", json_boolean(spec.act_order));
+    if (layer && !packed) json_object_set_new(layer, "kernel_note", json_string(why));
     if (rc == 0 && (!layer || json_array_append_new(c->layers, layer)))
         rc = qc_err_set(c->err, "out of memory");
+    else if (rc)
+        json_decref(layer);
     free(mod);
     return rc;
 }
@@ -364,7 +418,7 @@ static int collect_tokenizer(const qc_model *m, tok_part *parts, int *n, qc_err 
     return 0;
 }
 
-static json_t *build_manifest(wctx *c, const tok_part *tok, int n_tok,
+static json_t *build_manifest(wctx *c, const tok_part *tok, int n_tok, json_t *kernels,
                               const qc_artifact_model_opts *o) {
     json_t *prov = qc_artifact_source_hash(c->m, c->err);
     if (!prov) return NULL;
@@ -379,36 +433,75 @@ static json_t *build_manifest(wctx *c, const tok_part *tok, int n_tok,
     for (int i = 0; online && i < c->m->n_online; i++)
         json_object_set_new(online, c->m->online[i].name,
                             json_pack("{s:i}", "hadamard", c->m->online[i].hadamard_n));
-    json_t *man = json_pack("{s:s, s:i, s:o, s:O, s:O, s:o, s:o, s:o, s:[], s:O}", "format",
+    json_t *man = json_pack("{s:s, s:i, s:o, s:O, s:O, s:o, s:o, s:o, s:O, s:O}", "format",
                             "quantc-artifact", "format_version", QCRT_ARTIFACT_VERSION, "config",
                             config_json(&c->m->cfg), "tensors", c->tensors, "layers", c->layers,
                             "online", online, "tokenizer", tk, "provenance", prov, "kernels",
-                            "metrics", o && o->metrics ? (json_t *)o->metrics : json_null());
+                            kernels, "metrics",
+                            o && o->metrics ? (json_t *)o->metrics : json_null());
     if (!man) qc_err_set(c->err, "out of memory");
     return man;
+}
+
+/* Generates the kernels of the packed layers' specs for every CPU target of
+ * o: objs[i] for o->cpu_targets[i] (n_objs set to the number done, for
+ * freeing), and their manifest.kernels entries. */
+static int generate_kernels(wctx *c, const qc_artifact_model_opts *o, qc_cpu_object *objs,
+                            int *n_objs, json_t *kernels, qc_artifact_stats *stats) {
+    *n_objs = 0;
+    for (int i = 0; o && c->n_specs > 0 && i < o->n_cpu_targets; i++) {
+        const char *t = o->cpu_targets[i];
+        char sec[160];
+        if (strlen(t) > 100) return qc_err_set(c->err, "CPU target name too long: '%.40s...'", t);
+        if (qc_cpu_codegen(c->specs, c->n_specs, t, &objs[i], c->err))
+            return qc_err_prefix(c->err, "CPU kernels for target '%s'", t);
+        *n_objs = i + 1;
+        snprintf(sec, sizeof sec, "cpu/%s.so", t);
+        json_t *k = json_pack("{s:s, s:s, s:s, s:s, s:i, s:I}", "device", "cpu", "name", t,
+                              "target", objs[i].target, "section", sec, "kernels",
+                              objs[i].n_kernels, "bytes", (json_int_t)objs[i].so_size);
+        if (!k || json_array_append_new(kernels, k)) return qc_err_set(c->err, "out of memory");
+        if (stats) {
+            stats->n_kernels = objs[i].n_kernels;
+            stats->codegen_seconds += objs[i].ir_seconds + objs[i].opt_seconds +
+                                      objs[i].emit_seconds + objs[i].link_seconds;
+        }
+    }
+    return 0;
 }
 
 int qc_artifact_write_model(const qc_model *m, const char *path, const qc_artifact_model_opts *o,
                             qc_artifact_stats *stats, qc_err *err) {
     tok_part tok[2] = {{{0}, NULL, 0}, {{0}, NULL, 0}};
-    int n_tok = 0, rc = -1;
+    int n_tok = 0, rc = -1, n_objs = 0;
+    int n_targets = o && o->n_cpu_targets > 0 ? o->n_cpu_targets : 0;
     wctx c = {.m = m, .tensors = json_object(), .layers = json_array(), .err = err};
-    json_t *man = NULL;
+    json_t *man = NULL, *kernels = json_array();
     char *text = NULL;
-    if (!c.tensors || !c.layers) {
+    qc_cpu_object *objs = qc_calloc((size_t)n_targets + 1, sizeof *objs, err);
+    if (stats) memset(stats, 0, sizeof *stats);
+    if (!objs) goto out;
+    if (!c.tensors || !c.layers || !kernels ||
+        !(c.specs = qc_calloc((size_t)m->n_quant + 1, sizeof *c.specs, err))) {
         qc_err_set(err, "out of memory");
         goto out;
     }
     /* Dry run for the manifest's tensor and layer lists, so the manifest can
-     * be the first section without holding every tensor in memory. */
+     * be the first section without holding every tensor in memory; it also
+     * collects the kernel specs to generate. */
     if (write_tensors(&c) || collect_tokenizer(m, tok, &n_tok, err)) goto out;
-    if (!(man = build_manifest(&c, tok, n_tok, o))) goto out;
+    if (generate_kernels(&c, o, objs, &n_objs, kernels, stats)) goto out;
+    if (!(man = build_manifest(&c, tok, n_tok, kernels, o))) goto out;
     text = json_dumps(man, JSON_INDENT(1) | JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
     if (!text) {
         qc_err_set(err, "out of memory");
         goto out;
     }
     if (!(c.w = qc_artifact_writer_new(path, o ? &o->compress : NULL, err))) goto out;
+    if (stats) {
+        stats->n_layers = m->n_quant;
+        stats->n_packed = c.n_specs;
+    }
     json_object_clear(c.tensors);
     json_array_clear(c.layers);
     if (qc_artifact_writer_add(c.w, QCRT_SEC_MANIFEST, QC_ARTIFACT_MANIFEST, NULL, text,
@@ -419,9 +512,15 @@ int qc_artifact_write_model(const qc_model *m, const char *path, const qc_artifa
                                    tok[i].size, err))
             goto out;
     if (write_tensors(&c)) goto out;
+    for (int i = 0; i < n_objs; i++) {
+        const char *sec = json_string_value(json_object_get(json_array_get(kernels, i), "section"));
+        if (qc_artifact_writer_add(c.w, QCRT_SEC_KERNELS, sec, objs[i].target, objs[i].so,
+                                   objs[i].so_size, err))
+            goto out;
+    }
     if (stats) {
         qc_artifact_writer_sizes(c.w, &stats->raw_bytes, &stats->stored_bytes);
-        stats->n_sections = 1 + n_tok + (int)json_object_size(c.tensors);
+        stats->n_sections = 1 + n_tok + (int)json_object_size(c.tensors) + n_objs;
     }
     if (qc_artifact_writer_finish(c.w, err)) goto out;
     if (stats) {
@@ -433,8 +532,13 @@ out:
     qc_artifact_writer_free(c.w);
     for (int i = 0; i < n_tok; i++)
         free(tok[i].data);
+    for (int i = 0; i < n_objs; i++)
+        qc_cpu_object_free(&objs[i]);
+    free(objs);
+    free(c.specs);
     free(text);
     json_decref(man);
+    json_decref(kernels);
     json_decref(c.tensors);
     json_decref(c.layers);
     return rc;

@@ -15,6 +15,11 @@
  *             MOD.scales (F16, or F32 when a scale is not an f16 value),
  *             MOD.zeros (asymmetric only: U8, or F32), MOD.g_idx (I32, only
  *             when act-order reordered the groups), MOD.perm (I32, act-order)
+ *             -- layout "rowmajor-lsb"; or, for layers the kernels can run
+ *             (layout "qcpack1"), one U8 tensor MOD.packed in the layout the
+ *             generated kernels read (codegen/pack.h)
+ *   kernels   per CPU target, "cpu/NAME.so": the generated kernels linked
+ *             into one shared object, the section's target its descriptor
  *
  * Loading gives a qc_model whose full-precision tensors point into the
  * mapped file (uncompressed) or into decompressed copies it owns, with
@@ -34,18 +39,28 @@
  * [c·bits, c·bits + bits) of the row's bytes read as one little-endian bit
  * string (bit k is bit k%8 of byte k/8); the row's last bits are zero. */
 #define QC_ARTIFACT_CODES_LAYOUT "rowmajor-lsb"
+/* The packed-weight layout of the generated kernels (codegen/pack.h). */
+#define QC_ARTIFACT_PACK_LAYOUT "qcpack1"
 #define QC_ARTIFACT_MANIFEST "manifest.json"
 
 typedef struct qc_artifact_model_opts {
     qc_artifact_compress compress;
     const json_t *provenance; /* merged into manifest.provenance; borrowed, may be NULL */
     const json_t *metrics;    /* stored as manifest.metrics; borrowed, may be NULL */
+    /* CPU code generation targets (codegen/cpu_llvm.h: "host", "x86-64-v3",
+     * "x86-64-v4", "aarch64"): one kernels section per target holding the
+     * kernels of every packed layer. None: no kernels. */
+    const char *const *cpu_targets;
+    int n_cpu_targets;
 } qc_artifact_model_opts;
 
 typedef struct qc_artifact_stats {
     uint64_t raw_bytes, stored_bytes; /* sums over sections (before/after compression) */
     uint64_t file_bytes;
     int n_sections;
+    int n_layers, n_packed;  /* quantized layers; of those stored in the kernel layout */
+    int n_kernels;           /* distinct kernel specs (2 functions each, per target) */
+    double codegen_seconds;  /* LLVM IR, optimisation, emission and linking, all targets */
 } qc_artifact_stats;
 
 /* Writes m (quantized linears attached) to path atomically. stats may be

@@ -1,4 +1,5 @@
 /* quantc compile / recipe check / passes. */
+#include "codegen/cpu_llvm.h"
 #include "compiler/artifact_model.h"
 #include "compiler/calibrate.h"
 #include "compiler/cli.h"
@@ -39,6 +40,11 @@ static const char *compile_help =
     "  --compress none|zstd[:LEVEL]\n"
     "                         section compression instead of the recipe's artifact:\n"
     "                         (zstd level 1..19, default 3)\n"
+    "  --target LIST          code generation targets instead of the recipe's\n"
+    "                         `targets:`, comma-separated: cpu:host (this CPU),\n"
+    "                         cpu:x86-64-v3, cpu:x86-64-v4, cpu:aarch64, or none.\n"
+    "                         Default: cpu:host when quantc was built with LLVM.\n"
+    "                         Layers are stored packed for the kernels either way\n"
     "  --report FILE          also write the per-layer report as JSON to FILE\n"
     "  --no-gates             skip the recipe's quality gates\n"
     "  --threads N            threads (default: all cores)\n"
@@ -61,8 +67,44 @@ enum {
     OPT_QUIET,
     OPT_HELP,
     OPT_MODEL,
-    OPT_COMPRESS
+    OPT_COMPRESS,
+    OPT_TARGET
 };
+
+#define MAX_TARGETS 16
+
+/* Splits the code generation targets (a comma-separated --target value, or
+ * the recipe's list) into CPU target names ("cpu:NAME" -> NAME) in
+ * names[0..*n). "none" alone means no kernels. Returns 0, or -1 with err
+ * naming the bad entry. list is modified (NUL at commas). */
+static int parse_targets(char **items, int n_items, const char *where, const char **names, int *n,
+                         qc_err *err) {
+    *n = 0;
+    for (int i = 0; i < n_items; i++) {
+        const char *t = items[i];
+        if (!strcmp(t, "none") && n_items == 1) return 0;
+        if (!strncmp(t, "cuda:", 5))
+            return qc_err_set(err,
+                              "%s: target '%s': CUDA kernels are not generated into artifacts "
+                              "by this quantc yet (CPU targets: cpu:host, cpu:x86-64-v3, "
+                              "cpu:x86-64-v4, cpu:aarch64)",
+                              where, t);
+        if (strncmp(t, "cpu:", 4) || !t[4])
+            return qc_err_set(err,
+                              "%s: target '%s': expected cpu:host, cpu:x86-64-v3, cpu:x86-64-v4, "
+                              "cpu:aarch64 or none",
+                              where, t);
+        char desc[512];
+        if (qc_cpu_target_describe(t + 4, desc, sizeof desc, err))
+            return qc_err_prefix(err, "%s: target '%s'", where, t);
+        for (int k = 0; k < *n; k++)
+            if (!strcmp(names[k], t + 4))
+                return qc_err_set(err, "%s: target '%s' is listed twice", where, t);
+        if (*n == MAX_TARGETS) return qc_err_set(err, "%s: more than %d targets", where, MAX_TARGETS);
+        names[(*n)++] = t + 4;
+    }
+    return 0;
+}
 
 typedef struct progress {
     double t0;
@@ -221,9 +263,11 @@ int qc_cli_compile(int argc, char **argv) {
                                          {"threads", required_argument, 0, OPT_THREADS},
                                          {"quiet", no_argument, 0, OPT_QUIET},
                                          {"compress", required_argument, 0, OPT_COMPRESS},
+                                         {"target", required_argument, 0, OPT_TARGET},
                                          {"help", no_argument, 0, OPT_HELP},
                                          {0, 0, 0, 0}};
     const char *recipe_path = NULL, *out = NULL, *report_path = NULL, *compress = NULL;
+    char *target_arg = NULL;
     qc_calib_overrides ov = {.text = NULL, .samples = -1, .tokens = -1, .seed = -1};
     long v, threads = 0;
     int quiet = 0, no_gates = 0, c;
@@ -277,6 +321,9 @@ int qc_cli_compile(int argc, char **argv) {
                                           optarg);
             compress = optarg;
             break;
+        case OPT_TARGET:
+            target_arg = optarg;
+            break;
         case OPT_HELP:
             printf("%s", compile_help);
             return 0;
@@ -307,6 +354,28 @@ int qc_cli_compile(int argc, char **argv) {
     qc_artifact_model_opts ao = {
         .compress = {r->artifact.zstd ? QCRT_COMP_ZSTD : QCRT_COMP_NONE, r->artifact.level}};
     if (compress) parse_compress(compress, &ao.compress);
+    /* Code generation targets: --target, else the recipe's, else cpu:host. */
+    const char *cpu_targets[MAX_TARGETS];
+    char *split[MAX_TARGETS + 1], host[] = "cpu:host";
+    int n_split = 0;
+    if (target_arg) {
+        for (char *t = strtok(target_arg, ","); t; t = strtok(NULL, ","))
+            if (n_split <= MAX_TARGETS) split[n_split++] = t;
+    } else if (r->n_targets > 0) {
+        for (int i = 0; i < r->n_targets && n_split <= MAX_TARGETS; i++)
+            split[n_split++] = r->targets[i];
+    } else if (qc_cpu_codegen_available()) {
+        split[n_split++] = host;
+    }
+    if (parse_targets(split, n_split, target_arg ? "--target" : r->path, cpu_targets,
+                      &ao.n_cpu_targets, &err))
+        goto out;
+    if (ao.n_cpu_targets > 0 && !qc_cpu_codegen_available()) {
+        qc_err_set(&err, "CPU targets need quantc built with LLVM (this build has no code "
+                         "generator); use --target none");
+        goto out;
+    }
+    ao.cpu_targets = cpu_targets;
     /* Fail before calibrating when OUT cannot be written (creates and removes
      * the temporary file; refuses to replace a file that is not an artifact). */
     qc_artifact_writer *probe = qc_artifact_writer_new(out, &ao.compress, &err);
@@ -347,6 +416,15 @@ int qc_cli_compile(int argc, char **argv) {
                    (unsigned long long)st.raw_bytes, (unsigned long long)st.stored_bytes,
                    st.stored_bytes ? (double)st.raw_bytes / (double)st.stored_bytes : 1.0);
         printf("\n");
+        if (ao.n_cpu_targets > 0)
+            printf("kernels: %d distinct specs for %d of %d quantized layers, %d CPU target%s, "
+                   "code generation %.1f s\n",
+                   st.n_kernels, st.n_packed, st.n_layers, ao.n_cpu_targets,
+                   ao.n_cpu_targets > 1 ? "s" : "", st.codegen_seconds);
+        if (st.n_packed < st.n_layers)
+            printf("note: %d layer(s) have no generated kernel and run on the reference path "
+                   "(`quantc inspect` says why)\n",
+                   st.n_layers - st.n_packed);
     }
     rc = 0;
 out:

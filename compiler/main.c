@@ -8,6 +8,7 @@
 #include "compiler/tokenizer.h"
 #include "runtime/eval.h"
 #include "runtime/forward.h"
+#include "runtime/pool.h"
 #include "runtime/sample.h"
 
 #include <cblas.h>
@@ -63,6 +64,11 @@ static const char *eval_help =
     "  --ref MODEL        also report mean KL(ref || model) of the next-token\n"
     "                     distributions and top-1 agreement against MODEL\n"
     "  --threads N        threads (default: all cores)\n"
+    "  --kernels K        how quantized layers run: auto (default: an artifact's\n"
+    "                     generated CPU kernels when it has them, else the\n"
+    "                     reference), generated (fail without kernels for this\n"
+    "                     host), or reference (fake-quant: weights dequantized\n"
+    "                     to f32, BLAS)\n"
     "  --json             print the result as JSON on stdout\n"
     "  --quiet            no progress line\n";
 
@@ -73,10 +79,12 @@ static const char *run_help =
     "\n"
     "  -p, --prompt TEXT  prompt (required)\n"
     "  -n N               tokens to generate (default 64); stops early at EOS\n"
+    "  --ignore-eos       generate all N tokens even past EOS (for benchmarks)\n"
     "  --temp T           temperature; 0 = greedy (default 0)\n"
     "  --top-p P          nucleus sampling mass in (0, 1] (default 0.9)\n"
     "  --seed S           sampling seed (default 0)\n"
     "  --threads N        threads (default: all cores)\n"
+    "  --kernels K        auto, generated or reference (see quantc eval --help)\n"
     "  --quiet            no timing line on stderr\n";
 
 static const char *tokenize_help =
@@ -163,6 +171,8 @@ enum {
     OPT_MAX_WINDOWS,
     OPT_REF,
     OPT_THREADS,
+    OPT_KERNELS,
+    OPT_IGNORE_EOS,
     OPT_JSON,
     OPT_QUIET,
     OPT_TEMP,
@@ -201,12 +211,36 @@ static int tokenize_text(const qc_model *m, const char *path, char **text_out, i
     return rc;
 }
 
+/* --kernels auto|generated|reference */
+static int parse_kernels(const char *s, qcrt_kernels_mode *out) {
+    static const char *const names[] = {"auto", "generated", "reference"};
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(s, names[i])) {
+            *out = (qcrt_kernels_mode)i;
+            return 0;
+        }
+    return -1;
+}
+
+/* One line on stderr: which implementation the quantized linears run on. */
+static void print_linears(const qcrt_model *rm) {
+    if (rm->n_generated + rm->n_reference == 0) return;
+    if (rm->kernels)
+        fprintf(stderr, "linears: %d on generated CPU kernels (%s, %d threads), %d on the "
+                        "reference path\n",
+                rm->n_generated, rm->kernels_name, qcrt_pool_threads(rm->pool), rm->n_reference);
+    else
+        fprintf(stderr, "linears: %d quantized, on the reference path (fake-quant f32)\n",
+                rm->n_reference);
+}
+
 static int cmd_eval(int argc, char **argv) {
     static const struct option opts[] = {{"text", required_argument, 0, OPT_TEXT},
                                          {"ctx", required_argument, 0, OPT_CTX},
                                          {"max-windows", required_argument, 0, OPT_MAX_WINDOWS},
                                          {"ref", required_argument, 0, OPT_REF},
                                          {"threads", required_argument, 0, OPT_THREADS},
+                                         {"kernels", required_argument, 0, OPT_KERNELS},
                                          {"json", no_argument, 0, OPT_JSON},
                                          {"quiet", no_argument, 0, OPT_QUIET},
                                          {"help", no_argument, 0, OPT_HELP},
@@ -214,6 +248,7 @@ static int cmd_eval(int argc, char **argv) {
     const char *text = NULL, *ref_path = NULL;
     long ctx = 512, max_windows = 0, threads = 0;
     int json = 0, quiet = !isatty(2), c;
+    qcrt_kernels_mode kmode = QCRT_KERNELS_AUTO;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case OPT_TEXT:
@@ -236,6 +271,11 @@ static int cmd_eval(int argc, char **argv) {
             if (qc_cli_parse_int(optarg, 1, 1024, &threads))
                 return qc_cli_usage_error(eval_help, "--threads: expected 1..1024, got '%s'",
                                           optarg);
+            break;
+        case OPT_KERNELS:
+            if (parse_kernels(optarg, &kmode))
+                return qc_cli_usage_error(
+                    eval_help, "--kernels: expected auto, generated or reference, got '%s'", optarg);
             break;
         case OPT_JSON:
             json = 1;
@@ -265,7 +305,9 @@ static int cmd_eval(int argc, char **argv) {
     qcrt_model *rm = NULL, *rref = NULL;
     int rc = EXIT_FAIL;
     if (tokenize_text(m, text, NULL, &ids, &n_ids, &err)) goto out;
-    if (!(rm = qcrt_model_from_ir(m, &err))) goto out;
+    qcrt_model_opts mo = {.kernels = kmode, .threads = (int)threads};
+    if (!(rm = qcrt_model_from_ir_opts(m, &mo, &err))) goto out;
+    if (!quiet) print_linears(rm);
     if (ref_path) {
         if (!(mr = qc_model_load(ref_path, &err)) || !(rref = qcrt_model_from_ir(mr, &err)))
             goto out;
@@ -281,6 +323,8 @@ static int cmd_eval(int argc, char **argv) {
                               "text", text, "text_tokens", (json_int_t)r.text_tokens, "ctx",
                               (json_int_t)ctx, "windows", r.windows, "scored_tokens",
                               (json_int_t)r.scored, "nll", r.nll, "ppl", r.ppl, "seconds", secs);
+        json_object_set_new(o, "kernels", json_string(rm->kernels ? rm->kernels_name : "reference"));
+        json_object_set_new(o, "generated_linears", json_integer(rm->n_generated));
         if (r.has_ref) {
             json_object_set_new(o, "ref", json_string(ref_path));
             json_object_set_new(o, "kl", json_real(r.kl));
@@ -319,13 +363,16 @@ static int cmd_run(int argc, char **argv) {
                                          {"top-p", required_argument, 0, OPT_TOP_P},
                                          {"seed", required_argument, 0, OPT_SEED},
                                          {"threads", required_argument, 0, OPT_THREADS},
+                                         {"kernels", required_argument, 0, OPT_KERNELS},
+                                         {"ignore-eos", no_argument, 0, OPT_IGNORE_EOS},
                                          {"quiet", no_argument, 0, OPT_QUIET},
                                          {"help", no_argument, 0, OPT_HELP},
                                          {0, 0, 0, 0}};
     const char *prompt = NULL;
     long n_gen = 64, threads = 0, seed = 0;
     double temp = 0, top_p = 0.9;
-    int quiet = 0, c;
+    int quiet = 0, ignore_eos = 0, c;
+    qcrt_kernels_mode kmode = QCRT_KERNELS_AUTO;
     while ((c = getopt_long(argc, argv, "p:n:", opts, NULL)) != -1) {
         switch (c) {
         case 'p':
@@ -355,6 +402,14 @@ static int cmd_run(int argc, char **argv) {
             if (qc_cli_parse_int(optarg, 1, 1024, &threads))
                 return qc_cli_usage_error(run_help, "--threads: expected 1..1024, got '%s'",
                                           optarg);
+            break;
+        case OPT_KERNELS:
+            if (parse_kernels(optarg, &kmode))
+                return qc_cli_usage_error(
+                    run_help, "--kernels: expected auto, generated or reference, got '%s'", optarg);
+            break;
+        case OPT_IGNORE_EOS:
+            ignore_eos = 1;
             break;
         case OPT_QUIET:
             quiet = 1;
@@ -396,7 +451,9 @@ static int cmd_run(int argc, char **argv) {
                    n_ids, n_gen, m->cfg.max_pos);
         goto out;
     }
-    if (!(rm = qcrt_model_from_ir(m, &err))) goto out;
+    qcrt_model_opts mo = {.kernels = kmode, .threads = (int)threads};
+    if (!(rm = qcrt_model_from_ir_opts(m, &mo, &err))) goto out;
+    if (!quiet) print_linears(rm);
     if (!(st = qcrt_state_new(rm, max_ctx, (int)n_ids, &err))) goto out;
     if (!(smp = qcrt_sampler_new(m->cfg.vocab, (float)temp, (float)top_p, (uint64_t)seed, &err)))
         goto out;
@@ -409,7 +466,7 @@ static int cmd_run(int argc, char **argv) {
     int eos = qc_tokenizer_eos(m->tok), generated = 0;
     for (long i = 0; i < n_gen; i++) {
         int32_t next = qcrt_sample(smp, logits);
-        if (next == eos) break;
+        if (next == eos && !ignore_eos) break;
         size_t plen;
         const char *piece = qc_tokenizer_piece(m->tok, next, &plen);
         if (piece) fwrite(piece, 1, plen, stdout);

@@ -60,6 +60,11 @@ void qc_model_free(qc_model *m) {
     for (int i = 0; i < m->n_online; i++)
         free(m->online[i].name);
     free(m->online);
+    for (int i = 0; i < m->n_kernels; i++) {
+        free(m->kernels[i].name);
+        free(m->kernels[i].target);
+    }
+    free(m->kernels);
     free(m->tensors);
     for (int i = 0; i < m->n_files; i++) qc_mapfile_free(m->files[i]);
     free(m->files);
@@ -79,10 +84,15 @@ const qc_tensor *qc_model_find(const qc_model *m, const char *name) {
     return NULL;
 }
 
-const qc_quant_state *qc_model_quant(const qc_model *m, const char *name) {
+const qc_qlinear *qc_model_qlinear(const qc_model *m, const char *name) {
     for (int i = 0; i < m->n_quant; i++)
-        if (strcmp(m->quant[i].name, name) == 0) return m->quant[i].q;
+        if (strcmp(m->quant[i].name, name) == 0) return &m->quant[i];
     return NULL;
+}
+
+const qc_quant_state *qc_model_quant(const qc_model *m, const char *name) {
+    const qc_qlinear *l = qc_model_qlinear(m, name);
+    return l ? l->q : NULL;
 }
 
 int qc_model_add_quant(qc_model *m, char *name, qc_quant_state *q, qc_err *err) {
@@ -93,8 +103,8 @@ int qc_model_add_quant(qc_model *m, char *name, qc_quant_state *q, qc_err *err) 
         return qc_err_set(err, "out of memory");
     }
     m->quant = nq;
-    m->quant[m->n_quant].name = name;
-    m->quant[m->n_quant++].q = q;
+    m->quant[m->n_quant] = (qc_qlinear){.name = name, .q = q};
+    m->n_quant++;
     return 0;
 }
 

@@ -8,6 +8,7 @@
 #include "err.h"
 #include "mapfile.h"
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct qc_tokenizer;
@@ -18,7 +19,21 @@ struct qc_quant_state;
 typedef struct qc_qlinear {
     char *name;                /* weight name, e.g. "model.layers.0.mlp.up_proj.weight" */
     struct qc_quant_state *q;  /* owned */
+    /* The same weight packed in the layout the generated kernels read
+     * (codegen/pack.h), when loaded from an artifact that stores it: points
+     * into a mapping the model owns; NULL otherwise. */
+    const uint8_t *packed;
+    size_t packed_size;
 } qc_qlinear;
+
+/* Generated CPU kernels stored in an artifact for one target: a shared
+ * object (codegen/cpu_llvm.h) and the target descriptor it was built for. */
+typedef struct qc_kernel_obj {
+    char *name;          /* the target as requested, e.g. "x86-64-v3" (owned) */
+    char *target;        /* descriptor "triple=...;cpu=...;features=..." (owned) */
+    const uint8_t *data; /* shared-object bytes, into a mapping the model owns */
+    size_t size;
+} qc_kernel_obj;
 
 typedef enum qc_arch {
     QC_ARCH_LLAMA,   /* llama, incl. SmolLM */
@@ -114,6 +129,8 @@ typedef struct qc_model {
     int n_quant;
     qc_online *online;        /* owned; online input transforms (rotate pass), else NULL */
     int n_online;
+    qc_kernel_obj *kernels;   /* owned; generated CPU kernels (artifacts), else NULL */
+    int n_kernels;
     char *path;               /* owned copy of the path it was loaded from */
     char *format;             /* "safetensors", "gguf" or "artifact" (static string) */
 } qc_model;
@@ -134,6 +151,8 @@ int qc_tensor_to_f32(const qc_tensor *t, float *out, qc_err *err);
 
 /* The quantized state of weight `name`, or NULL when it is stored plainly. */
 const struct qc_quant_state *qc_model_quant(const qc_model *m, const char *name);
+/* The quantized linear of weight `name` (state and packed blob), or NULL. */
+const qc_qlinear *qc_model_qlinear(const qc_model *m, const char *name);
 /* Attaches a quantized state (takes ownership of name and q, also on error). */
 int qc_model_add_quant(qc_model *m, char *name, struct qc_quant_state *q, qc_err *err);
 

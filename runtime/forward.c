@@ -1,5 +1,7 @@
 #include "forward.h"
 
+#include "cpu_kernels.h"
+#include "pool.h"
 #include "rope.h"
 
 #include "compiler/quant.h"
@@ -9,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Threads: all heavy work (linears and both attention products) is BLAS,
  * threaded by OpenBLAS; the element-wise steps run on the calling thread.
@@ -53,13 +56,40 @@ static float *load_tensor(const qc_model *m, const char *name, int64_t rows, int
     return out;
 }
 
-/* Builds the f32 linear model.layers.<layer>.<base>.weight (+ .bias). */
-static qcrt_linear *load_linear(const qc_model *m, int layer, const char *base, int64_t rows,
-                                int64_t cols, int with_bias, qc_err *err) {
+/* The linear of a quantized weight: generated kernels when r has them and
+ * the weight is stored packed, else the fake-quant reference. bias may be
+ * NULL. */
+static qcrt_linear *quant_linear(const qc_model *m, qcrt_model *r, const qc_qlinear *ql,
+                                 const float *bias, qc_err *err) {
+    const qc_quant_state *q = ql->q;
+    if (!r || !r->kernels || !ql->packed) {
+        if (r) r->n_reference++;
+        return qcrt_linear_fq_new(q, bias, err);
+    }
+    qc_kernel_spec spec;
+    qc_gemv_fn gemv;
+    qc_gemm_fn gemm;
+    if (qc_kernel_spec_from_quant(q, q->nnz > 0, q->rank, &spec, err) ||
+        qcrt_cpu_kernels_find(r->kernels, &spec, &gemv, &gemm, err)) {
+        qc_err_prefix(err, "%s: '%s'", m->path ? m->path : "model", ql->name);
+        return NULL;
+    }
+    qcrt_linear *l =
+        qcrt_linear_cpu_new(&spec, gemv, gemm, ql->packed, ql->packed_size, bias, r->pool, err);
+    if (!l) qc_err_prefix(err, "%s: '%s'", m->path ? m->path : "model", ql->name);
+    r->n_generated += l != NULL;
+    return l;
+}
+
+/* Builds the linear model.layers.<layer>.<base>.weight (+ .bias): f32, or
+ * quantized (quant_linear) in a compiled model. */
+static qcrt_linear *load_linear(const qc_model *m, qcrt_model *r, int layer, const char *base,
+                                int64_t rows, int64_t cols, int with_bias, qc_err *err) {
     char name[192];
     snprintf(name, sizeof name, "model.layers.%d.%s.weight", layer, base);
-    const qc_quant_state *q = qc_model_quant(m, name);
-    if (q) { /* a compiled model: fake-quant linear over the stored codes */
+    const qc_qlinear *ql = qc_model_qlinear(m, name);
+    if (ql) { /* a compiled model */
+        const qc_quant_state *q = ql->q;
         float *bq = NULL;
         if (q->rows != rows || q->cols != cols) {
             qc_err_set(err, "%s: quantized '%s' is %lld × %lld, expected %lld × %lld",
@@ -71,7 +101,7 @@ static qcrt_linear *load_linear(const qc_model *m, int layer, const char *base, 
             snprintf(name, sizeof name, "model.layers.%d.%s.bias", layer, base);
             if (!(bq = load_tensor(m, name, rows, 0, err))) return NULL;
         }
-        qcrt_linear *l = qcrt_linear_fq_new(q, bq, err);
+        qcrt_linear *l = quant_linear(m, r, ql, bq, err);
         free(bq);
         return l;
     }
@@ -93,12 +123,13 @@ static qcrt_linear *load_linear(const qc_model *m, int layer, const char *base, 
 }
 
 /* load_linear plus the online input transform the IR records for it. */
-static qcrt_linear *load_linear_online(const qc_model *m, int layer, const char *base, int64_t rows,
-                                       int64_t cols, int with_bias, qc_err *err) {
+static qcrt_linear *load_linear_online(const qc_model *m, qcrt_model *r, int layer,
+                                       const char *base, int64_t rows, int64_t cols,
+                                       int with_bias, qc_err *err) {
     char name[192];
     snprintf(name, sizeof name, "model.layers.%d.%s.weight", layer, base);
     int n = qc_model_online_hadamard(m, name);
-    qcrt_linear *l = load_linear(m, layer, base, rows, cols, with_bias, err);
+    qcrt_linear *l = load_linear(m, r, layer, base, rows, cols, with_bias, err);
     if (!l || n <= 0) return l;
     qcrt_linear *o = qcrt_linear_online_new(l, n, err);
     if (!o) qcrt_linear_free(l);
@@ -111,7 +142,7 @@ static float *load_norm(const qc_model *m, int layer, const char *base, int64_t 
     return load_tensor(m, name, n, 0, err);
 }
 
-int qcrt_block_load(const qc_model *m, int l, qcrt_block *b, qc_err *err) {
+static int block_load(const qc_model *m, qcrt_model *r, int l, qcrt_block *b, qc_err *err) {
     memset(b, 0, sizeof *b);
     const qc_config *c = &m->cfg;
     int64_t qd = (int64_t)c->n_heads * c->head_dim, kvd = (int64_t)c->n_kv_heads * c->head_dim;
@@ -122,15 +153,19 @@ int qcrt_block_load(const qc_model *m, int l, qcrt_block *b, qc_err *err) {
     if (c->qk_norm && (!(b->q_norm = load_norm(m, l, "self_attn.q_norm", c->head_dim, err)) ||
                        !(b->k_norm = load_norm(m, l, "self_attn.k_norm", c->head_dim, err))))
         return -1;
-    if (!(b->q = load_linear(m, l, "self_attn.q_proj", qd, c->dim, bias, err)) ||
-        !(b->k = load_linear(m, l, "self_attn.k_proj", kvd, c->dim, bias, err)) ||
-        !(b->v = load_linear(m, l, "self_attn.v_proj", kvd, c->dim, bias, err)) ||
-        !(b->o = load_linear(m, l, "self_attn.o_proj", c->dim, qd, 0, err)) ||
-        !(b->gate = load_linear(m, l, "mlp.gate_proj", c->ffn_dim, c->dim, 0, err)) ||
-        !(b->up = load_linear(m, l, "mlp.up_proj", c->ffn_dim, c->dim, 0, err)) ||
-        !(b->down = load_linear_online(m, l, "mlp.down_proj", c->dim, c->ffn_dim, 0, err)))
+    if (!(b->q = load_linear(m, r, l, "self_attn.q_proj", qd, c->dim, bias, err)) ||
+        !(b->k = load_linear(m, r, l, "self_attn.k_proj", kvd, c->dim, bias, err)) ||
+        !(b->v = load_linear(m, r, l, "self_attn.v_proj", kvd, c->dim, bias, err)) ||
+        !(b->o = load_linear(m, r, l, "self_attn.o_proj", c->dim, qd, 0, err)) ||
+        !(b->gate = load_linear(m, r, l, "mlp.gate_proj", c->ffn_dim, c->dim, 0, err)) ||
+        !(b->up = load_linear(m, r, l, "mlp.up_proj", c->ffn_dim, c->dim, 0, err)) ||
+        !(b->down = load_linear_online(m, r, l, "mlp.down_proj", c->dim, c->ffn_dim, 0, err)))
         return -1;
     return 0;
+}
+
+int qcrt_block_load(const qc_model *m, int l, qcrt_block *b, qc_err *err) {
+    return block_load(m, NULL, l, b, err);
 }
 
 static int check_config(const qc_config *c, qc_err *err) {
@@ -166,24 +201,64 @@ float *qcrt_load_tensor(const qc_model *m, const char *name, int64_t rows, int64
     return load_tensor(m, name, rows, cols, err);
 }
 
+/* Picks and loads the kernel set for this host (see qcrt_model_from_ir_opts). */
+static int load_kernels(const qc_model *m, qcrt_model *r, const qcrt_model_opts *o, qc_err *err) {
+    const char *where = m->path ? m->path : "model";
+    if (o->kernels == QCRT_KERNELS_REFERENCE || (m->n_kernels == 0 && o->kernels == QCRT_KERNELS_AUTO))
+        return 0;
+    if (m->n_kernels == 0)
+        return qc_err_set(err, "%s: has no generated kernels (compile it with --target "
+                               "cpu:host, or run with --kernels reference)",
+                          where);
+    char why[1024] = "";
+    size_t used = 0;
+    for (int i = 0; i < m->n_kernels; i++) {
+        const qc_kernel_obj *k = &m->kernels[i];
+        qc_err e = {{0}};
+        if (qcrt_cpu_target_check(k->target, &e)) {
+            int w = snprintf(why + used, sizeof why - used, "%s%s: %s", i ? "; " : "", k->name,
+                             e.msg);
+            used = w > 0 && used + (size_t)w < sizeof why ? used + (size_t)w : used;
+            continue;
+        }
+        if (!(r->kernels = qcrt_cpu_kernels_load(k->data, k->size, k->target, err)))
+            return qc_err_prefix(err, "%s: kernels '%s'", where, k->name);
+        snprintf(r->kernels_name, sizeof r->kernels_name, "%s", k->name);
+        int threads = o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+        if (!(r->pool = qcrt_pool_new(threads > 0 ? threads : 1, err))) return -1;
+        return 0;
+    }
+    return qc_err_set(err,
+                      "%s: none of its generated CPU kernels run on this host (%s); recompile "
+                      "with --target cpu:host here, or run with --kernels reference",
+                      where, why);
+}
+
 qcrt_model *qcrt_model_from_ir(const qc_model *m, qc_err *err) {
+    qcrt_model_opts o = {.kernels = QCRT_KERNELS_REFERENCE};
+    return qcrt_model_from_ir_opts(m, &o, err);
+}
+
+qcrt_model *qcrt_model_from_ir_opts(const qc_model *m, const qcrt_model_opts *opts, qc_err *err) {
     const qc_config *c = &m->cfg;
+    qcrt_model_opts o = opts ? *opts : (qcrt_model_opts){.kernels = QCRT_KERNELS_AUTO};
     qcrt_model *r = qcrt_model_shell(m, err);
     if (!r) return NULL;
+    if (load_kernels(m, r, &o, err)) goto fail;
     if (!(r->embed = load_tensor(m, "model.embed_tokens.weight", c->vocab, c->dim, err)) ||
         !(r->final_norm = load_tensor(m, "model.norm.weight", c->dim, 0, err)))
         goto fail;
     for (int l = 0; l < c->n_layers; l++)
-        if (qcrt_block_load(m, l, &r->blocks[l], err)) goto fail;
-    const qc_quant_state *hq = qc_model_quant(m, "lm_head.weight");
+        if (block_load(m, r, l, &r->blocks[l], err)) goto fail;
+    const qc_qlinear *hq = qc_model_qlinear(m, "lm_head.weight");
     if (hq) { /* quantized lm_head (tied or not: it has its own codes) */
-        if (hq->rows != c->vocab || hq->cols != c->dim) {
+        if (hq->q->rows != c->vocab || hq->q->cols != c->dim) {
             qc_err_set(err, "%s: quantized 'lm_head.weight' is %lld × %lld, expected %d × %d",
-                       m->path ? m->path : "model", (long long)hq->rows, (long long)hq->cols,
-                       c->vocab, c->dim);
+                       m->path ? m->path : "model", (long long)hq->q->rows,
+                       (long long)hq->q->cols, c->vocab, c->dim);
             goto fail;
         }
-        if (!(r->lm_head = qcrt_linear_fq_new(hq, NULL, err))) goto fail;
+        if (!(r->lm_head = quant_linear(m, r, hq, NULL, err))) goto fail;
         return r;
     }
     float *head;
@@ -224,6 +299,9 @@ void qcrt_model_free(qcrt_model *m) {
     free(m->final_norm);
     qcrt_linear_free(m->lm_head);
     free(m->rope_inv_freq);
+    /* Linears above ran kernels from the object and the pool: free those last. */
+    qcrt_pool_free(m->pool);
+    qcrt_cpu_kernels_free(m->kernels);
     free(m);
 }
 

@@ -14,6 +14,9 @@ typedef struct qcrt_block {
     qcrt_linear *gate, *up, *down;
 } qcrt_block;
 
+struct qcrt_cpu_kernels;
+struct qcrt_pool;
+
 typedef struct qcrt_model {
     qc_config cfg;
     float *embed;          /* vocab × dim */
@@ -21,11 +24,38 @@ typedef struct qcrt_model {
     float *final_norm;     /* dim */
     qcrt_linear *lm_head;  /* vocab × dim (a copy of embed when tied) */
     float *rope_inv_freq;  /* head_dim/2, scaling applied */
+    /* Generated CPU kernels in use (NULL: every quantized linear runs the
+     * fake-quant reference), the threads they split rows over, the kernel
+     * set's name ("host", "x86-64-v3", ...), and how many linears run on
+     * generated kernels / on the reference path. */
+    struct qcrt_cpu_kernels *kernels;
+    struct qcrt_pool *pool;
+    char kernels_name[64];
+    int n_generated, n_reference;
 } qcrt_model;
+
+/* Which implementation quantized linears use. */
+typedef enum qcrt_kernels_mode {
+    QCRT_KERNELS_AUTO,      /* generated kernels when the model has some (they must
+                               suit this host), else the reference */
+    QCRT_KERNELS_GENERATED, /* generated kernels; an error when the model has none */
+    QCRT_KERNELS_REFERENCE, /* fake-quant reference: Ŵ dequantized to f32, BLAS */
+} qcrt_kernels_mode;
+
+typedef struct qcrt_model_opts {
+    qcrt_kernels_mode kernels;
+    int threads; /* threads of the generated kernels; 0: the online CPUs */
+} qcrt_model_opts;
 
 /* Builds an f32 model from the IR: dequantizes every tensor (the whole model
  * in f32; calibration instead works block by block). Returns NULL with err. */
 qcrt_model *qcrt_model_from_ir(const qc_model *m, qc_err *err);
+/* The same with options: quantized layers stored packed (artifacts) run on
+ * the generated CPU kernels of the first kernel set whose target this host
+ * supports (opts NULL: QCRT_KERNELS_AUTO, all CPUs). With kernels but none
+ * for this host, AUTO and GENERATED fail with a message naming the targets
+ * and what the host lacks. qcrt_model_from_ir uses the reference. */
+qcrt_model *qcrt_model_from_ir_opts(const qc_model *m, const qcrt_model_opts *opts, qc_err *err);
 void qcrt_model_free(qcrt_model *m);
 
 /* The parts of a model every block needs (config, RoPE frequencies) with no

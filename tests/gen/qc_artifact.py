@@ -98,23 +98,98 @@ def unpack_codes(packed, cols, bits):
     return (b << np.arange(bits)).sum(axis=2)
 
 
+CHUNKS = {2: [2], 3: [2, 1], 4: [4], 5: [4, 1], 6: [4, 2], 7: [4, 2, 1], 8: [4, 4]}
+
+
+def _align64(v):
+    return (v + 63) // 64 * 64
+
+
+def unpack_qcpack1(blob, layer):
+    """Layout qcpack1 (docs/artifact-format.md): returns original-order codes
+    (rows x cols), scales and zeros per packed group (float64), the packed
+    group of each original column, and the outlier / low-rank parts."""
+    rows, cols, bits = layer["rows"], layer["cols"], layer["bits"]
+    G = layer["group_size"] if 0 < layer["group_size"] < cols else 0
+    sym, permuted = layer["symmetric"], layer["permuted"]
+    nnz, rank = layer.get("outliers", 0), layer.get("rank", 0)
+    assert bytes(blob[:8]) == b"QCPACK1\0", "qcpack1 magic"
+    hdr_nnz, total = struct.unpack_from("<QQ", bytes(blob[16:32]))
+    assert hdr_nnz == nnz and total == len(blob), (hdr_nnz, total, len(blob))
+    tiles = (cols + 63) // 64
+    row_bytes = tiles * 8 * bits
+    ng = (cols + G - 1) // G if G else 1
+    off, at = 64, {}
+    for name, size, present in (("codes", rows * row_bytes, True),
+                                ("scales", (rows * ng + 8) * 2, True),
+                                ("zeros", rows * ng + 8, not sym),
+                                ("perm", cols * 4, permuted),
+                                ("lr_a", rows * rank * 2, rank > 0),
+                                ("lr_b", rank * cols * 2, rank > 0),
+                                ("row_ptr", (rows + 1) * 4, nnz > 0),
+                                ("col", nnz * 4, nnz > 0),
+                                ("val", nnz * 2, nnz > 0)):
+        at[name] = _align64(off)
+        off = at[name] + (size if present else 0)
+    assert _align64(off) == len(blob), "qcpack1 size"
+    b = np.asarray(blob, dtype=np.uint8)
+    tile = b[at["codes"]:at["codes"] + rows * row_bytes].reshape(rows, tiles, 8 * bits)
+    stream = np.zeros((rows, tiles, 8, bits), np.uint8)  # [row, tile, lane, stream byte]
+    sb = 0
+    for K in CHUNKS[bits]:
+        stream[:, :, :, sb:sb + K] = tile[:, :, 8 * sb:8 * sb + 8 * K].reshape(rows, tiles, 8, K)
+        sb += K
+    S = (stream.astype(np.uint64) << (8 * np.arange(bits, dtype=np.uint64))).sum(axis=3)
+    j = np.arange(8, dtype=np.uint64)
+    # codes[row, tile, slot j, lane l] -> packed column 64 t + 8 j + l
+    pc = ((S[:, :, None, :] >> (j[None, None, :, None] * np.uint64(bits))) &
+          np.uint64((1 << bits) - 1)).reshape(rows, tiles * 64)[:, :cols].astype(np.int64)
+    perm = (b[at["perm"]:at["perm"] + 4 * cols].view("<i4").astype(np.int64) if permuted
+            else np.arange(cols))
+    codes = np.zeros((rows, cols), np.int64)
+    codes[:, perm] = pc
+    group = np.zeros(cols, np.int64)
+    group[perm] = np.arange(cols) // G if G else 0
+    scales = b[at["scales"]:at["scales"] + 2 * rows * ng].view("<f2").astype(np.float64).reshape(rows, ng)
+    zeros = (b[at["zeros"]:at["zeros"] + rows * ng].astype(np.float64).reshape(rows, ng) if not sym
+             else np.full((rows, ng), 2.0 ** (bits - 1)))
+    extra = {}
+    if nnz:
+        extra["row_ptr"] = b[at["row_ptr"]:at["row_ptr"] + 4 * (rows + 1)].view("<i4")
+        extra["col"] = b[at["col"]:at["col"] + 4 * nnz].view("<i4")
+        extra["val"] = b[at["val"]:at["val"] + 2 * nnz].view("<f2")
+    if rank:
+        extra["a"] = b[at["lr_a"]:at["lr_a"] + 2 * rows * rank].view("<f2").reshape(rows, rank)
+        extra["b"] = b[at["lr_b"]:at["lr_b"] + 2 * rank * cols].view("<f2").reshape(rank, cols)
+    return codes, scales, zeros, group, extra
+
+
 def dequantize(art, layer):
-    """W[r][c] = scale[r][g] * (code[r][c] - zero[r][g]), g = g_idx[c], plus
-    sparse outliers and A @ B when the layer has them."""
+    """W[r][c] = scale[r][g] * (code[r][c] - zero[r][g]), plus sparse
+    outliers and A @ B when the layer has them. Returns (W, codes)."""
     t = art["tensors"]
     parts, bits, cols = layer["tensors"], layer["bits"], layer["cols"]
-    assert layer["layout"] == "rowmajor-lsb"
-    codes = unpack_codes(t[parts["qweight"]], cols, bits)
-    scales = t[parts["scales"]].astype(np.float64)
-    zeros = (t[parts["zeros"]].astype(np.float64) if "zeros" in parts
-             else np.full_like(scales, 2 ** (bits - 1)))
-    gs = layer["group_size"]
-    g = t[parts["g_idx"]] if "g_idx" in parts else (np.arange(cols) // gs if gs else np.zeros(cols, int))
+    if layer["layout"] == "qcpack1":
+        codes, scales, zeros, g, extra = unpack_qcpack1(t[parts["packed"]], layer)
+        rp, col, val = extra.get("row_ptr"), extra.get("col"), extra.get("val")
+        lr = (extra["a"], extra["b"]) if "a" in extra else None
+    else:
+        assert layer["layout"] == "rowmajor-lsb", layer["layout"]
+        codes = unpack_codes(t[parts["qweight"]], cols, bits)
+        scales = t[parts["scales"]].astype(np.float64)
+        zeros = (t[parts["zeros"]].astype(np.float64) if "zeros" in parts
+                 else np.full_like(scales, 2 ** (bits - 1)))
+        gs = layer["group_size"]
+        g = t[parts["g_idx"]] if "g_idx" in parts else (np.arange(cols) // gs if gs else np.zeros(cols, int))
+        rp = col = val = lr = None
+        if layer.get("outliers", 0):
+            rp, col, val = (t[parts[k]] for k in ("outlier_row_ptr", "outlier_col", "outlier_val"))
+        if layer.get("rank", 0):
+            lr = (t[parts["lowrank_a"]], t[parts["lowrank_b"]])
     w = scales[:, g] * (codes - zeros[:, g])
-    if layer.get("outliers", 0):
-        rp, col, val = (t[parts[k]] for k in ("outlier_row_ptr", "outlier_col", "outlier_val"))
+    if rp is not None:
         for r in range(w.shape[0]):
             w[r, col[rp[r]:rp[r + 1]]] += val[rp[r]:rp[r + 1]].astype(np.float64)
-    if layer.get("rank", 0):
-        w += t[parts["lowrank_a"]].astype(np.float64) @ t[parts["lowrank_b"]].astype(np.float64)
+    if lr is not None:
+        w += lr[0].astype(np.float64) @ lr[1].astype(np.float64)
     return w, codes
