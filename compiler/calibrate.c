@@ -1,6 +1,7 @@
 #include "calibrate.h"
 
 #include "dequant.h"
+#include "ggml_quant.h"
 #include "quant.h"
 #include "runtime/forward.h"
 #include "runtime/linear.h"
@@ -158,6 +159,7 @@ static void free_calib_block(qc_calib_block *cb) {
         free(l->w);
         free(l->bias);
         free(l->deq);
+        free(l->blocks);
         free(l->outliers);
         qc_quant_state_free(l->q);
     }
@@ -384,6 +386,19 @@ static int report_layer(qc_calib_report *rep, const qc_calib_linear *l, const ch
     lr->seconds = l->seconds;
     snprintf(lr->note, sizeof lr->note, "%s", l->note);
     rep->total_linear_params += l->rows * l->cols;
+    if (l->blocks) { /* a ggml block type: its own block/sub-block layout */
+        int block = 0, bits = 0;
+        size_t rb = 0;
+        qc_ggml_type_shape((qc_dtype)l->blocks_dtype, &block, NULL, &bits, NULL);
+        qc_dtype_nbytes((qc_dtype)l->blocks_dtype, l->cols, &rb);
+        lr->method = method ? method : "quantized";
+        lr->format = qc_dtype_name((qc_dtype)l->blocks_dtype);
+        lr->bits = bits;
+        lr->group_size = block;
+        lr->bits_per_weight = 8.0 * (double)rb / (double)l->cols;
+        rep->quantized_params += l->rows * l->cols;
+        return layer_errors(l, &lr->weight_err, &lr->output_err, err);
+    }
     if (!l->q) {
         lr->method = "none";
         lr->bits_per_weight = 32;
@@ -450,17 +465,37 @@ static int run_block_passes(driver *d, qc_calib_block *cb, qc_calib_progress pro
          * says so in the layer's note instead. */
         const qc_param_value *mv = qc_params_get(&rp->params, "method");
         for (int i = 0; i < cb->n_linears; i++)
-            if (cb->linears[i].targeted && cb->linears[i].q &&
+            if (cb->linears[i].targeted && (cb->linears[i].q || cb->linears[i].blocks) &&
                 (!method[i] || strcmp(rp->pass->name, "quantize") == 0))
                 method[i] = mv && mv->s ? mv->s : rp->pass->name;
     }
     return 0;
 }
 
-/* Moves cb's quantized states onto the model under their weight names. */
+/* Moves cb's quantized states onto the model under their weight names; a
+ * weight quantized into a ggml block type replaces the weight tensor
+ * itself (what the forward pass, the artifact and a GGUF export read). */
 static int attach_states(qc_model *m, qc_calib_block *cb, qc_err *err) {
     for (int i = 0; i < cb->n_linears; i++) {
         qc_calib_linear *l = &cb->linears[i];
+        if (l->blocks) {
+            if (qc_model_online_hadamard(m, l->name))
+                return qc_err_set(err,
+                                  "%s: an online Hadamard (rotate's online transform) cannot be "
+                                  "expressed in GGUF; use rotate without it with format %s",
+                                  l->name, qc_dtype_name((qc_dtype)l->blocks_dtype));
+            if (!strcmp(l->name, "lm_head.weight") && m->cfg.tied_embeddings)
+                return qc_err_set(err,
+                                  "lm_head: tied to the embedding, which the model reads for it; "
+                                  "a ggml block type (%s) needs its own weight: ignore lm_head",
+                                  qc_dtype_name((qc_dtype)l->blocks_dtype));
+            uint8_t *b = l->blocks;
+            l->blocks = NULL;
+            if (qc_model_set_blocks(m, l->name, (qc_dtype)l->blocks_dtype, l->rows, l->cols, b,
+                                    err))
+                return -1;
+            continue;
+        }
         if (!l->q) continue;
         char *name = strdup(l->name);
         qc_quant_state *q = l->q;
@@ -495,8 +530,9 @@ static int write_back(qc_model *m, qc_calib_block *cb, qc_err *err) {
     for (int i = 0; i < cb->n_linears; i++) {
         qc_calib_linear *l = &cb->linears[i];
         if (!l->modified) continue;
-        if (qc_model_set_f32(m, l->name, l->rows, l->cols, l->w, err)) return -1;
-        l->w = NULL;
+        /* A weight in a ggml block type is its tensor (attach_states). */
+        if (!l->blocks && qc_model_set_f32(m, l->name, l->rows, l->cols, l->w, err)) return -1;
+        if (!l->blocks) l->w = NULL;
         if (l->bias) {
             size_t n = strlen(l->name);
             snprintf(name, sizeof name, "%.*s.bias", (int)(n > 7 ? n - 7 : n), l->name);
@@ -542,10 +578,10 @@ static int do_block(driver *d, int b, qc_calib_progress progress, void *ud, qc_c
         qcrt_linear **slot = block_slot(&blk, i), *nl;
         if (l->q) {
             nl = qcrt_linear_fq_new(l->q, l->bias, err);
-        } else {
+        } else { /* full precision, or a ggml block type's exact decoding */
             size_t n = (size_t)(l->rows * l->cols) * sizeof(float);
             float *w = qc_malloc(n, err), *bias = NULL;
-            if (w) memcpy(w, l->w, n);
+            if (w) memcpy(w, l->blocks ? l->deq : l->w, n);
             if (w && l->bias && (bias = qc_malloc((size_t)l->rows * sizeof(float), err)))
                 memcpy(bias, l->bias, (size_t)l->rows * sizeof(float));
             nl = w && (!l->bias || bias) ? qcrt_linear_f32_new(w, bias, l->rows, l->cols, err)
@@ -557,7 +593,7 @@ static int do_block(driver *d, int b, qc_calib_progress progress, void *ud, qc_c
         *slot = nl;
     }
     if (progress) progress(ud, b, m->cfg.n_layers, "propagate");
-    if (run_samples(d, &blk, b, d->X, err) || attach_states(m, &cb, err) || write_back(m, &cb, err))
+    if (run_samples(d, &blk, b, d->X, err) || write_back(m, &cb, err) || attach_states(m, &cb, err))
         goto out;
     rc = 0;
 out:
@@ -785,6 +821,7 @@ char *qc_calib_report_json(const qc_calib_report *rep) {
             (json_int_t)l->cols, "bits_per_weight", l->bits_per_weight, "weight_rel_err",
             l->weight_err, "output_rel_err", l->output_err, "seconds", l->seconds);
         if (e && l->note[0]) json_object_set_new(e, "note", json_string(l->note));
+        if (e && l->format) json_object_set_new(e, "format", json_string(l->format));
         json_array_append_new(layers, e);
     }
     json_t *o =

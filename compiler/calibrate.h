@@ -22,6 +22,7 @@ typedef struct qc_calib_overrides {
 typedef struct qc_layer_report {
     char *name;         /* module name, e.g. "model.layers.0.mlp.down_proj" */
     const char *method; /* "rtn", "gptq", or "none" (kept in full precision) */
+    const char *format; /* ggml block type (quantize format gguf:*), or NULL: integer codes */
     int bits, group_size, symmetric, act_order;
     int64_t rows, cols;
     double bits_per_weight; /* codes + scales + zeros (+ g_idx) per weight */

@@ -25,9 +25,17 @@ static const char *export_help =
     "  --output-type T     output projection (default Q6_K)\n"
     "  --quiet             no summary\n"
     "\n"
-    "Current limits: MODEL must be a GGUF file (its tokenizer metadata is\n"
-    "copied; converting a tokenizer.json is not implemented) and not a compiled\n"
-    "artifact (GPTQ codes in GGUF block formats are not implemented yet).\n";
+    "A compiled artifact (quantize format gguf:TYPE, e.g. recipes/gguf-q4_k.yaml)\n"
+    "keeps its block-typed tensors unchanged, so llama.cpp reads exactly the\n"
+    "weights quantc evaluated; --type/--embed-type apply only to its F32\n"
+    "tensors (a rotated embedding: F32 keeps it exact), and a tied head is\n"
+    "written only with --output-type. Group-wise integer codes, outliers,\n"
+    "low-rank factors and online transforms cannot be written (an error names\n"
+    "the layer).\n"
+    "\n"
+    "Current limits: MODEL must be a GGUF file or an artifact compiled from one\n"
+    "(its tokenizer metadata is copied; converting a tokenizer.json is not\n"
+    "implemented).\n";
 
 enum { OPT_GGUF = 4000, OPT_TYPE, OPT_EMBED, OPT_OUTPUT, OPT_QUIET, OPT_HELP };
 
@@ -66,6 +74,7 @@ int qc_cli_export(int argc, char **argv) {
         case OPT_OUTPUT:
             if (parse_type(optarg, "--output-type: unknown or unsupported type '%s'", &o.output))
                 return EXIT_USAGE;
+            o.output_given = 1;
             break;
         case OPT_QUIET:
             quiet = 1;
@@ -90,9 +99,9 @@ int qc_cli_export(int argc, char **argv) {
     qc_model_free(m);
     if (rc) return qc_cli_die(&err);
     if (!quiet)
-        printf("wrote %s: %d tensors, %.1f MiB, linears %.3f bits per weight (%d fell back to "
-               "another type), %.1f s\n",
-               out, st.tensors, st.file_bytes / (1 << 20), st.bits_per_weight, st.fallbacks,
-               qc_cli_now_s() - t0);
+        printf("wrote %s: %d tensors (%d as compiled), %.1f MiB, linears %.3f bits per weight "
+               "(%d fell back to another type), %.1f s\n",
+               out, st.tensors, st.copied, st.file_bytes / (1 << 20), st.bits_per_weight,
+               st.fallbacks, qc_cli_now_s() - t0);
     return 0;
 }

@@ -7,6 +7,7 @@
 #include "dequant.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct type_shape {
@@ -416,4 +417,134 @@ int qc_ggml_quantize_row(qc_dtype t, const float *x, const float *imp, int64_t n
         qc_ggml_encode(t, &b, codes, out + (size_t)i * bb);
     }
     return 0;
+}
+
+qc_dtype qc_ggml_row_type(qc_dtype want, int64_t cols, int *fell_back) {
+    qc_dtype t = want;
+    int block = 1;
+    if (fell_back) *fell_back = 0;
+    while (t != QC_DT_F32 && t != QC_DT_F16 && t != QC_DT_BF16 &&
+           (qc_ggml_type_shape(t, &block, NULL, NULL, NULL) || cols % block)) {
+        switch (t) {
+        case QC_DT_Q4_K:
+            t = QC_DT_Q5_0;
+            break;
+        case QC_DT_Q5_K:
+            t = QC_DT_Q5_1;
+            break;
+        case QC_DT_Q6_K:
+            t = QC_DT_Q8_0;
+            break;
+        case QC_DT_Q3_K:
+        case QC_DT_IQ4_XS:
+            t = QC_DT_IQ4_NL;
+            break;
+        default:
+            t = QC_DT_F16;
+            break;
+        }
+        if (fell_back) *fell_back = 1;
+    }
+    return t;
+}
+
+/* The GPTQ grid of a ggml type: every block's fields, and the codes. */
+typedef struct ggml_grid {
+    qc_dtype t;
+    type_shape s;
+    int64_t cols, nb;   /* blocks per row */
+    qc_ggml_block *blk; /* rows × nb */
+    uint8_t *codes;     /* rows × cols */
+} ggml_grid;
+
+static void grid_fit(void *ud, int64_t r, int64_t g, const float *x, const float *d, int64_t n) {
+    ggml_grid *G = ud;
+    (void)n; /* always a whole block: no outliers, and the block divides cols */
+    qc_ggml_fit(G->t, x, d, &G->blk[r * G->nb + g]);
+}
+
+static float grid_round(void *ud, int64_t r, int64_t c, float x) {
+    ggml_grid *G = ud;
+    const qc_ggml_block *b = &G->blk[r * G->nb + c / G->s.block];
+    int k = (int)(c % G->s.block) / G->s.sub;
+    uint8_t code = code_of(&G->s, x, b->scale[k], b->zero[k]);
+    G->codes[r * G->cols + c] = code;
+    return b->scale[k] * (level_of(&G->s, code) - b->zero[k]);
+}
+
+/* Checks t and the shape; *rb gets the bytes per row. */
+static int check_matrix(qc_dtype t, int64_t rows, int64_t cols, type_shape *s, size_t *rb,
+                        qc_err *err) {
+    size_t total;
+    if (shape_of(t, s))
+        return qc_err_set(err,
+                          "cannot quantize to %s (supported: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, "
+                          "IQ4_NL, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS)",
+                          qc_dtype_name(t));
+    if (rows <= 0 || cols <= 0 || cols % s->block)
+        return qc_err_set(err,
+                          "%s: %lld x %lld weight: rows are not a whole number of %d-weight "
+                          "blocks",
+                          qc_dtype_name(t), (long long)rows, (long long)cols, s->block);
+    if (qc_dtype_nbytes(t, cols, rb) || qc_mul_size(*rb, (size_t)rows, &total))
+        return qc_err_set(err, "%s: %lld x %lld weight too large", qc_dtype_name(t),
+                          (long long)rows, (long long)cols);
+    return 0;
+}
+
+static void decode_rows(qc_dtype t, const uint8_t *out, size_t rb, int64_t rows, int64_t cols,
+                        float *deq) {
+    for (int64_t r = 0; deq && r < rows; r++)
+        qc_dequantize(t, out + (size_t)r * rb, deq + r * cols, cols);
+}
+
+int qc_ggml_gptq(qc_dtype t, const float *w, double *H, const qc_gptq_opts *o, int64_t rows,
+                 int64_t cols, uint8_t *out, float *deq, qc_err *err) {
+    ggml_grid G = {.t = t, .cols = cols};
+    size_t rb, bb = qc_dtype_block_bytes(t);
+    if (check_matrix(t, rows, cols, &G.s, &rb, err)) return -1;
+    G.nb = cols / G.s.block;
+    G.blk = calloc((size_t)rows * (size_t)G.nb, sizeof *G.blk);
+    G.codes = malloc((size_t)rows * (size_t)cols);
+    if (!G.blk || !G.codes) {
+        free(G.blk), free(G.codes);
+        return qc_err_set(err, "%s: out of memory for a %lld x %lld weight", qc_dtype_name(t),
+                          (long long)rows, (long long)cols);
+    }
+    qc_gptq_grid grid = {G.s.block, grid_fit, grid_round, &G};
+    int rc = qc_quant_gptq_grid(w, H, o, &grid, rows, cols, NULL, err);
+    for (int64_t r = 0; rc == 0 && r < rows; r++)
+        for (int64_t g = 0; g < G.nb; g++)
+            qc_ggml_encode(t, &G.blk[r * G.nb + g], G.codes + r * cols + g * G.s.block,
+                           out + (size_t)r * rb + (size_t)g * bb);
+    if (rc == 0) decode_rows(t, out, rb, rows, cols, deq);
+    free(G.blk), free(G.codes);
+    return rc;
+}
+
+int qc_ggml_rtn(qc_dtype t, const float *w, const double *diag, int64_t rows, int64_t cols,
+                uint8_t *out, float *deq, qc_err *err) {
+    type_shape s;
+    size_t rb;
+    if (check_matrix(t, rows, cols, &s, &rb, err)) return -1;
+    float *imp = NULL;
+    if (diag) {
+        if (!(imp = qc_malloc((size_t)cols * sizeof *imp, err))) return -1;
+        for (int64_t c = 0; c < cols; c++) {
+            if (!isfinite(diag[c]) || diag[c] < 0) {
+                free(imp);
+                return qc_err_set(err,
+                                  "Hessian diagonal at column %lld is %g (must be finite, >= 0)",
+                                  (long long)c, diag[c]);
+            }
+            imp[c] = (float)diag[c];
+        }
+    }
+    int rc = 0;
+    for (int64_t r = 0; rc == 0 && r < rows; r++)
+        if (qc_ggml_quantize_row(t, w + r * cols, imp, cols, out + (size_t)r * rb, err))
+            rc = qc_err_prefix(err, "row %lld", (long long)r);
+    free(imp);
+    if (rc == 0) decode_rows(t, out, rb, rows, cols, deq);
+    return rc;
 }

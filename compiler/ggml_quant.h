@@ -19,6 +19,7 @@
 #define QC_GGML_QUANT_H
 
 #include "model.h"
+#include "quant.h"
 
 #include <stdint.h>
 
@@ -65,5 +66,30 @@ void qc_ggml_encode(qc_dtype t, const qc_ggml_block *b, const uint8_t *codes, ui
  * non-finite weights. */
 int qc_ggml_quantize_row(qc_dtype t, const float *x, const float *imp, int64_t n, uint8_t *out,
                          qc_err *err);
+
+/* The type a row of `cols` weights is written in when `want` is asked for:
+ * want itself when its block divides cols, else llama-quantize's substitute
+ * (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, Q3_K / IQ4_XS -> IQ4_NL),
+ * repeated; F16 when nothing fits. *fell_back (may be NULL) says whether it
+ * changed. */
+qc_dtype qc_ggml_row_type(qc_dtype want, int64_t cols, int *fell_back);
+
+/* GPTQ (compiler/quant.h qc_quant_gptq_grid) onto type t's grid (issue 7):
+ * each block's fields are fitted with qc_ggml_fit (importance diag H) on
+ * the current, error-compensated weights when GPTQ reaches the block's
+ * first column (with o->act_order: up front, on the original weights), each
+ * weight is rounded to the nearest value the block can represent, and the
+ * error is spread as usual. Writes the rows × cols weight (cols a multiple
+ * of t's block) to out (rows × row bytes, ggml layout) and, when non-NULL,
+ * its decoding (exactly what llama.cpp reconstructs) to deq. H is
+ * overwritten as by qc_quant_gptq. Returns 0, or -1 with err. */
+int qc_ggml_gptq(qc_dtype t, const float *w, double *H, const qc_gptq_opts *o, int64_t rows,
+                 int64_t cols, uint8_t *out, float *deq, qc_err *err);
+
+/* Round-to-nearest of a whole rows × cols weight into t (qc_ggml_quantize_row
+ * per row, importance diag (cols, may be NULL)), decoded into deq when
+ * non-NULL. Returns 0, or -1 with err. */
+int qc_ggml_rtn(qc_dtype t, const float *w, const double *diag, int64_t rows, int64_t cols,
+                uint8_t *out, float *deq, qc_err *err);
 
 #endif

@@ -3,6 +3,8 @@
 #include "dequant.h"
 #include "ggml_quant.h"
 #include "gguf_write.h"
+#include "quant.h"
+#include "runtime/artifact.h"
 #include "runtime/rope.h"
 
 #include <stdio.h>
@@ -19,30 +21,52 @@ int qc_dtype_from_name(const char *s, qc_dtype *out) {
     return -1;
 }
 
-/* llama-quantize's substitutes when a row is not a whole number of blocks. */
-static qc_dtype fallback(qc_dtype t) {
-    switch (t) {
-    case QC_DT_Q4_K:
-        return QC_DT_Q5_0;
-    case QC_DT_Q5_K:
-        return QC_DT_Q5_1;
-    case QC_DT_Q6_K:
-        return QC_DT_Q8_0;
-    case QC_DT_Q3_K:
-    case QC_DT_IQ4_XS:
-        return QC_DT_IQ4_NL;
-    default:
-        return QC_DT_F16;
-    }
-}
-
 typedef struct exporter {
     const qc_model *m;
     const qc_gguf_export_opts *o;
     qc_gguf_writer *w;
     qc_gguf_export_stats *st;
     double linear_bits, linear_params;
+    int compiled; /* an artifact: its block-typed tensors are what quantc evaluated */
 } exporter;
+
+/* Is t a tensor of a compiled model stored in a ggml block type (quantize
+ * format gguf:*, or kept from a GGUF source)? Such a tensor is written
+ * unchanged. */
+static int copy_as_compiled(const exporter *e, const qc_tensor *t) {
+    return e->compiled && t && t->unpermute_heads == 0 &&
+           qc_ggml_type_shape(t->dtype, NULL, NULL, NULL, NULL) == 0;
+}
+
+/* Adds t's blocks unchanged as `gname`, rows permuted for llama q/k
+ * (permute_heads > 0) as whole rows of blocks. */
+static int add_blocks(exporter *e, const qc_tensor *t, const char *gname, int permute_heads,
+                      int linear, qc_err *err) {
+    int64_t rows = t->shape[0], cols = t->shape[1];
+    size_t rb = t->nbytes / (size_t)rows;
+    uint8_t *out = qc_malloc(t->nbytes, err);
+    if (!out) return -1;
+    if (permute_heads) {
+        int64_t hd = rows / permute_heads, half = hd / 2;
+        for (int h = 0; h < permute_heads; h++)
+            for (int64_t i = 0; i < half; i++)
+                for (int j = 0; j < 2; j++)
+                    memcpy(out + (size_t)(h * hd + i * 2 + j) * rb,
+                           t->data + (size_t)(h * hd + j * half + i) * rb, rb);
+    } else {
+        memcpy(out, t->data, t->nbytes);
+    }
+    if (linear) {
+        e->linear_bits += 8.0 * (double)t->nbytes;
+        e->linear_params += (double)(rows * cols);
+    }
+    e->st->file_bytes += (double)t->nbytes;
+    e->st->tensors++;
+    e->st->copied++;
+    int64_t ne[2] = {cols, rows};
+    return qc_gguf_w_tensor(e->w, gname, (uint32_t)qc_gguf_ggml_from_dtype(t->dtype), 2, ne, out,
+                            t->nbytes, err);
+}
 
 /* GGUF llama q/k order (llama.cpp's converter): within each head, row
  * i·2 + j holds HF row j·(hd/2) + i, so RoPE pairs become adjacent. */
@@ -60,17 +84,9 @@ static void permute_rows(float *w, int64_t rows, int64_t cols, int heads, float 
  * and adds it as `gname`. */
 static int add_matrix(exporter *e, const char *src, const char *gname, float *x, int64_t rows,
                       int64_t cols, qc_dtype want, int linear, qc_err *err) {
-    qc_dtype t = want;
-    int block = 1;
-    if (t != QC_DT_F32 && t != QC_DT_F16) {
-        qc_ggml_type_shape(t, &block, NULL, NULL, NULL);
-        while (cols % block) {
-            t = fallback(t);
-            e->st->fallbacks++;
-            block = 1;
-            if (t != QC_DT_F16) qc_ggml_type_shape(t, &block, NULL, NULL, NULL);
-        }
-    }
+    int fell_back;
+    qc_dtype t = qc_ggml_row_type(want, cols, &fell_back);
+    e->st->fallbacks += fell_back;
     size_t rb, nb;
     if (qc_dtype_nbytes(t, cols, &rb) || qc_mul_size(rb, (size_t)rows, &nb)) {
         free(x);
@@ -139,6 +155,9 @@ static int add_linear(exporter *e, int l, const char *hf, const char *gg, int64_
     char src[192], dst[96];
     snprintf(src, sizeof src, "model.layers.%d.%s.weight", l, hf);
     snprintf(dst, sizeof dst, "blk.%d.%s.weight", l, gg);
+    const qc_tensor *t = qc_model_find(e->m, src);
+    if (copy_as_compiled(e, t) && t->shape[0] == rows && t->shape[1] == cols)
+        return add_blocks(e, t, dst, permute_heads, 1, err);
     float *x = load(e->m, src, rows * cols, err);
     if (!x) return -1;
     if (permute_heads) {
@@ -243,21 +262,71 @@ static int add_rope_freqs(exporter *e, qc_err *err) {
     return qc_gguf_w_tensor(e->w, "rope_freqs.weight", 0, 1, &half, f, (size_t)half * 4, err);
 }
 
+/* The GGUF tokenizer an artifact compiled from a GGUF source carries (its
+ * "tokenizer.gguf" section), parsed; *owned gets a buffer to free after g. */
+static qc_gguf *artifact_tokenizer(const qc_model *m, qcrt_artifact **a, void **owned,
+                                   qc_err *err) {
+    *owned = NULL;
+    if (!(*a = qcrt_artifact_open(m->path, err))) return NULL;
+    const qcrt_section *s = qcrt_artifact_find(*a, QCRT_SEC_TOKENIZER, "tokenizer.gguf");
+    if (!s) {
+        qc_err_set(err,
+                   "%s: the artifact has no GGUF tokenizer (compiled from a %s source); "
+                   "converting a tokenizer.json to GGUF metadata is not implemented",
+                   m->path,
+                   qcrt_artifact_find(*a, QCRT_SEC_TOKENIZER, "tokenizer.json") ? "Hugging Face"
+                                                                                : "tokenizer-less");
+        return NULL;
+    }
+    const uint8_t *d = qcrt_artifact_section_data(*a, s, owned, err);
+    return d ? qc_gguf_parse(d, s->raw_size, m->path, err) : NULL;
+}
+
 static int copy_tokenizer(exporter *e, qc_err *err) {
     const qc_model *m = e->m;
-    if (strcmp(m->format, "gguf"))
+    qcrt_artifact *a = NULL;
+    void *owned = NULL;
+    qc_gguf *g = NULL;
+    if (e->compiled) {
+        g = artifact_tokenizer(m, &a, &owned, err);
+    } else if (strcmp(m->format, "gguf")) {
         return qc_err_set(err,
                           "%s: GGUF export needs a GGUF source for now (its tokenizer.* metadata "
                           "is copied); converting a %s model's tokenizer is not implemented",
                           m->path, m->format);
-    qc_gguf *g = qc_gguf_open(m->path, err);
-    if (!g) return -1;
-    int rc = 0;
+    } else {
+        g = qc_gguf_open(m->path, err);
+    }
+    int rc = g ? 0 : -1;
     for (int64_t i = 0; rc == 0 && i < g->n_kv; i++)
         if (!strncmp(g->kvs[i].key, "tokenizer.", 10))
             rc = qc_gguf_w_copy(e->w, g, &g->kvs[i], err);
     qc_gguf_free(g);
+    free(owned);
+    qcrt_artifact_free(a);
     return rc;
+}
+
+/* A compiled model's compression GGUF cannot hold: group-wise integer
+ * codes (quantize format int), their sparse outliers and low-rank factors,
+ * online transforms. The message names the first layer and the feature. */
+static int refuse_inexpressible(const qc_model *m, qc_err *err) {
+    for (int i = 0; i < m->n_quant; i++) {
+        const qc_quant_state *q = m->quant[i].q;
+        const char *what = q->nnz    ? "sparse outliers (outliers pass)"
+                           : q->rank ? "a low-rank correction (lowrank pass)"
+                                     : "group-wise integer codes (quantize format int)";
+        return qc_err_set(err,
+                          "%s: %s: %s cannot be written to GGUF; compile with quantize format "
+                          "gguf:TYPE (e.g. recipes/gguf-q4_k.yaml) and without outliers/lowrank",
+                          m->path, m->quant[i].name, what);
+    }
+    if (m->n_online > 0)
+        return qc_err_set(err,
+                          "%s: %s: an online Hadamard (rotate's online transform) cannot be "
+                          "expressed in GGUF; compile with rotate without online transforms",
+                          m->path, m->online[0].name);
+    return 0;
 }
 
 int qc_gguf_export(const qc_model *m, const qc_gguf_export_opts *o, const char *path,
@@ -267,20 +336,20 @@ int qc_gguf_export(const qc_model *m, const qc_gguf_export_opts *o, const char *
     const char *arch = c->arch == QC_ARCH_QWEN2   ? "qwen2"
                        : c->arch == QC_ARCH_QWEN3 ? "qwen3"
                                                   : "llama";
-    if (m->n_quant > 0 || m->n_online > 0)
-        return qc_err_set(err,
-                          "%s: exporting a compiled model to GGUF is not implemented yet (its "
-                          "codes would have to be in the target block format); export the source "
-                          "model",
-                          m->path);
-    exporter e = {.m = m, .o = o, .st = st};
+    if (refuse_inexpressible(m, err)) return -1;
+    exporter e = {.m = m, .o = o, .st = st, .compiled = !strcmp(m->format, "artifact")};
     if (!(e.w = qc_gguf_writer_new(err))) return -1;
     int rc = add_metadata(&e, arch, err) || copy_tokenizer(&e, err);
     float *emb = rc ? NULL : load(m, "model.embed_tokens.weight", (int64_t)c->vocab * c->dim, err);
     if (!rc && !emb) rc = -1;
-    if (!rc)
+    const qc_tensor *et = qc_model_find(m, "model.embed_tokens.weight");
+    if (!rc && copy_as_compiled(&e, et)) {
+        free(emb);
+        rc = add_blocks(&e, et, "token_embd.weight", 0, 0, err);
+    } else if (!rc) {
         rc = add_matrix(&e, "model.embed_tokens.weight", "token_embd.weight", emb, c->vocab, c->dim,
                         o->embed, 0, err);
+    }
     if (!rc && c->rope_scaling == QC_ROPE_LLAMA3) rc = add_rope_freqs(&e, err);
     for (int l = 0; !rc && l < c->n_layers; l++)
         rc = add_block(&e, l, arch, err);
@@ -288,7 +357,12 @@ int qc_gguf_export(const qc_model *m, const qc_gguf_export_opts *o, const char *
     if (!rc) {
         /* A tied head is written too when its type differs from the embedding's. */
         const char *src = c->tied_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
-        if (!c->tied_embeddings || o->output != o->embed) {
+        const qc_tensor *ht = qc_model_find(m, "lm_head.weight");
+        if (!c->tied_embeddings && copy_as_compiled(&e, ht)) {
+            rc = add_blocks(&e, ht, "output.weight", 0, 0, err);
+        } else if (c->tied_embeddings && e.compiled && !o->output_given) {
+            /* llama.cpp then reads token_embd, as quantc did. */
+        } else if (!c->tied_embeddings || o->output != o->embed) {
             float *h = load(m, src, (int64_t)c->vocab * c->dim, err);
             rc = h ? add_matrix(&e, src, "output.weight", h, c->vocab, c->dim, o->output, 0, err)
                    : -1;

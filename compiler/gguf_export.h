@@ -11,10 +11,19 @@
  * Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, Q3_K/IQ4_XS -> IQ4_NL), and the summary
  * counts the fallbacks.
  *
+ * A compiled artifact's tensors stored in ggml block types (quantize format
+ * gguf:*; those it kept from a GGUF source) are written unchanged (llama
+ * q/k rows permuted as whole rows of blocks), so llama.cpp reads exactly
+ * the weights quantc evaluated; its other tensors (F32: e.g. a rotated
+ * embedding) get the types asked for. A tied head of an artifact is not
+ * written unless output_given (llama.cpp then reads the embedding, as
+ * quantc does). Refused with the layer and the feature named: group-wise
+ * integer codes (format int), sparse outliers, low-rank factors, online
+ * transforms. The tokenizer comes from the GGUF source, or from the
+ * artifact's copy of it.
+ *
  * Not yet: HF (tokenizer.json) sources -- their tokenizer would need
- * converting to GGUF metadata; compiled artifacts (their GPTQ codes must be
- * produced in the target block format, see compiler/ggml_quant.h). Both are
- * clear errors. */
+ * converting to GGUF metadata. A clear error. */
 #ifndef QC_GGUF_EXPORT_H
 #define QC_GGUF_EXPORT_H
 
@@ -22,6 +31,7 @@
 
 typedef struct qc_gguf_export_opts {
     qc_dtype linear, embed, output;
+    int output_given; /* output was chosen by the user (not a default) */
     /* Per linear input column importance (e.g. diag XᵀX), or NULL: looked up
      * by weight name; returns NULL when none. */
     const float *(*importance)(void *ud, const char *weight_name, int64_t cols);
@@ -30,6 +40,7 @@ typedef struct qc_gguf_export_opts {
 
 typedef struct qc_gguf_export_stats {
     int tensors, fallbacks;
+    int copied;             /* tensors of a compiled model written unchanged */
     double bits_per_weight; /* over the linears (block scales included) */
     double file_bytes;
 } qc_gguf_export_stats;

@@ -108,6 +108,40 @@ int qc_model_add_quant(qc_model *m, char *name, qc_quant_state *q, qc_err *err) 
     return 0;
 }
 
+/* The tensor `name` for a replacement of n_dims (1: cols 0) and shape: the
+ * existing one (which must have that shape) or a new one. Frees data on
+ * error. */
+static qc_tensor *replaced(qc_model *m, const char *name, int64_t rows, int64_t cols, void *data,
+                           qc_err *err) {
+    qc_tensor *t = (qc_tensor *)qc_model_find(m, name);
+    if (t &&
+        (t->n_dims != (cols ? 2 : 1) || t->shape[0] != rows || (cols && t->shape[1] != cols))) {
+        free(data);
+        qc_err_set(err, "tensor '%s': replacement %lld × %lld does not match its shape", name,
+                   (long long)rows, (long long)cols);
+        return NULL;
+    }
+    if (!t) {
+        qc_tensor nt = {
+            .name = strdup(name), .n_dims = cols ? 2 : 1, .shape = {rows, cols ? cols : 1}};
+        if (!nt.name) {
+            free(data);
+            qc_err_set(err, "out of memory");
+            return NULL;
+        }
+        if (qc_model_add_tensor(m, &nt, err)) {
+            free(data);
+            return NULL;
+        }
+        t = &m->tensors[m->n_tensors - 1];
+    }
+    free(t->owned);
+    t->owned = data;
+    t->data = data;
+    t->unpermute_heads = 0;
+    return t;
+}
+
 int qc_model_set_f32(qc_model *m, const char *name, int64_t rows, int64_t cols, float *data,
                      qc_err *err) {
     size_t n;
@@ -117,32 +151,26 @@ int qc_model_set_f32(qc_model *m, const char *name, int64_t rows, int64_t cols, 
         return qc_err_set(err, "tensor '%s': bad shape %lld × %lld", name, (long long)rows,
                           (long long)cols);
     }
-    qc_tensor *t = (qc_tensor *)qc_model_find(m, name);
-    if (t &&
-        (t->n_dims != (cols ? 2 : 1) || t->shape[0] != rows || (cols && t->shape[1] != cols))) {
-        free(data);
-        return qc_err_set(err, "tensor '%s': replacement %lld × %lld does not match its shape",
-                          name, (long long)rows, (long long)cols);
-    }
-    if (!t) {
-        qc_tensor nt = {
-            .name = strdup(name), .n_dims = cols ? 2 : 1, .shape = {rows, cols ? cols : 1}};
-        if (!nt.name) {
-            free(data);
-            return qc_err_set(err, "out of memory");
-        }
-        if (qc_model_add_tensor(m, &nt, err)) {
-            free(data);
-            return -1;
-        }
-        t = &m->tensors[m->n_tensors - 1];
-    }
-    free(t->owned);
-    t->owned = data;
-    t->data = (const uint8_t *)data;
+    qc_tensor *t = replaced(m, name, rows, cols, data, err);
+    if (!t) return -1;
     t->nbytes = n;
     t->dtype = QC_DT_F32;
-    t->unpermute_heads = 0;
+    return 0;
+}
+
+int qc_model_set_blocks(qc_model *m, const char *name, qc_dtype dt, int64_t rows, int64_t cols,
+                        uint8_t *data, qc_err *err) {
+    size_t rb, n;
+    if (rows <= 0 || cols <= 0 || qc_dtype_nbytes(dt, cols, &rb) ||
+        qc_mul_size(rb, (size_t)rows, &n)) {
+        free(data);
+        return qc_err_set(err, "tensor '%s': %lld × %lld is not a whole number of %s blocks",
+                          name, (long long)rows, (long long)cols, qc_dtype_name(dt));
+    }
+    qc_tensor *t = replaced(m, name, rows, cols, data, err);
+    if (!t) return -1;
+    t->nbytes = n;
+    t->dtype = dt;
     return 0;
 }
 

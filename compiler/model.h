@@ -105,7 +105,8 @@ typedef struct qc_tensor {
     /* GGUF llama q/k rows are permuted for interleaved RoPE; when > 0 the rows
      * are un-permuted back to HF order (heads of this count) on dequantize. */
     int unpermute_heads;
-    float *owned; /* non-NULL when a pass replaced the data (qc_model_set_f32): data points here */
+    void *owned; /* non-NULL when a pass replaced the data (qc_model_set_f32 / _set_blocks):
+                    data points here */
 } qc_tensor;
 
 /* An online transform a linear applies to its input at run time (the
@@ -164,6 +165,14 @@ int qc_model_add_quant(qc_model *m, char *name, struct qc_quant_state *q, qc_err
  * that change weights (rotate, smooth) go through this. Returns 0 or -1. */
 int qc_model_set_f32(qc_model *m, const char *name, int64_t rows, int64_t cols, float *data,
                      qc_err *err);
+
+/* Like qc_model_set_f32 for a 2-D weight in a ggml block type t (data:
+ * rows × cols weights in ggml row layout, cols a multiple of t's block;
+ * ownership taken, also on error): quantize format gguf:* stores a weight
+ * this way, so the forward pass, the artifact and a GGUF export all read
+ * the same blocks. Returns 0 or -1. */
+int qc_model_set_blocks(qc_model *m, const char *name, qc_dtype t, int64_t rows, int64_t cols,
+                        uint8_t *data, qc_err *err);
 
 /* The online Hadamard size recorded for weight `name`, or 0 when none. */
 int qc_model_online_hadamard(const qc_model *m, const char *name);

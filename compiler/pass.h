@@ -75,6 +75,12 @@ typedef struct qc_calib_linear {
     /* Outputs of quantizing passes: */
     qc_quant_state *q; /* owned; NULL until a quantizer runs */
     float *deq;        /* rows × cols dequantized weight (owned), or NULL */
+    /* Or, quantized into a ggml block type (quantize format gguf:*): the
+     * weight's blocks (rows × row bytes, ggml layout, owned) and their
+     * qc_dtype; q stays NULL and deq is their exact decoding. The driver
+     * stores them as the weight tensor itself (GGUF has no other form). */
+    uint8_t *blocks;
+    int blocks_dtype;
     double seconds;    /* time spent quantizing it */
     char note[160];    /* handled conditions worth reporting (e.g. singular Hessian), or "" */
     uint8_t *outliers; /* rows × cols, owned, or NULL: nonzero = kept as a sparse f16 outlier

@@ -603,10 +603,11 @@ static int gptq_prepare_h(double *H, const qc_gptq_opts *o, gptq_work *k, qc_err
 /* Fits the scales of group g on the current weights of GPTQ positions
  * [p, e): positions before the block end i2 are current in Wt; later ones
  * still miss the block's first `done` errors, added here: cur = Wt −
- * U[i1:i1+done, i2:e]ᵀ · Err[0:done]. */
-static void gptq_fit_current(const qc_gptq_opts *o, qc_quant_state *q, gptq_work *k,
-                             const double *U, int64_t p, int64_t e, int64_t i1, int64_t i2,
-                             int64_t done, int64_t g) {
+ * U[i1:i1+done, i2:e]ᵀ · Err[0:done]. With a grid, the grid fits each row's
+ * group (in original column order: with act-order a grid fits up front). */
+static void gptq_fit_current(const qc_gptq_opts *o, qc_quant_state *q, const qc_gptq_grid *grid,
+                             gptq_work *k, const double *U, int64_t p, int64_t e, int64_t i1,
+                             int64_t i2, int64_t done, int64_t g) {
     int64_t rows = k->rows, n = k->n, m = e - p;
     memcpy(k->cur, k->Wt + p * rows, (size_t)(m * rows) * sizeof(double));
     if (e > i2 && done > 0)
@@ -621,17 +622,22 @@ static void gptq_fit_current(const qc_gptq_opts *o, qc_quant_state *q, gptq_work
             k->wg[kept] = (float)k->cur[j * rows + r];
             k->dg[kept++] = (float)k->diag[c];
         }
-        qc_quant_fit_group(&q->fmt, &o->clip, k->wg, k->dg, kept, &q->scales[r * q->n_groups + g],
-                           &q->zeros[r * q->n_groups + g]);
+        if (grid)
+            grid->fit(grid->ud, r, g, k->wg, k->dg, kept);
+        else
+            qc_quant_fit_group(&q->fmt, &o->clip, k->wg, k->dg, kept,
+                               &q->scales[r * q->n_groups + g], &q->zeros[r * q->n_groups + g]);
     }
 }
 
 /* Static groups and per-channel scales: fitted before GPTQ on the (dead
  * columns zeroed) original weights, in the original column grouping. */
 static void gptq_fit_upfront(const float *w, const qc_gptq_opts *o, qc_quant_state *q,
-                             gptq_work *k) {
-    int64_t rows = k->rows, n = k->n, gs = q->fmt.group_size ? q->fmt.group_size : n;
-    for (int64_t g = 0; g < q->n_groups; g++) {
+                             const qc_gptq_grid *grid, gptq_work *k) {
+    int64_t rows = k->rows, n = k->n;
+    int64_t gs = grid ? grid->group : q->fmt.group_size ? q->fmt.group_size : n;
+    int64_t ng = (n + gs - 1) / gs;
+    for (int64_t g = 0; g < ng; g++) {
         int64_t c0 = g * gs, m = n - c0 < gs ? n - c0 : gs;
         for (int64_t r = 0; r < rows; r++) {
             int64_t kept = 0; /* outliers stay out of the fit */
@@ -640,8 +646,11 @@ static void gptq_fit_upfront(const float *w, const qc_gptq_opts *o, qc_quant_sta
                 k->wg[kept] = k->dead[c] ? 0.0f : w[r * n + c];
                 k->dg[kept++] = (float)k->diag[c];
             }
-            qc_quant_fit_group(&q->fmt, &o->clip, k->wg, k->dg, kept,
-                               &q->scales[r * q->n_groups + g], &q->zeros[r * q->n_groups + g]);
+            if (grid)
+                grid->fit(grid->ud, r, g, k->wg, k->dg, kept);
+            else
+                qc_quant_fit_group(&q->fmt, &o->clip, k->wg, k->dg, kept,
+                                   &q->scales[r * q->n_groups + g], &q->zeros[r * q->n_groups + g]);
         }
     }
 }
@@ -661,18 +670,48 @@ static int gptq_keep_outlier(qc_quant_state *q, int64_t r, int64_t c, double x, 
     return 0;
 }
 
-int qc_quant_gptq(const float *w, double *H, const qc_gptq_opts *o, qc_quant_state *q, float *deq,
-                  qc_err *err) {
-    if (check_state(q, err) || check_weight(w, q->rows, q->cols, err)) return -1;
+/* Rounds GPTQ position p (original column c, group g) of every row of the
+ * current weights wp into q's codes (or the grid) and deq; ep gets the
+ * scaled errors (w − ŵ) / d. */
+static int gptq_round_column(qc_quant_state *q, const qc_gptq_grid *grid, gptq_work *k, int64_t c,
+                             int64_t g, double d, const double *wp, double *ep, float *deq,
+                             qc_err *err) {
+    int64_t n = k->n;
+    for (int64_t r = 0; r < k->rows; r++) {
+        float v = 0;
+        if (grid) {
+            v = grid->round(grid->ud, r, c, (float)wp[r]);
+        } else {
+            float s = q->scales[r * q->n_groups + g], z = q->zeros[r * q->n_groups + g];
+            if (k->om && k->om[r * n + c]) {
+                if (gptq_keep_outlier(q, r, c, wp[r], &v, err)) return -1;
+                q->codes[r * n + c] = (uint8_t)z; /* the dense part is 0 here */
+            } else {
+                uint8_t code = qc_quant_code((float)wp[r], s, z, q->fmt.bits);
+                v = qc_quant_value(code, s, z);
+                q->codes[r * n + c] = code;
+            }
+        }
+        if (deq) deq[r * n + c] = v;
+        ep[r] = (wp[r] - (double)v) / d;
+    }
+    return 0;
+}
+
+/* GPTQ into q's group-wise integer format, or (q NULL) onto grid. */
+static int gptq_run(const float *w, double *H, const qc_gptq_opts *o, qc_quant_state *q,
+                    const qc_gptq_grid *grid, int64_t rows, int64_t n, float *deq, qc_err *err) {
+    if (check_weight(w, rows, n, err)) return -1;
     if (!H) return qc_err_set(err, "GPTQ needs the input Hessian (none was collected)");
     if (!o || !isfinite(o->damp) || o->damp < 0)
         return qc_err_set(err, "GPTQ: damp %g must be finite and >= 0", o ? o->damp : 0.0);
     if (o->block < 1) return qc_err_set(err, "GPTQ: block size %d must be positive", o->block);
-    int64_t rows = q->rows, n = q->cols, ng = q->n_groups, gs = q->fmt.group_size;
+    int64_t gs = grid ? grid->group : q->fmt.group_size;
     int64_t B = o->block < n ? o->block : n, G = gs && gs < n ? gs : n;
     if (rows > INT32_MAX) /* BLAS takes int sizes */
         return qc_err_set(err, "GPTQ: %lld x %lld weight too large for BLAS", (long long)rows,
                           (long long)n);
+    int has_outliers = q && q->nnz;
     gptq_work k = {.rows = rows, .n = n};
     size_t wt = (size_t)n * (size_t)rows;
     k.Wt = malloc(wt * sizeof(double));
@@ -683,9 +722,9 @@ int qc_quant_gptq(const float *w, double *H, const qc_gptq_opts *o, qc_quant_sta
     k.diag = malloc((size_t)n * sizeof(double));
     k.perm = malloc((size_t)n * sizeof(int32_t));
     k.dead = malloc((size_t)n);
-    k.om = q->nnz ? calloc(wt, 1) : NULL;
+    k.om = has_outliers ? calloc(wt, 1) : NULL;
     if (!k.Wt || !k.Err || !k.cur || !k.wg || !k.dg || !k.diag || !k.perm || !k.dead ||
-        (q->nnz && !k.om)) {
+        (has_outliers && !k.om)) {
         gptq_work_free(&k);
         return qc_err_set(err, "GPTQ: out of memory for a %lld x %lld weight", (long long)rows,
                           (long long)n);
@@ -710,9 +749,10 @@ int qc_quant_gptq(const float *w, double *H, const qc_gptq_opts *o, qc_quant_sta
         for (int64_t r = 0; r < rows; r++)
             k.Wt[p * rows + r] = k.dead[c] ? 0.0 : (double)w[r * n + c];
     }
-    int upfront = gs == 0 || o->static_groups;
-    if (upfront) gptq_fit_upfront(w, o, q, &k);
-    int bits = q->fmt.bits;
+    /* A grid's groups are column blocks; with act-order they are fitted up
+     * front so that each stays contiguous. */
+    int upfront = gs == 0 || o->static_groups || (grid && o->act_order);
+    if (upfront) gptq_fit_upfront(w, o, q, grid, &k);
     /* Frantar et al. 2022, Alg. 1: quantize column p, spread its scaled error
      * over the block's remaining columns at once (rank-1), and over the
      * columns after the block lazily, once per block (one GEMM). A sparse
@@ -724,25 +764,12 @@ int qc_quant_gptq(const float *w, double *H, const qc_gptq_opts *o, qc_quant_sta
         for (int64_t p = i1; p < i2; p++) {
             int64_t c = k.perm[p], i = p - i1;
             if (!upfront && p % gs == 0)
-                gptq_fit_current(o, q, &k, U, p, p + gs < n ? p + gs : n, i1, i2, i, p / gs);
+                gptq_fit_current(o, q, grid, &k, U, p, p + gs < n ? p + gs : n, i1, i2, i, p / gs);
             int64_t g = upfront ? (gs ? c / gs : 0) : p / gs;
-            double d = U[p * n + p];
             double *wp = k.Wt + p * rows, *ep = k.Err + i * rows;
-            for (int64_t r = 0; r < rows; r++) {
-                float s = q->scales[r * ng + g], z = q->zeros[r * ng + g], v = 0;
-                if (k.om && k.om[r * n + c]) {
-                    if (gptq_keep_outlier(q, r, c, wp[r], &v, err)) {
-                        gptq_work_free(&k);
-                        return -1;
-                    }
-                    q->codes[r * n + c] = (uint8_t)z; /* the dense part is 0 here */
-                } else {
-                    uint8_t code = qc_quant_code((float)wp[r], s, z, bits);
-                    v = qc_quant_value(code, s, z);
-                    q->codes[r * n + c] = code;
-                }
-                if (deq) deq[r * n + c] = v;
-                ep[r] = (wp[r] - (double)v) / d;
+            if (gptq_round_column(q, grid, &k, c, g, U[p * n + p], wp, ep, deq, err)) {
+                gptq_work_free(&k);
+                return -1;
             }
             if (i2 - p > 1)
                 cblas_dger(CblasRowMajor, (int)(i2 - p - 1), (int)rows, -1.0, U + p * n + p + 1, 1,
@@ -753,17 +780,35 @@ int qc_quant_gptq(const float *w, double *H, const qc_gptq_opts *o, qc_quant_sta
                         (int)(i2 - i1), -1.0, U + i1 * n + i2, (int)n, k.Err, (int)rows, 1.0,
                         k.Wt + i2 * rows, (int)rows);
     }
-    if (upfront)
-        trivial_g_idx(&q->fmt, n, q->g_idx);
-    else
-        for (int64_t p = 0; p < n; p++)
-            q->g_idx[k.perm[p]] = (int32_t)(p / gs);
-    free(q->perm);
-    q->perm = NULL;
-    if (o->act_order) {
-        q->perm = k.perm;
-        k.perm = NULL;
+    if (q) {
+        if (upfront)
+            trivial_g_idx(&q->fmt, n, q->g_idx);
+        else
+            for (int64_t p = 0; p < n; p++)
+                q->g_idx[k.perm[p]] = (int32_t)(p / gs);
+        free(q->perm);
+        q->perm = NULL;
+        if (o->act_order) {
+            q->perm = k.perm;
+            k.perm = NULL;
+        }
     }
     gptq_work_free(&k);
     return 0;
+}
+
+int qc_quant_gptq(const float *w, double *H, const qc_gptq_opts *o, qc_quant_state *q, float *deq,
+                  qc_err *err) {
+    if (check_state(q, err)) return -1;
+    return gptq_run(w, H, o, q, NULL, q->rows, q->cols, deq, err);
+}
+
+int qc_quant_gptq_grid(const float *w, double *H, const qc_gptq_opts *o, const qc_gptq_grid *grid,
+                       int64_t rows, int64_t cols, float *deq, qc_err *err) {
+    if (!grid || grid->group < 1 || !grid->fit || !grid->round)
+        return qc_err_set(err, "GPTQ: quantization grid missing or without a group width");
+    if (rows <= 0 || cols <= 0 || cols > INT32_MAX)
+        return qc_err_set(err, "GPTQ: bad weight shape %lld x %lld", (long long)rows,
+                          (long long)cols);
+    return gptq_run(w, H, o, NULL, grid, rows, cols, deq, err);
 }

@@ -123,6 +123,29 @@ typedef struct qc_gptq_opts {
 int qc_quant_gptq(const float *w, double *H, const qc_gptq_opts *opts, qc_quant_state *q,
                   float *deq, qc_err *err);
 
+/* A quantization grid GPTQ rounds onto instead of a group-wise integer
+ * format: e.g. a ggml block type (compiler/ggml_quant.h), whose blocks of
+ * `group` columns have parameters only that type can express. GPTQ calls
+ * fit for row r's group g (columns g·group ...; x the group's current,
+ * error-compensated weights, d their importance diag H, n of them) before
+ * rounding any of its columns, then round for each weight: the value of the
+ * nearest grid point (the grid keeps the codes). Without act-order groups
+ * are fitted when GPTQ reaches their first column; with act-order (or
+ * static_groups) all are fitted up front on the original weights, so a
+ * group stays a contiguous block of columns either way. */
+typedef struct qc_gptq_grid {
+    int64_t group;
+    void (*fit)(void *ud, int64_t r, int64_t g, const float *x, const float *d, int64_t n);
+    float (*round)(void *ud, int64_t r, int64_t c, float x);
+    void *ud;
+} qc_gptq_grid;
+
+/* qc_quant_gptq onto a grid for a rows × cols weight (no outliers). deq
+ * (may be NULL) gets the values round returned. */
+int qc_quant_gptq_grid(const float *w, double *H, const qc_gptq_opts *opts,
+                       const qc_gptq_grid *grid, int64_t rows, int64_t cols, float *deq,
+                       qc_err *err);
+
 /* Makes the entries where mask (rows × cols, nonzero = outlier) is set the
  * sparse outliers of q, replacing earlier ones, with values f16(w) (w rows ×
  * cols, the weight about to be quantized). Call before qc_quant_rtn or
@@ -136,8 +159,7 @@ int qc_quant_set_outliers(qc_quant_state *q, const uint8_t *mask, const float *w
 /* Sets q's low-rank factors from f32 A (rows × rank) and B (rank × cols),
  * rounded to f16 (rank 0 removes them). Returns 0, or -1 with err (rank out
  * of 0..min(rows, cols), non-finite value or one beyond f16 range). */
-int qc_quant_set_lowrank(qc_quant_state *q, int rank, const float *A, const float *B,
-                         qc_err *err);
+int qc_quant_set_lowrank(qc_quant_state *q, int rank, const float *A, const float *B, qc_err *err);
 
 /* Adds A·B of q's low-rank factors to w (rows × cols); nothing without them.
  * Works on fixed-size tiles on the stack, so it cannot fail. */

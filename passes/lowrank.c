@@ -63,6 +63,9 @@ static void note_add(qc_calib_linear *l, const char *text) {
 }
 
 static int compensate(const qc_params *p, qc_hcache *hc, qc_calib_linear *l, qc_err *err) {
+    if (l->blocks)
+        return qc_err_set(err, "a low-rank correction cannot be stored with a GGUF block type "
+                               "(quantize format gguf:*): llama.cpp has no such term");
     if (!l->q || !l->deq)
         return qc_err_set(err, "not quantized: put lowrank after quantize in the recipe");
     int eora = strcmp(qc_params_str(p, "method"), "eora") == 0, rank = 0;

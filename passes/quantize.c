@@ -1,6 +1,10 @@
 /* The `quantize` pass: RTN or GPTQ of every targeted linear of a block into
- * group-wise integer codes (compiler/quant.h). Running it again over a block
- * replaces the earlier result. */
+ * group-wise integer codes (compiler/quant.h), or with `format: gguf:TYPE`
+ * into a ggml block type (compiler/ggml_quant.h), so that a GGUF export holds
+ * exactly the weights quantc evaluated (issue 7). Running it again over a
+ * block replaces the earlier result. */
+#include "compiler/dequant.h"
+#include "compiler/ggml_quant.h"
 #include "compiler/pass.h"
 #include "compiler/quant.h"
 
@@ -10,6 +14,14 @@
 #include <time.h>
 
 static const char *const methods[] = {"rtn", "gptq", NULL};
+
+/* "int", then the ggml block types by their GGUF names. */
+static const char *const formats[] = {
+    "int",       "gguf:q8_0", "gguf:q4_0", "gguf:q4_1", "gguf:q5_0",   "gguf:q5_1", "gguf:iq4_nl",
+    "gguf:q3_k", "gguf:q4_k", "gguf:q5_k", "gguf:q6_k", "gguf:iq4_xs", NULL};
+static const qc_dtype format_dtype[] = {QC_DT_F32,  QC_DT_Q8_0, QC_DT_Q4_0,   QC_DT_Q4_1,
+                                        QC_DT_Q5_0, QC_DT_Q5_1, QC_DT_IQ4_NL, QC_DT_Q3_K,
+                                        QC_DT_Q4_K, QC_DT_Q5_K, QC_DT_Q6_K,   QC_DT_IQ4_XS};
 
 static const qc_param_spec params[] = {
     {"method", QC_PARAM_STRING, "gptq", 1, 0, methods,
@@ -30,6 +42,12 @@ static const qc_param_spec params[] = {
      "search a shrunk range per group minimising the Hessian-diagonal-weighted error"},
     {"clip_min", QC_PARAM_FLOAT, "0.75", 0.5, 1, NULL, "smallest range ratio tried by the search"},
     {"clip_steps", QC_PARAM_INT, "20", 1, 100, NULL, "range ratios tried, from 1 to clip_min"},
+    {"format", QC_PARAM_STRING, "int", 1, 0, formats,
+     "int: group-wise integer codes (bits, group_size, symmetric); gguf:TYPE: that ggml block "
+     "type, exactly as llama.cpp decodes it (its own blocks and scales: bits, group_size, "
+     "symmetric and the clip search do not apply; a type whose block does not divide a row "
+     "falls back as llama-quantize does, e.g. q4_k -> q5_0; with act_order or static_groups GPTQ "
+     "fits the blocks up front)"},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
@@ -51,6 +69,98 @@ static void note_hessian(qc_calib_linear *l, const qc_gptq_opts *o, const qc_gpt
                  n ? "; " : "", (long long)info->dead_inputs);
 }
 
+static qc_dtype format_of(const qc_params *p) {
+    const char *f = qc_params_str(p, "format");
+    for (int i = 0; formats[i]; i++)
+        if (!strcmp(f, formats[i])) return format_dtype[i];
+    return QC_DT_F32;
+}
+
+/* A copy of l's Hessian for GPTQ to factor (H is shared by the linears
+ * reading the same input), or NULL with err. */
+static double *copy_h(const qc_calib_linear *l, qc_err *err) {
+    size_t hn;
+    if (qc_mul_size((size_t)l->cols, (size_t)l->cols, &hn) || hn > SIZE_MAX / sizeof(double)) {
+        qc_err_set(err, "Hessian of %lld columns too large", (long long)l->cols);
+        return NULL;
+    }
+    double *h = qc_malloc(hn * sizeof(double), err);
+    if (h) memcpy(h, l->H, hn * sizeof(double));
+    return h;
+}
+
+/* H's diagonal (the RTN fits' importance) into *out: NULL without H.
+ * Returns 0 or -1 with err. */
+static int h_diag(const qc_calib_linear *l, double **out, qc_err *err) {
+    *out = NULL;
+    if (!l->H) return 0;
+    if (!(*out = qc_malloc((size_t)l->cols * sizeof(double), err))) return -1;
+    for (int64_t c = 0; c < l->cols; c++)
+        (*out)[c] = l->H[c * l->cols + c];
+    return 0;
+}
+
+/* format gguf:TYPE: GPTQ or RTN onto the grid of the type a row takes. */
+static int quantize_ggml(const qc_params *p, qc_calib_linear *l, qc_dtype want, qc_err *err) {
+    int fell_back;
+    qc_dtype t = qc_ggml_row_type(want, l->cols, &fell_back);
+    if (t == QC_DT_F16)
+        return qc_err_set(err, "no ggml block type fits rows of %lld weights", (long long)l->cols);
+    if (l->outliers)
+        return qc_err_set(err,
+                          "sparse outliers (the outliers pass) cannot be stored in a GGUF "
+                          "block type (format %s)",
+                          qc_params_str(p, "format"));
+    if (l->bits_override > 0)
+        return qc_err_set(err,
+                          "allocate chose %d bits, but format %s fixes the type (mapping "
+                          "allocate's bits to ggml types is not implemented)",
+                          l->bits_override, qc_params_str(p, "format"));
+    int gptq = strcmp(qc_params_str(p, "method"), "gptq") == 0;
+    if (gptq && !l->H) return qc_err_set(err, "gptq needs calibration statistics (no Hessian)");
+    size_t rb, nb, n;
+    if (qc_dtype_nbytes(t, l->cols, &rb) || qc_mul_size(rb, (size_t)l->rows, &nb) ||
+        qc_mul_size((size_t)l->rows, (size_t)l->cols, &n) || n > SIZE_MAX / sizeof(float))
+        return qc_err_set(err, "%lld x %lld weight too large", (long long)l->rows,
+                          (long long)l->cols);
+    uint8_t *blocks = qc_malloc(nb, err);
+    float *deq = blocks ? qc_malloc(n * sizeof(float), err) : NULL;
+    double *h = NULL, *diag = NULL;
+    int rc = -1;
+    if (!deq) goto done;
+    if (gptq) {
+        if (!(h = copy_h(l, err))) goto done;
+        qc_gptq_info info = {0};
+        qc_gptq_opts o = {.damp = qc_params_float(p, "damp"),
+                          .block = (int)qc_params_int(p, "block_size"),
+                          .act_order = qc_params_bool(p, "act_order"),
+                          .static_groups = qc_params_bool(p, "static_groups"),
+                          .info = &info};
+        rc = qc_ggml_gptq(t, l->w, h, &o, l->rows, l->cols, blocks, deq, err);
+        if (rc == 0) note_hessian(l, &o, &info);
+    } else {
+        if (h_diag(l, &diag, err)) goto done;
+        rc = qc_ggml_rtn(t, l->w, diag, l->rows, l->cols, blocks, deq, err);
+    }
+    if (rc == 0 && fell_back) {
+        size_t k = strlen(l->note);
+        snprintf(l->note + k, sizeof l->note - k, "%s%s: rows of %lld are not whole %s blocks",
+                 k ? "; " : "", qc_dtype_name(t), (long long)l->cols, qc_dtype_name(want));
+    }
+done:
+    free(h);
+    free(diag);
+    if (rc) {
+        free(blocks);
+        free(deq);
+        return -1;
+    }
+    l->blocks = blocks;
+    l->blocks_dtype = (int)t;
+    l->deq = deq;
+    return 0;
+}
+
 static int quantize_linear(const qc_params *p, qc_calib_linear *l, qc_err *err) {
     double t0 = now();
     /* A failed run leaves no earlier result behind to be taken for this one. */
@@ -58,7 +168,15 @@ static int quantize_linear(const qc_params *p, qc_calib_linear *l, qc_err *err) 
     l->q = NULL;
     free(l->deq);
     l->deq = NULL;
+    free(l->blocks);
+    l->blocks = NULL;
     l->note[0] = 0;
+    qc_dtype gguf = format_of(p);
+    if (gguf != QC_DT_F32) {
+        if (quantize_ggml(p, l, gguf, err)) return -1;
+        l->seconds = now() - t0;
+        return 0;
+    }
     /* allocate (mixed precision) may have chosen this linear's width. */
     int bits = l->bits_override > 0 ? l->bits_override : (int)qc_params_int(p, "bits");
     qc_quant_format fmt = {bits, (int)qc_params_int(p, "group_size"),
@@ -82,16 +200,7 @@ static int quantize_linear(const qc_params *p, qc_calib_linear *l, qc_err *err) 
     /* Weights the outliers pass kept in f16 stay out of the dense codes. */
     if (l->outliers && qc_quant_set_outliers(q, l->outliers, l->w, err)) goto done;
     if (gptq) {
-        /* H is shared by the linears reading the same input; GPTQ factors
-         * its own copy. */
-        size_t hn;
-        if (qc_mul_size((size_t)l->cols, (size_t)l->cols, &hn) || hn > SIZE_MAX / sizeof(double)) {
-            qc_err_set(err, "Hessian of %lld columns too large", (long long)l->cols);
-            goto done;
-        }
-        h = qc_malloc(hn * sizeof(double), err);
-        if (!h) goto done;
-        memcpy(h, l->H, hn * sizeof(double));
+        if (!(h = copy_h(l, err))) goto done;
         qc_gptq_info info = {0};
         qc_gptq_opts o = {qc_params_float(p, "damp"),
                           (int)qc_params_int(p, "block_size"),
@@ -103,12 +212,7 @@ static int quantize_linear(const qc_params *p, qc_calib_linear *l, qc_err *err) 
         if (rc == 0) note_hessian(l, &o, &info);
     } else {
         double *diag = NULL;
-        if (l->H) {
-            diag = qc_malloc((size_t)l->cols * sizeof(double), err);
-            if (!diag) goto done;
-            for (int64_t c = 0; c < l->cols; c++)
-                diag[c] = l->H[c * l->cols + c];
-        }
+        if (h_diag(l, &diag, err)) goto done;
         rc = qc_quant_rtn(l->w, diag, &clip, q, deq, err);
         free(diag);
     }

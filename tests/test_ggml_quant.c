@@ -10,6 +10,12 @@
  *   0.098; Q5_0/Q5_1 likewise), for the others about 1.3x what this search reaches, so a
  *   broken search or layout fails it;
  * - importance: weighting half the columns 100× lowers their error;
+ * - GPTQ onto a type's grid (qc_ggml_gptq): with H = I nothing is spread, so
+ *   it writes exactly the bytes of round-to-nearest (qc_ggml_rtn) with unit
+ *   importance; with a correlated H (low rank plus diagonal, uneven channel
+ *   scales) its output error tr(ΔW H ΔWᵀ) is below 0.5x RTN's (about 0.2x here; importance
+ *   diag H) for every type, with blocks fitted at their first column or up
+ *   front (act-order), and its deq is exactly the decoding of its bytes;
  * - bad input: unsupported type, ragged row, NaN.
  * With `--dump DIR` it also writes DIR/input.f32 and DIR/<TYPE>.bin for
  * tests/test_ggml_quant.py to decode with the gguf package. */
@@ -49,6 +55,88 @@ static double rel_rms(const float *a, const float *b, const float *w, int64_t n)
         s += wi * (double)a[i] * a[i];
     }
     return sqrt(e / s);
+}
+
+/* tr(ΔW H ΔWᵀ) for rows × n weights. */
+static double out_err(const float *w, const float *q, const double *H, int rows, int n) {
+    double e = 0;
+    for (int r = 0; r < rows; r++)
+        for (int i = 0; i < n; i++) {
+            double di = (double)w[r * n + i] - q[r * n + i], acc = 0;
+            for (int j = 0; j < n; j++)
+                acc += H[i * n + j] * ((double)w[r * n + j] - q[r * n + j]);
+            e += di * acc;
+        }
+    return e;
+}
+
+static void gptq_checks(const float *x) {
+    enum { K = 48 };
+    static double H[COLS * COLS], Hc[COLS * COLS], B[COLS * K], diag[COLS], s[COLS];
+    static float y[ROWS * COLS], yr[ROWS * COLS], yd[ROWS * COLS];
+    static uint8_t bg[ROWS * COLS * 2], br[ROWS * COLS * 2];
+    qc_err err;
+    for (int i = 0; i < COLS; i++) {
+        s[i] = i % 37 == 0 ? 8.0 : 0.5 + uni(); /* a few large input channels */
+        for (int k = 0; k < K; k++)
+            B[i * K + k] = gauss();
+    }
+    for (int i = 0; i < COLS; i++)
+        for (int j = 0; j < COLS; j++) {
+            double acc = 0;
+            for (int k = 0; k < K; k++)
+                acc += B[i * K + k] * B[j * K + k];
+            H[i * COLS + j] = s[i] * s[j] * (acc / K + (i == j ? 0.2 : 0));
+        }
+    for (int i = 0; i < COLS; i++)
+        diag[i] = H[i * COLS + i];
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        qc_dtype t = types[ti].t;
+        size_t n = sizeof bg;
+        /* H = I: GPTQ is round-to-nearest. */
+        memset(Hc, 0, sizeof Hc);
+        for (int i = 0; i < COLS; i++)
+            Hc[i * COLS + i] = 1;
+        static double ones[COLS];
+        for (int i = 0; i < COLS; i++)
+            ones[i] = 1;
+        qc_gptq_opts o = {.damp = 0.01, .block = 128};
+        memset(bg, 0, n), memset(br, 0, n);
+        CHECK_MSG(qc_ggml_gptq(t, x, Hc, &o, ROWS, COLS, bg, y, &err) == 0, "%s", err.msg);
+        CHECK_MSG(qc_ggml_rtn(t, x, ones, ROWS, COLS, br, yr, &err) == 0, "%s", err.msg);
+        CHECK_MSG(memcmp(bg, br, n) == 0, "%s: GPTQ with H = I differs from RTN", qc_dtype_name(t));
+        /* Correlated H: less output error than RTN; deq is the decoding. */
+        CHECK_MSG(qc_ggml_rtn(t, x, diag, ROWS, COLS, br, yr, &err) == 0, "%s", err.msg);
+        double er = out_err(x, yr, H, ROWS, COLS);
+        for (int act = 0; act < 2; act++) {
+            memcpy(Hc, H, sizeof H);
+            o.act_order = act;
+            CHECK_MSG(qc_ggml_gptq(t, x, Hc, &o, ROWS, COLS, bg, y, &err) == 0, "%s", err.msg);
+            double eg = out_err(x, y, H, ROWS, COLS);
+            printf("%-7s GPTQ%s output error %.3g, RTN %.3g (ratio %.3f)\n", qc_dtype_name(t),
+                   act ? " act-order" : "", eg, er, eg / er);
+            CHECK_MSG(eg < 0.5 * er, "%s: GPTQ%s output error %.4g not below 0.5x RTN's %.4g",
+                      qc_dtype_name(t), act ? " act-order" : "", eg, er);
+            int block;
+            qc_ggml_type_shape(t, &block, NULL, NULL, NULL);
+            size_t rb = (size_t)(COLS / block) * qc_dtype_block_bytes(t);
+            for (int r = 0; r < ROWS; r++)
+                qc_dequantize(t, bg + r * rb, yd + r * COLS, COLS);
+            CHECK_MSG(memcmp(y, yd, sizeof y) == 0, "%s: GPTQ deq is not its decoding",
+                      qc_dtype_name(t));
+        }
+    }
+    memcpy(Hc, H, sizeof H);
+    qc_gptq_opts o = {.damp = 0.01, .block = 128};
+    CHECK(qc_ggml_gptq(QC_DT_Q4_K, x, Hc, &o, ROWS, 200, bg, y, &err) == -1 &&
+          strstr(err.msg, "whole number of 256-weight blocks"));
+    CHECK(qc_ggml_gptq(QC_DT_F16, x, Hc, &o, ROWS, 256, bg, y, &err) == -1 &&
+          strstr(err.msg, "cannot quantize to F16"));
+    int fb;
+    CHECK(qc_ggml_row_type(QC_DT_Q4_K, 576, &fb) == QC_DT_Q5_0 && fb);
+    CHECK(qc_ggml_row_type(QC_DT_Q3_K, 576, &fb) == QC_DT_IQ4_NL && fb);
+    CHECK(qc_ggml_row_type(QC_DT_Q6_K, 1536, &fb) == QC_DT_Q6_K && !fb);
+    CHECK(qc_ggml_row_type(QC_DT_Q4_0, 16, &fb) == QC_DT_F16 && fb);
 }
 
 int main(int argc, char **argv) {
@@ -125,6 +213,8 @@ int main(int argc, char **argv) {
                   "%s: importance-weighted error %.5f above unweighted fit's %.5f",
                   qc_dtype_name(t), ew, eu);
     }
+
+    gptq_checks(x);
 
     /* Bad input. */
     CHECK(qc_ggml_quantize_row(QC_DT_F16, x, NULL, 256, buf, &err) == -1 &&
