@@ -277,7 +277,7 @@ static int read_packed_layer(lctx *c, json_t *layer, const char *mod, const char
     if (qc_pack_check(&spec, v->data, v->nbytes, c->err) ||
         qc_pack_layout_get(&spec, json_integer_value(jo), &l, c->err))
         return qc_err_prefix(c->err, "%s: layer '%s'", c->path, mod);
-    if (l.total != v->nbytes)
+    if (l.total != v->nbytes || qcrt_le64(v->data + 16) != (uint64_t)json_integer_value(jo))
         return qc_err_set(c->err, "%s: layer '%s': packed weight holds another outlier count "
                                   "than the manifest's %lld",
                           c->path, mod, (long long)json_integer_value(jo));
