@@ -306,6 +306,31 @@ def main():
                         / np.linalg.norm(orig[l["weight"]]) for l in layers)
             check(worst < 0.3, f"outliers+lowrank: worst relative weight error {worst}")
 
+        # Kernels for another CPU: eval names the targets and fails; the
+        # reference path still runs it. No kernels: --kernels generated fails.
+        if HAVE_LLVM:
+            import platform
+            foreign = "aarch64" if platform.machine() in ("x86_64", "AMD64") else "x86-64-v3"
+            text = os.path.join(tmp, "sample.txt")
+            for tgt, want in ((f"cpu:{foreign}", f"none of its generated CPU kernels run on this host ({foreign}:"),
+                              ("none", "has no generated kernels")):
+                p = os.path.join(tmp, "t.qc")
+                rc, so, se = qc("compile", TINY, "-r", gptq, "-o", p, "--target", tgt, "--quiet")
+                check(rc == 0, f"compile --target {tgt}: {se}")
+                mode = "auto" if tgt != "none" else "generated"
+                rc, so, se = qc("eval", p, "--text", text, "--ctx", "32", "--kernels", mode)
+                check(rc == 1 and want in se and len(se.strip().splitlines()) == 1,
+                      f"--target {tgt}, eval --kernels {mode}: {rc} {se.strip()}")
+                rc, so, se = qc("eval", p, "--text", text, "--ctx", "32", "--kernels", "reference")
+                check(rc == 0, f"--target {tgt}, eval --kernels reference: {rc} {se.strip()}")
+            for tgt, want in (("cuda:sm_90a", "CUDA kernels are not generated"),
+                              ("cpu:pentium", "target 'cpu:pentium'"),
+                              ("cpu:host,cpu:host", "listed twice")):
+                rc, so, se = qc("compile", TINY, "-r", gptq, "-o", os.path.join(tmp, "u.qc"),
+                                "--target", tgt, "--quiet")
+                check(rc == 1 and want in se and not os.path.exists(os.path.join(tmp, "u.qc")),
+                      f"--target {tgt}: {rc} {se.strip()}")
+
         # Bad inputs.
         bad = recipe("bad.yaml", common + "passes:\n  - quantise: {bits: 4}\n")
         rc, so, se = qc("compile", TINY, "-r", bad, "-o", os.path.join(tmp, "x"))
