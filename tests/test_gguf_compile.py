@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""Quantize pass `format: gguf:TYPE` end to end (issue 7), on the tiny GGUF
+llama fixture (32 wide, so the 32-weight block types; K types fall back as
+llama-quantize does: q4_k -> Q5_0, q3_k/iq4_xs -> IQ4_NL, q6_k -> Q8_0):
+
+- compile (GPTQ with rotate, GPTQ with act-order, RTN), then `quantc export`
+  of the artifact: the gguf package's reader finds every linear in the
+  expected type, and the file (embedding and rotate's untied head written
+  F32) evaluates in quantc to exactly the artifact's perplexity (same 10
+  significant digits): the exported blocks are the weights quantc
+  evaluated, unchanged; a tied head is not written;
+- without rotate, the reader's dequantized export against the source's
+  weights gives each layer's ‖W − Ŵ‖²/‖W‖² that the compile reported from
+  its own dequantized weights (relative 1e-5: the report's 8 digits, sums in
+  another order), so the reader's values are quantc's;
+- GPTQ lowers the mean output error below RTN's at 4 bits;
+- recipes/gguf-*.yaml pass `quantc recipe check`;
+- refusals, each naming the layer and the feature, no output file: outliers
+  or lowrank with a GGUF format (compile), rotate's online Hadamard with a
+  GGUF format (compile), exporting integer codes (format int).
+Skips (77) without numpy/gguf or the calibration text."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+try:
+    import numpy as np
+    import gguf
+except ImportError as e:
+    print(f"SKIP: {e}")
+    sys.exit(77)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QC = os.environ.get("QC_BIN", os.path.join(ROOT, "build", "quantc"))
+SRC = os.path.join(ROOT, "tests", "data", "gguf_tiny_llama.gguf")
+DATA = os.environ.get("QC_DATA", os.path.join(os.path.dirname(ROOT), "shared", "data"))
+if not os.path.isdir(DATA):
+    DATA = "/work/shared/data"
+CALIB = os.path.join(DATA, "wikitext2-valid.tokens.txt")
+fails = 0
+
+
+def check(cond, what):
+    global fails
+    if not cond:
+        fails += 1
+        print("FAIL:", what)
+
+
+def qc(*args):
+    p = subprocess.run([QC, *args], capture_output=True, text=True, timeout=600)
+    return p.returncode, p.stdout, p.stderr
+
+
+def recipe(tmp, name, passes):
+    path = os.path.join(tmp, name + ".yaml")
+    with open(path, "w") as f:
+        f.write(f"quantc: 1\ncalibration:\n  text: {CALIB}\n  samples: 8\n  tokens: 64\n"
+                f"  seed: 0\npasses:\n{passes}")
+    return path
+
+
+def read(path):
+    r = gguf.GGUFReader(path)
+    return {t.name: (t.tensor_type.name, np.asarray(gguf.quants.dequantize(t.data, t.tensor_type),
+                                                    np.float64)) for t in r.tensors}
+
+
+def ppl(model, text):
+    rc, so, se = qc("eval", model, "--text", text, "--ctx", "64", "--max-windows", "2", "--json",
+                    "--quiet")
+    check(rc == 0, f"eval {model}: {se}")
+    return json.loads(so)["ppl"] if rc == 0 else None
+
+
+LINEARS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+HF = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+      "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+      "ffn_down": "mlp.down_proj"}
+
+
+def compile_export(tmp, name, passes, want_type, source=None):
+    """Compiles and exports; returns (report, exported tensors) or None."""
+    art, out, rep = (os.path.join(tmp, name + s) for s in (".qc", ".gguf", ".json"))
+    rc, so, se = qc("compile", SRC, "-r", recipe(tmp, name, passes), "-o", art, "--target",
+                    "none", "--report", rep, "--quiet")
+    check(rc == 0, f"{name}: compile: {se}")
+    if rc:
+        return None
+    rc, so, se = qc("export", art, "--gguf", out, "--embed-type", "F32", *(
+        ["--output-type", "F32"] if "rotate" in passes else []), "--quiet")
+    check(rc == 0, f"{name}: export: {se}")
+    if rc:
+        return None
+    ts = read(out)
+    for b in range(2):
+        for l in LINEARS:
+            t = ts.get(f"blk.{b}.{l}.weight")
+            check(t is not None and t[0] == want_type,
+                  f"{name}: blk.{b}.{l}.weight is {t and t[0]}, want {want_type}")
+    # rotate unties the head (the final norm folds into it): then it is F32;
+    # a tied head of a compile is not written (llama.cpp reads token_embd).
+    check(ts.get("output.weight", ("F32",))[0] == "F32" and
+          (("output.weight" in ts) == ("rotate" in passes)),
+          f"{name}: output.weight {'output.weight' in ts}")
+    text = os.path.join(tmp, "sample.txt")
+    a, g = ppl(art, text), ppl(out, text)
+    check(a is not None and a == g, f"{name}: artifact ppl {a} != exported GGUF ppl {g}")
+    print(f"{name}: {want_type}, artifact and export ppl {a} / {g}")
+    report = json.load(open(rep))
+    for l in report["layers"]:
+        check(l.get("format") == want_type, f"{name}: {l['name']}: report format {l.get('format')}")
+    return report, ts
+
+
+def refused(tmp, name, passes, *words):
+    art = os.path.join(tmp, name + ".qc")
+    rc, so, se = qc("compile", SRC, "-r", recipe(tmp, name, passes), "-o", art, "--target",
+                    "none", "--quiet")
+    check(rc == 1 and all(w in se for w in words) and not os.path.exists(art),
+          f"{name}: want exit 1 naming {words}: {rc} {se.strip()}")
+
+
+def main():
+    if not os.path.exists(CALIB):
+        print("SKIP: calibration text not found at", CALIB)
+        return 77
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(os.path.join(tmp, "sample.txt"), "wb") as f:
+            f.write(open(os.path.join(DATA, "wikitext2-test.raw.txt"), "rb").read()[:4000])
+        for t in ("q4_k", "q3_k", "iq4_xs", "q8_0"):
+            rc, so, se = qc("recipe", "check", os.path.join(ROOT, "recipes", f"gguf-{t}.yaml"),
+                            "--model", SRC)
+            check(rc == 0, f"recipe check gguf-{t}: {se}")
+        rot = "  - rotate: { kind: hadamard, seed: 0 }\n"
+        for fmt, want in (("q4_0", "Q4_0"), ("q8_0", "Q8_0"), ("iq4_nl", "IQ4_NL"),
+                          ("q5_1", "Q5_1"), ("q4_k", "Q5_0"), ("iq4_xs", "IQ4_NL")):
+            compile_export(tmp, f"rot-{fmt}", rot + f"  - quantize: {{ method: gptq, format: "
+                           f"\"gguf:{fmt}\", act_order: false }}\n", want)
+        compile_export(tmp, "act-q4_1", rot + "  - quantize: { method: gptq, format: "
+                       "\"gguf:q4_1\", act_order: true }\n", "Q4_1")
+
+        # Without rotate the exported values line up with the source weights.
+        src = read(SRC)
+        errs = {}
+        for method in ("rtn", "gptq"):
+            res = compile_export(tmp, f"plain-{method}", f"  - quantize: {{ method: {method}, "
+                                 "format: \"gguf:q4_0\", act_order: false }\n", "Q4_0")
+            if not res:
+                continue
+            report, ts = res
+            errs[method] = np.mean([l["output_rel_err"] for l in report["layers"]])
+            for l in report["layers"]:
+                b, mod = l["name"].split(".")[2], l["name"].split(".", 3)[3]
+                g = next(k for k, v in HF.items() if v == mod)
+                w, q = src[f"blk.{b}.{g}.weight"][1], ts[f"blk.{b}.{g}.weight"][1]
+                rel = float(((w - q) ** 2).sum() / (w ** 2).sum())
+                check(abs(rel / l["weight_rel_err"] - 1) < 1e-5,
+                      f"plain-{method}: {l['name']}: gguf reader's error {rel:.8g} vs "
+                      f"quantc's {l['weight_rel_err']:.8g}")
+        if len(errs) == 2:
+            print(f"mean output error Q4_0: RTN {errs['rtn']:.4g}, GPTQ {errs['gptq']:.4g}")
+            check(errs["gptq"] < errs["rtn"], f"GPTQ {errs['gptq']} not below RTN {errs['rtn']}")
+
+        q = "  - quantize: { method: gptq, format: \"gguf:q4_0\" }\n"
+        refused(tmp, "outliers", "  - outliers: { fraction: 0.01 }\n" + q,
+                "model.layers.0.self_attn.q_proj", "sparse outliers")
+        refused(tmp, "lowrank", q + "  - lowrank: { rank: 4 }\n",
+                "model.layers.0.self_attn.q_proj", "low-rank")
+        refused(tmp, "online", "  - rotate: { kind: hadamard, seed: 0, online: [down_proj] }\n" +
+                q, "model.layers.0.mlp.down_proj", "online Hadamard")
+        art, out = os.path.join(tmp, "int.qc"), os.path.join(tmp, "int.gguf")
+        rc, so, se = qc("compile", SRC, "-r", recipe(tmp, "int", "  - quantize: { method: rtn, "
+                        "bits: 4, group_size: 32 }\n"), "-o", art, "--target", "none", "--quiet")
+        check(rc == 0, f"int compile: {se}")
+        rc, so, se = qc("export", art, "--gguf", out)
+        check(rc == 1 and "model.layers.0.self_attn.q_proj" in se and "integer codes" in se and
+              not os.path.exists(out), f"int export: want a refusal: {rc} {se.strip()}")
+    print("ok" if not fails else f"{fails} failure(s)")
+    return 1 if fails else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
