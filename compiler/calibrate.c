@@ -1,5 +1,7 @@
 #include "calibrate.h"
 
+#include "checkpoint.h"
+
 #include "dequant.h"
 #include "ggml_quant.h"
 #include "quant.h"
@@ -753,6 +755,7 @@ int qc_calibrate(qc_model *m, const qc_recipe *r, const qc_calib_overrides *ov,
         return qc_err_set(err, "calibration tokens per sample (%d) exceed the model's context (%d)",
                           d.tokens, m->cfg.max_pos);
     int n_names = 0, rc = -1;
+    qc_ckpt *ck = NULL;
     char **names = qc_calib_linear_names(&m->cfg, &n_names);
     int32_t *ids = NULL;
     d.progress = progress;
@@ -772,9 +775,22 @@ int qc_calibrate(qc_model *m, const qc_recipe *r, const qc_calib_overrides *ov,
         !(d.X = qc_malloc(total, err)) || !(d.tmp = qc_malloc(per * sizeof(float), err)) ||
         stats_alloc(&m->cfg, &d.stats, err))
         goto out;
+    if (ov && ov->checkpoint_dir &&
+        !(ck = qc_ckpt_open(ov->checkpoint_dir, ov->checkpoint_key,
+                            ov->checkpoint_what ? ov->checkpoint_what : "", err)))
+        goto out;
+    /* Model-level passes are deterministic: a resumed compile runs them again
+     * and then restores what the finished blocks changed. */
     if (run_model_passes(&d, err) || embed_samples(&d, err)) goto out;
-    for (int b = 0; b < m->cfg.n_layers; b++)
-        if (do_block(&d, b, progress, ud, rep, err)) goto out;
+    int start = ck ? qc_ckpt_restore(ck, m, r, rep, d.X, total / sizeof(float), err) : 0;
+    if (start < 0) goto out;
+    rep->resumed_blocks = start;
+    for (int b = start; b < m->cfg.n_layers; b++) {
+        int from = rep->n_layers;
+        if ((ck && qc_ckpt_mark(ck, m, b, err)) || do_block(&d, b, progress, ud, rep, err) ||
+            (ck && qc_ckpt_save_block(ck, m, b, rep, from, d.X, total / sizeof(float), err)))
+            goto out;
+    }
     if (lm_head_targeted(r) && do_lm_head(&d, progress, ud, rep, err)) goto out;
     if (progress) progress(ud, m->cfg.n_layers, m->cfg.n_layers, "done");
     double bits = 0;
@@ -794,6 +810,7 @@ out : {
         if (d.pass_state[p] && r->passes[p].pass->free_state)
             r->passes[p].pass->free_state(d.pass_state[p]);
     free(d.pass_state);
+    qc_ckpt_free(ck);
     free(ids);
     free(d.X);
     free(d.tmp);

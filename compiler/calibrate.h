@@ -17,6 +17,10 @@ typedef struct qc_calib_overrides {
     const char *text;
     int samples, tokens;
     int64_t seed;
+    /* Checkpoint directory (compiler/checkpoint.h), NULL for none, and the
+     * key of this compile: after each block the driver saves its results,
+     * and resumes from a checkpoint with the same key. */
+    const char *checkpoint_dir, *checkpoint_key, *checkpoint_what;
 } qc_calib_overrides;
 
 typedef struct qc_layer_report {
@@ -42,6 +46,7 @@ typedef struct qc_calib_report {
     double avg_bits; /* over quantized linears, weighted by size */
     int64_t quantized_params, total_linear_params;
     long peak_rss_kb;
+    int resumed_blocks; /* blocks restored from a checkpoint (0: none) */
 } qc_calib_report;
 
 /* Progress: block b of n done (b = 0 at start), what is running now. */

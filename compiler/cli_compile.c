@@ -2,6 +2,7 @@
 #include "codegen/cpu_llvm.h"
 #include "compiler/artifact_model.h"
 #include "compiler/calibrate.h"
+#include "compiler/checkpoint.h"
 #include "compiler/cli.h"
 #include "compiler/quant.h"
 #include "compiler/recipe.h"
@@ -12,6 +13,7 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +47,12 @@ static const char *compile_help =
     "                         cpu:x86-64-v3, cpu:x86-64-v4, cpu:aarch64, or none.\n"
     "                         Default: cpu:host when quantc was built with LLVM.\n"
     "                         Layers are stored packed for the kernels either way\n"
+    "  --checkpoint DIR       save each finished block to DIR; after a crash, kill or\n"
+    "                         interrupt, the same command resumes from the last\n"
+    "                         finished block and writes the same artifact. On by\n"
+    "                         default (DIR = OUT.ckpt) for compiles expected to take\n"
+    "                         over a minute; removed when the compile finishes\n"
+    "  --no-checkpoint        never checkpoint\n"
     "  --report FILE          also write the per-layer report as JSON to FILE\n"
     "  --no-gates             skip the recipe's quality gates\n"
     "  --threads N            threads (default: all cores)\n"
@@ -68,8 +76,98 @@ enum {
     OPT_HELP,
     OPT_MODEL,
     OPT_COMPRESS,
-    OPT_TARGET
+    OPT_TARGET,
+    OPT_CHECKPOINT,
+    OPT_NO_CHECKPOINT
 };
+
+/* ---- interruption ---- */
+
+/* What the SIGINT/SIGTERM handler says and removes: prepared before the
+ * compile starts (a handler may only call async-signal-safe functions). */
+static char sig_tmp[4200];          /* the artifact writer's temporary file */
+static char sig_msg[4400];          /* the message, up to the block number */
+static volatile sig_atomic_t sig_block = -1;
+
+static void on_signal(int sig) {
+    char num[16], *p = num + sizeof num;
+    long b = sig_block;
+    *--p = 0;
+    do
+        *--p = (char)('0' + b % 10);
+    while ((b /= 10) > 0 && p > num);
+    ssize_t w = write(2, "\nquantc: interrupted in block ", 30);
+    if (sig_block >= 0) w = write(2, p, strlen(p));
+    w = write(2, sig_msg, strlen(sig_msg));
+    (void)w;
+    if (sig_tmp[0]) unlink(sig_tmp);
+    _exit(128 + sig);
+}
+
+static void catch_signals(const char *out, const char *ckpt) {
+    snprintf(sig_tmp, sizeof sig_tmp, "%s.tmp.%ld", out, (long)getpid());
+    if (ckpt)
+        snprintf(sig_msg, sizeof sig_msg,
+                 "; %s was not written. Finished blocks are saved in %s: run the same command "
+                 "again to resume.\n",
+                 out, ckpt);
+    else
+        snprintf(sig_msg, sizeof sig_msg, "; %s was not written (no checkpoint).\n", out);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+/* The key of a compile for its checkpoint: everything the result depends
+ * on (quantc version, recipe text, source files, calibration text and the
+ * effective settings, code generation targets do not matter: they are
+ * applied after calibration). */
+static char *compile_key(const qc_model *m, const qc_recipe *r, const qc_calib_overrides *ov,
+                         qc_err *err) {
+    json_t *src = qc_artifact_source_hash(m, err);
+    if (!src) return NULL;
+    const char *text = ov->text ? ov->text : r->calib.text;
+    size_t len;
+    char *t = qc_read_file(text, MAX_TEXT_BYTES, &len, err);
+    if (!t) {
+        json_decref(src);
+        return NULL;
+    }
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s|%s|%016llx|%d|%d|%lld", QC_VERSION,
+             json_string_value(json_object_get(src, "xxh3")),
+             (unsigned long long)XXH3_64bits(t, len), ov->samples > 0 ? ov->samples : r->calib.samples,
+             ov->tokens > 0 ? ov->tokens : r->calib.tokens,
+             (long long)(ov->seed >= 0 ? ov->seed : (int64_t)r->calib.seed));
+    free(t);
+    json_decref(src);
+    XXH3_state_t *st = XXH3_createState();
+    char *key = malloc(40);
+    if (!st || !key) {
+        XXH3_freeState(st);
+        free(key);
+        qc_err_set(err, "out of memory");
+        return NULL;
+    }
+    XXH3_64bits_reset(st);
+    XXH3_64bits_update(st, buf, strlen(buf) + 1);
+    XXH3_64bits_update(st, r->text, r->text_len);
+    snprintf(key, 40, "%016llx", (unsigned long long)XXH3_64bits_digest(st));
+    XXH3_freeState(st);
+    return key;
+}
+
+/* Whether a compile is expected to take over a minute: multiply-adds of the
+ * calibration forward passes (a rough lower bound; quantization adds more). */
+static int long_compile(const qc_model *m, const qc_recipe *r, const qc_calib_overrides *ov) {
+    const qc_config *c = &m->cfg;
+    double tokens = (double)(ov->samples > 0 ? ov->samples : r->calib.samples) *
+                    (double)(ov->tokens > 0 ? ov->tokens : r->calib.tokens);
+    double per_token = 4.0 * c->dim * c->dim + 3.0 * c->dim * c->ffn_dim;
+    return (double)c->n_layers * tokens * per_token > 1e12;
+}
 
 #define MAX_TARGETS 16
 
@@ -113,6 +211,7 @@ typedef struct progress {
 
 static void on_progress(void *ud, int block, int n, const char *what) {
     progress *p = ud;
+    sig_block = block;
     if (p->quiet) return;
     double el = qc_cli_now_s() - p->t0;
     double eta = block > 0 ? el / block * (n - block) : 0;
@@ -264,10 +363,13 @@ int qc_cli_compile(int argc, char **argv) {
                                          {"quiet", no_argument, 0, OPT_QUIET},
                                          {"compress", required_argument, 0, OPT_COMPRESS},
                                          {"target", required_argument, 0, OPT_TARGET},
+                                         {"checkpoint", required_argument, 0, OPT_CHECKPOINT},
+                                         {"no-checkpoint", no_argument, 0, OPT_NO_CHECKPOINT},
                                          {"help", no_argument, 0, OPT_HELP},
                                          {0, 0, 0, 0}};
     const char *recipe_path = NULL, *out = NULL, *report_path = NULL, *compress = NULL;
-    char *target_arg = NULL;
+    char *target_arg = NULL, *ckpt_arg = NULL, *ckpt_key = NULL, *ckpt_default = NULL;
+    int no_ckpt = 0;
     qc_calib_overrides ov = {.text = NULL, .samples = -1, .tokens = -1, .seed = -1};
     long v, threads = 0;
     int quiet = 0, no_gates = 0, c;
@@ -323,6 +425,12 @@ int qc_cli_compile(int argc, char **argv) {
             break;
         case OPT_TARGET:
             target_arg = optarg;
+            break;
+        case OPT_CHECKPOINT:
+            ckpt_arg = optarg;
+            break;
+        case OPT_NO_CHECKPOINT:
+            no_ckpt = 1;
             break;
         case OPT_HELP:
             printf("%s", compile_help);
@@ -381,7 +489,29 @@ int qc_cli_compile(int argc, char **argv) {
     qc_artifact_writer *probe = qc_artifact_writer_new(out, &ao.compress, &err);
     if (!probe) goto out;
     qc_artifact_writer_free(probe);
+    if (ckpt_arg && no_ckpt) {
+        qc_err_set(&err, "--checkpoint and --no-checkpoint contradict each other");
+        goto out;
+    }
+    if (!no_ckpt && (ckpt_arg || long_compile(m, r, &ov))) {
+        if (!ckpt_arg) {
+            size_t n = strlen(out) + 6;
+            if (!(ckpt_default = malloc(n))) {
+                qc_err_set(&err, "out of memory");
+                goto out;
+            }
+            snprintf(ckpt_default, n, "%s.ckpt", out);
+        }
+        if (!(ckpt_key = compile_key(m, r, &ov, &err))) goto out;
+        ov.checkpoint_dir = ckpt_arg ? ckpt_arg : ckpt_default;
+        ov.checkpoint_key = ckpt_key;
+        ov.checkpoint_what = r->path;
+    }
+    catch_signals(out, ov.checkpoint_dir);
     if (qc_calibrate(m, r, &ov, on_progress, &p, &rep, &err)) goto out;
+    if (rep.resumed_blocks > 0 && !quiet)
+        printf("resumed from checkpoint %s: blocks 0..%d were restored\n", ov.checkpoint_dir,
+               rep.resumed_blocks - 1);
     if (!quiet) print_table(&rep);
     rep_json = qc_calib_report_json(&rep);
     json_error_t je;
@@ -428,6 +558,15 @@ int qc_cli_compile(int argc, char **argv) {
     }
     rc = 0;
 out:
+    /* The checkpoint served its purpose once the artifact is written (or a
+     * gate rejected the result); after other errors it stays for a rerun. */
+    if ((rc == 0 || failed) && ov.checkpoint_dir) {
+        qc_err e2 = {{0}};
+        if (qc_ckpt_remove_dir(ov.checkpoint_dir, &e2))
+            fprintf(stderr, "quantc: warning: %s\n", e2.msg);
+    }
+    free(ckpt_key);
+    free(ckpt_default);
     if (rc && !failed) qc_cli_die(&err);
     free(rep_json);
     json_decref(prov);
