@@ -3,16 +3,19 @@
  * shapes, against a device-to-device copy of the same bytes and cuBLAS f16
  * GEMV (cublasGemmEx, n = 1), all measured in this run. Prints ratios.
  *
- * Timing: each launch between two CUDA events, after warmup; the median of
- * many launches. Inputs rotate over enough copies of the weights (> 200 MB
- * together, 4× the H100's 50 MB L2) that no launch finds its weights in L2.
+ * Timing: batches of 20 back-to-back launches between two CUDA events,
+ * after warmup; the median over batches of the mean launch time. Each
+ * kernel launch shape in `variants` is timed; the table shows the default
+ * (qc_cuda_gemv_default_opts) and the best. Inputs rotate over enough
+ * copies of the weights (> 200 MB together, 4× the H100's 50 MB L2) that no
+ * launch finds its weights in L2.
  * Bandwidth counts the bytes a launch must move: GEMV = packed weight bytes
  * read; copy = bytes read + bytes written (so copy GB/s is the device's
  * streaming ceiling, as METHOD.md measures it).
  *
  * The weight codes are random bytes (speed does not depend on them; the
  * kernels' correctness is tests/test_codegen_cuda.c's job).
- * Usage: gemv_cuda_bench [iterations]   (needs libcublas.so.13 or .12 on
+ * Usage: gemv_cuda_bench [batches]   (needs libcublas.so.13 or .12 on
  * the library path for the cuBLAS column; without it that column is "-"). */
 #include "../codegen/cuda_nvrtc.h"
 #include "../codegen/cuda_pack.h"
@@ -71,24 +74,30 @@ typedef struct timer {
     qcrt_cuda *cu;
     qcrt_cuda_event a, b;
     float *ms;
-    int iters;
+    int batches;
 } timer;
 
 /* Op i of a rotation: launches one kernel / copy / cuBLAS call. */
 typedef int (*op_fn)(void *ctx, int i, qc_err *err);
 
+#define BATCH 20 /* launches between two events: the queue never runs dry */
+
+/* Median over batches of the mean time of one op (ms). */
 static float time_op(timer *t, op_fn op, void *ctx, int copies) {
     qc_err err = {{0}};
-    for (int i = 0; i < 10; i++)
+    for (int i = 0; i < 2 * BATCH; i++)
         if (op(ctx, i % copies, &err)) die("warmup", &err);
-    for (int i = 0; i < t->iters; i++) {
-        if (qcrt_cuda_event_record(t->cu, t->a, &err) || op(ctx, i % copies, &err) ||
-            qcrt_cuda_event_record(t->cu, t->b, &err) ||
+    for (int i = 0, n = 0; i < t->batches; i++) {
+        if (qcrt_cuda_event_record(t->cu, t->a, &err)) die("event", &err);
+        for (int j = 0; j < BATCH; j++, n++)
+            if (op(ctx, n % copies, &err)) die("timed run", &err);
+        if (qcrt_cuda_event_record(t->cu, t->b, &err) ||
             qcrt_cuda_event_ms(t->cu, t->a, t->b, &t->ms[i], &err))
             die("timed run", &err);
+        t->ms[i] /= BATCH;
     }
     if (qcrt_cuda_sync(t->cu, &err)) die("sync", &err);
-    return median(t->ms, t->iters);
+    return median(t->ms, t->batches);
 }
 
 typedef struct gemv_ctx {
@@ -116,12 +125,43 @@ static int op_cublas(void *p, int i, qc_err *err) {
     gemv_ctx *c = p;
     float alpha = 1, beta = 0;
     /* y (out) = Wᵀ-as-stored · x: W is out × in row-major = in × out column-major */
-    int r = c->blas->gemm_ex(c->blas->handle, 1 /* T */, 0 /* N */, c->out, 1, c->in, &alpha,
-                             (const void *)(uintptr_t)c->w[i], 2 /* CUDA_R_16F */, c->in,
-                             (const void *)(uintptr_t)c->x, 2, c->in, &beta,
-                             (void *)(uintptr_t)c->y, 2, c->out, 68 /* CUBLAS_COMPUTE_32F */,
-                             -1 /* CUBLAS_GEMM_DEFAULT */);
+    int r =
+        c->blas->gemm_ex(c->blas->handle, 1 /* T */, 0 /* N */, c->out, 1, c->in, &alpha,
+                         (const void *)(uintptr_t)c->w[i], 2 /* CUDA_R_16F */, c->in,
+                         (const void *)(uintptr_t)c->x, 2, c->in, &beta, (void *)(uintptr_t)c->y, 2,
+                         c->out, 68 /* CUBLAS_COMPUTE_32F */, -1 /* CUBLAS_GEMM_DEFAULT */);
     return r ? qc_err_set(err, "cublasGemmEx: status %d", r) : 0;
+}
+
+/* Launch shapes tried: {row tiles per block, max warps, prefetch, min
+ * blocks per SM}; [0] is
+ * replaced by the default. */
+static qc_cuda_gemv_opts variants[] = {
+    {0, 0, 0, 0}, {1, 16, 0, 0}, {1, 8, 0, 0}, {1, 8, 1, 0}, {1, 4, 0, 0}, {2, 8, 0, 0},
+};
+#define NVARIANTS (int)(sizeof variants / sizeof variants[0])
+
+/* Times the GEMV of spec s with launch shape o (NULL: the default); *regs gets its registers per
+ * thread (negative: spills). */
+static qc_nvrtc_cache *cache;
+static float time_variant(timer *t, gemv_ctx *c, int copies, const qc_kernel_spec *s,
+                          const qc_cuda_gemv_opts *o, int *regs) {
+    qc_err err = {{0}};
+    const qc_cuda_kernel *k;
+    const qc_cuda_binary *bin =
+        qc_nvrtc_cache_get_opts(cache, s, o, qcrt_cuda_device(c->cu)->arch, &k, NULL, &err);
+    if (!bin) die("NVRTC", &err);
+    qcrt_cuda_module *m;
+    int local = 0;
+    if (qcrt_cuda_module_load(c->cu, bin->cubin, &m, &err) ||
+        qcrt_cuda_function(c->cu, m, k->gemv, &c->fn, &err) ||
+        qcrt_cuda_fn_resources(c->cu, c->fn, regs, &local, &err))
+        die("module", &err);
+    if (local) *regs = -*regs;
+    c->k = k;
+    float ms = time_op(t, op_gemv, c, copies);
+    qcrt_cuda_module_free(c->cu, m);
+    return ms;
 }
 
 /* copies × bytes > 200 MB, at least 2. */
@@ -134,7 +174,8 @@ static qcrt_dptr *upload_copies(qcrt_cuda *cu, const void *host, size_t bytes, i
     qc_err err = {{0}};
     qcrt_dptr *d = calloc((size_t)copies, sizeof *d);
     for (int i = 0; i < copies; i++)
-        if (qcrt_cuda_alloc(cu, bytes, &d[i], &err) || qcrt_cuda_upload(cu, d[i], host, bytes, &err))
+        if (qcrt_cuda_alloc(cu, bytes, &d[i], &err) ||
+            qcrt_cuda_upload(cu, d[i], host, bytes, &err))
             die("upload", &err);
     return d;
 }
@@ -160,9 +201,8 @@ static uint8_t *random_blob(const qc_kernel_spec *s, size_t *size) {
     }
     for (size_t i = l.sz; i + 8 <= l.sz + (size_t)(l.row_tiles * l.n_groups * 8 * l.sz_bytes);
          i += 8) {
-        uint16_t v[4] = {qc_f32_to_f16(0.01f + (float)(next() % 100) * 1e-4f),
-                         qc_f32_to_f16(0.01f), qc_f32_to_f16(1024.0f + (float)(next() % 8)),
-                         qc_f32_to_f16(1027.0f)};
+        uint16_t v[4] = {qc_f32_to_f16(0.01f + (float)(next() % 100) * 1e-4f), qc_f32_to_f16(0.01f),
+                         qc_f32_to_f16(1024.0f + (float)(next() % 8)), qc_f32_to_f16(1027.0f)};
         memcpy(b + i, v, l.sz_bytes == 8 ? 8 : 4);
         if (l.sz_bytes == 4) memcpy(b + i + 4, v, 4);
     }
@@ -172,7 +212,7 @@ static uint8_t *random_blob(const qc_kernel_spec *s, size_t *size) {
 }
 
 int main(int argc, char **argv) {
-    int iters = argc > 1 ? atoi(argv[1]) : 200;
+    int iters = argc > 1 ? atoi(argv[1]) : 50;
     if (iters < 5) iters = 5;
     qc_err err = {{0}};
     qcrt_cuda *cu;
@@ -185,10 +225,10 @@ int main(int argc, char **argv) {
     const qcrt_cuda_info *d = qcrt_cuda_device(cu);
     cublas blas;
     int have_blas = cublas_open(&blas) == 0;
-    printf("device: %s (%s), %d SMs, L2 %d MB; cuBLAS: %s; %d timed launches each, median\n",
-           d->name, d->arch, d->sm_count, d->l2_bytes >> 20, have_blas ? "yes" : "not found",
-           iters);
-    qc_nvrtc_cache *cache = qc_nvrtc_cache_new(&err);
+    printf("device: %s (%s), %d SMs, L2 %d MB; cuBLAS: %s; median of %d batches of %d\n", d->name,
+           d->arch, d->sm_count, d->l2_bytes >> 20, have_blas ? "yes" : "not found", iters, BATCH);
+    cache = qc_nvrtc_cache_new(&err);
+
     timer t = {cu, NULL, NULL, malloc((size_t)iters * sizeof(float)), iters};
     if (!cache || qcrt_cuda_event_new(cu, &t.a, &err) || qcrt_cuda_event_new(cu, &t.b, &err))
         die("setup", &err);
@@ -196,6 +236,8 @@ int main(int argc, char **argv) {
     const int bits[2] = {4, 3};
     printf("%-6s %-13s %9s %9s %9s %8s %8s %9s %9s %8s %5s\n", "format", "out x in", "MB",
            "gemv us", "GB/s", "copy us", "copyGB/s", "bw/copy", "cuBLAS us", "speedup", "regs");
+    printf("(bw/copy = GEMV weight bytes/s over copy (read+write) bytes/s; best = the fastest "
+           "launch shape rtb/warps/prefetch/minblocks)\n");
     for (int bi = 0; bi < 2; bi++)
         for (int si = 0; si < 4; si++) {
             qc_kernel_spec s = {.format = QC_KFMT_INT,
@@ -204,16 +246,7 @@ int main(int argc, char **argv) {
                                 .symmetric = 0,
                                 .out = shapes[si][0],
                                 .in = shapes[si][1]};
-            const qc_cuda_kernel *k;
-            const qc_cuda_binary *bin = qc_nvrtc_cache_get(cache, &s, d->arch, &k, NULL, &err);
-            if (!bin) die("NVRTC", &err);
-            qcrt_cuda_module *m;
-            gemv_ctx c = {.cu = cu, .k = k, .out = s.out, .in = (int)s.in, .blas = &blas};
-            if (qcrt_cuda_module_load(cu, bin->cubin, &m, &err) ||
-                qcrt_cuda_function(cu, m, k->gemv, &c.fn, &err))
-                die("module", &err);
-            int regs = 0, local = 0;
-            qcrt_cuda_fn_resources(cu, c.fn, &regs, &local, &err);
+            gemv_ctx c = {.cu = cu, .out = (int)s.out, .in = (int)s.in, .blas = &blas};
             uint8_t *blob = random_blob(&s, &c.bytes);
             int copies = n_copies(c.bytes);
             c.w = upload_copies(cu, blob, c.bytes, copies);
@@ -223,10 +256,23 @@ int main(int argc, char **argv) {
             if (qcrt_cuda_alloc(cu, (size_t)s.in * 2, &c.x, &err) ||
                 qcrt_cuda_upload(cu, c.x, xh, (size_t)s.in * 2, &err) ||
                 qcrt_cuda_alloc(cu, (size_t)s.out * 4, &c.y, &err) ||
-                qcrt_cuda_alloc(cu, 64, &c.ws, &err) ||
-                qcrt_cuda_alloc(cu, c.bytes, &c.dst, &err))
+                qcrt_cuda_alloc(cu, 64, &c.ws, &err) || qcrt_cuda_alloc(cu, c.bytes, &c.dst, &err))
                 die("alloc", &err);
-            float t_gemv = time_op(&t, op_gemv, &c, copies);
+            /* variant 0 is the default shape; the best one is reported too */
+            float t_gemv = 0, t_best = 0;
+            int regs = 0, best = 0;
+            for (int v = 0; v < NVARIANTS; v++) {
+                int r;
+                if (!v) qc_cuda_gemv_default_opts(&s, &variants[0]);
+                float ms = time_variant(&t, &c, copies, &s, v ? &variants[v] : NULL, &r);
+                if (!v) t_gemv = ms, regs = r;
+                if (!v || ms < t_best) t_best = ms, best = v;
+                fprintf(stderr,
+                        "  w%d %dx%d variant rtb %d warps %d prefetch %d minblocks %d: %.2f us, "
+                        "regs %d\n",
+                        s.bits, (int)s.out, (int)s.in, variants[v].rtb, variants[v].max_warps,
+                        variants[v].prefetch, variants[v].min_blocks, (double)ms * 1e3, r);
+            }
             float t_copy = time_op(&t, op_copy, &c, copies);
             float t_blas = 0;
             if (have_blas) { /* f16 weights of the same shape, rotated likewise */
@@ -249,14 +295,17 @@ int main(int argc, char **argv) {
                 snprintf(blas_us, sizeof blas_us, "%.1f", (double)t_blas * 1e3);
                 snprintf(speed, sizeof speed, "%.2fx", (double)(t_blas / t_gemv));
             }
-            printf("w%dg128 %-13s %9.1f %9.1f %9.0f %8.1f %8.0f %8.1f%% %9s %8s %5d%s\n", s.bits,
-                   shape, (double)c.bytes / 1e6, (double)t_gemv * 1e3, gb, (double)t_copy * 1e3,
-                   cgb, 100 * gb / cgb, blas_us, speed, regs, local ? " SPILL" : "");
+            printf("w%dg128 %-13s %9.1f %9.1f %9.0f %8.1f %8.0f %8.1f%% %9s %8s %5d | best "
+                   "%d/%d/%d/%d %.1f us %.1f%%\n",
+                   s.bits, shape, (double)c.bytes / 1e6, (double)t_gemv * 1e3, gb,
+                   (double)t_copy * 1e3, cgb, 100 * gb / cgb, blas_us, speed, regs,
+                   variants[best].rtb, variants[best].max_warps, variants[best].prefetch,
+                   variants[best].min_blocks, (double)t_best * 1e3,
+                   100 * ((double)c.bytes / (t_best * 1e-3) / 1e9) / cgb);
             fflush(stdout);
             free_copies(cu, c.w, copies);
             qcrt_cuda_free(cu, c.x), qcrt_cuda_free(cu, c.y), qcrt_cuda_free(cu, c.ws);
             qcrt_cuda_free(cu, c.dst);
-            qcrt_cuda_module_free(cu, m);
             free(blob), free(xh);
         }
     int compiles;

@@ -26,8 +26,9 @@ int qc_nvrtc_arch_check(const char *arch, qc_err *err) {
     int ok = d >= 2 && d <= 3 &&
              (3 + d == n || (3 + d + 1 == n && (arch[n - 1] == 'a' || arch[n - 1] == 'f')));
     if (!ok)
-        return qc_err_set(err, "CUDA architecture '%s' (expected sm_NN, sm_NNa or sm_NNf, e.g. "
-                               "sm_80, sm_90a)",
+        return qc_err_set(err,
+                          "CUDA architecture '%s' (expected sm_NN, sm_NNa or sm_NNf, e.g. "
+                          "sm_80, sm_90a)",
                           arch);
     return 0;
 }
@@ -110,6 +111,7 @@ done:
 
 typedef struct cache_entry {
     qc_kernel_spec spec;
+    qc_cuda_gemv_opts opts;
     qc_cuda_kernel kernel;
     qc_cuda_binary bin;
 } cache_entry;
@@ -134,11 +136,18 @@ void qc_nvrtc_cache_free(qc_nvrtc_cache *c) {
     free(c);
 }
 
-const qc_cuda_binary *qc_nvrtc_cache_get(qc_nvrtc_cache *c, const qc_kernel_spec *s,
-                                         const char *arch, const qc_cuda_kernel **kernel, int *hit,
-                                         qc_err *err) {
+const qc_cuda_binary *qc_nvrtc_cache_get_opts(qc_nvrtc_cache *c, const qc_kernel_spec *s,
+                                              const qc_cuda_gemv_opts *opts, const char *arch,
+                                              const qc_cuda_kernel **kernel, int *hit,
+                                              qc_err *err) {
+    qc_cuda_gemv_opts o;
+    if (opts)
+        o = *opts;
+    else
+        qc_cuda_gemv_default_opts(s, &o);
     for (int i = 0; i < c->n; i++)
-        if (qc_kernel_spec_equal(&c->e[i].spec, s) && !strcmp(c->e[i].bin.arch, arch)) {
+        if (qc_kernel_spec_equal(&c->e[i].spec, s) && !memcmp(&c->e[i].opts, &o, sizeof o) &&
+            !strcmp(c->e[i].bin.arch, arch)) {
             if (hit) *hit = 1;
             if (kernel) *kernel = &c->e[i].kernel;
             return &c->e[i].bin;
@@ -152,7 +161,8 @@ const qc_cuda_binary *qc_nvrtc_cache_get(qc_nvrtc_cache *c, const qc_kernel_spec
     }
     cache_entry *e = &c->e[c->n];
     e->spec = *s;
-    if (qc_cuda_src_gemv(s, &e->kernel, err)) return NULL;
+    e->opts = o;
+    if (qc_cuda_src_gemv_opts(s, &o, &e->kernel, err)) return NULL;
     char name[160];
     snprintf(name, sizeof name, "%s.cu", e->kernel.gemv);
     if (qc_nvrtc_compile(e->kernel.src, name, arch, &e->bin, err)) {
@@ -164,6 +174,12 @@ const qc_cuda_binary *qc_nvrtc_cache_get(qc_nvrtc_cache *c, const qc_kernel_spec
     c->n++;
     if (kernel) *kernel = &e->kernel;
     return &e->bin;
+}
+
+const qc_cuda_binary *qc_nvrtc_cache_get(qc_nvrtc_cache *c, const qc_kernel_spec *s,
+                                         const char *arch, const qc_cuda_kernel **kernel, int *hit,
+                                         qc_err *err) {
+    return qc_nvrtc_cache_get_opts(c, s, NULL, arch, kernel, hit, err);
 }
 
 void qc_nvrtc_cache_stats(const qc_nvrtc_cache *c, int *compiles, double *seconds) {

@@ -35,7 +35,7 @@ int qc_nvrtc_compile(const char *src, const char *name, const char *arch, qc_cud
                      qc_err *err);
 void qc_cuda_binary_free(qc_cuda_binary *b);
 
-/* Cache of compiled GEMV kernels by (spec, arch). */
+/* Cache of compiled GEMV kernels by (spec, launch shape, arch). */
 typedef struct qc_nvrtc_cache qc_nvrtc_cache;
 qc_nvrtc_cache *qc_nvrtc_cache_new(qc_err *err);
 void qc_nvrtc_cache_free(qc_nvrtc_cache *c);
@@ -47,6 +47,12 @@ void qc_nvrtc_cache_free(qc_nvrtc_cache *c);
 const qc_cuda_binary *qc_nvrtc_cache_get(qc_nvrtc_cache *c, const qc_kernel_spec *s,
                                          const char *arch, const qc_cuda_kernel **kernel, int *hit,
                                          qc_err *err);
+
+/* The same for launch shape opts (NULL: qc_cuda_gemv_default_opts); the
+ * cache key is (spec, opts, arch). */
+const qc_cuda_binary *qc_nvrtc_cache_get_opts(qc_nvrtc_cache *c, const qc_kernel_spec *s,
+                                              const qc_cuda_gemv_opts *opts, const char *arch,
+                                              const qc_cuda_kernel **kernel, int *hit, qc_err *err);
 
 /* Compiles so far (cache misses) and their total seconds. */
 void qc_nvrtc_cache_stats(const qc_nvrtc_cache *c, int *compiles, double *seconds);

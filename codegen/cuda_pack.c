@@ -20,18 +20,13 @@ int qc_cuda_planes(int bits, int width[3], int offset[3]) {
     return n;
 }
 
-int qc_cuda_row_tiles_per_block(int bits) {
-    return bits <= 4 ? 2 : 1;
-}
-
 int qc_cuda_spec_check(const qc_kernel_spec *s, qc_err *err) {
     if (qc_kernel_spec_check(s, err)) return -1;
     int g = s->group_size;
-    if (g && (g % 16 || (QC_CUDA_KTILE % g && g % QC_CUDA_KTILE)))
+    if (g && (g % 32 || (QC_CUDA_KTILE % g && g % QC_CUDA_KTILE)))
         return qc_err_set(err,
                           "kernel spec: group size %d is not supported by the CUDA generator "
-                          "(a divisor of 256 that is a multiple of 16, a multiple of 256, or "
-                          "per-channel)",
+                          "(32, 64, 128, a multiple of 256, or per-channel)",
                           g);
     return 0;
 }
@@ -56,8 +51,8 @@ int qc_cuda_layout_get(const qc_kernel_spec *s, int64_t nnz, qc_cuda_layout *l, 
         return qc_err_set(err, "CUDA packed weight: %lld outliers for a spec %s outliers",
                           (long long)nnz, s->outliers ? "with" : "without");
     memset(l, 0, sizeof *l);
-    int rtb = qc_cuda_row_tiles_per_block(s->bits);
-    l->row_tiles = ((s->out + 15) / 16 + rtb - 1) / rtb * rtb;
+    l->row_tiles = ((s->out + 15) / 16 + QC_CUDA_ROW_TILE_PAD - 1) / QC_CUDA_ROW_TILE_PAD *
+                   QC_CUDA_ROW_TILE_PAD;
     l->k_tiles = (s->in + QC_CUDA_KTILE - 1) / QC_CUDA_KTILE;
     l->n_groups = s->group_size ? (s->in + s->group_size - 1) / s->group_size : 1;
     l->sz_bytes = s->symmetric ? 4 : 8;
@@ -72,8 +67,8 @@ int qc_cuda_layout_get(const qc_kernel_spec *s, int64_t nnz, qc_cuda_layout *l, 
     bad |= section(&off, nnz, 1, 2, &l->val);
     l->total = align256(off);
     if (bad || l->total < off)
-        return qc_err_set(err, "CUDA packed weight: %lld x %lld layer too large",
-                          (long long)s->out, (long long)s->in);
+        return qc_err_set(err, "CUDA packed weight: %lld x %lld layer too large", (long long)s->out,
+                          (long long)s->in);
     return 0;
 }
 
@@ -99,7 +94,11 @@ static uint64_t get_le(const uint8_t *p, int n) {
 static size_t code_word(const qc_kernel_spec *s, const qc_cuda_layout *l, int w, int ubase,
                         int64_t o, int64_t p, int *bit) {
     int64_t rt = o / 16, rr = o % 16, kt = p / QC_CUDA_KTILE, kk = p % QC_CUDA_KTILE;
-    int mma = (int)(kk / 16), c16 = (int)(kk % 16);
+    /* column 32·b + 8·q + 4·j + e is in mma 2b + j at the B row lane q reads
+     * as element e of its b0 (e < 2: rows 2q, 2q+1) or b1 (rows 2q+8, 2q+9) */
+    int within = (int)(kk % 32), e = within % 4;
+    int mma = (int)(kk / 32) * 2 + (within % 8) / 4;
+    int c16 = 2 * (within / 8) + (e < 2 ? e : 8 + e - 2);
     int g = (int)(rr % 8), r = (int)(rr / 8) + 2 * (c16 / 8), q = (c16 % 8) / 2, hi = c16 % 2;
     int lane = 4 * g + q, P = 4 * mma + r, n = 16 / w;
     int m = P / n, u = ubase + m / 4, v = m % 4;
@@ -196,14 +195,14 @@ int qc_cuda_pack_check(const qc_kernel_spec *s, const uint8_t *blob, size_t size
     if (size < 64 || memcmp(blob, QC_CUDA_PACK_MAGIC, 8) != 0)
         return qc_err_set(err, "CUDA packed weight: bad magic or shorter than its 64-byte header");
     if (get_le(blob + 8, 8) != qc_kernel_spec_hash(s))
-        return qc_err_set(err, "CUDA packed weight: packed for another kernel spec (hash mismatch)");
+        return qc_err_set(err,
+                          "CUDA packed weight: packed for another kernel spec (hash mismatch)");
     uint64_t nnz = get_le(blob + 16, 8), total = get_le(blob + 24, 8);
     if (nnz > INT32_MAX || qc_cuda_layout_get(s, (int64_t)nnz, &l, err))
         return qc_err_set(err, "CUDA packed weight: bad outlier count %llu",
                           (unsigned long long)nnz);
     if (total != l.total || size < l.total)
-        return qc_err_set(err,
-                          "CUDA packed weight: %zu bytes (header says %llu), layout needs %zu",
+        return qc_err_set(err, "CUDA packed weight: %zu bytes (header says %llu), layout needs %zu",
                           size, (unsigned long long)total, l.total);
     if (s->act_order && qc_pack_check_perm(blob + l.perm, s->in, err))
         return qc_err_prefix(err, "CUDA");

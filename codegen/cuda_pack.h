@@ -9,8 +9,12 @@
  * lane t (g = t/4, q = t%4) holds four f16 pairs (registers r = 0..3):
  *     r = 0: row g,   columns 2q, 2q+1       r = 1: row g+8, columns 2q, 2q+1
  *     r = 2: row g,   columns 2q+8, 2q+9     r = 3: row g+8, columns 2q+8, 2q+9
- * (the element with the lower column is the low half of the pair). Over a
- * K tile lane t holds 64 pairs, pair P = 4·mma + r.
+ * (the element with the lower column is the low half of the pair), where
+ * "column" is the mma's K index, not the packed column: in each 32 packed
+ * columns, column 32·b + 8·q + 4·j + e sits in mma 2b + j at K index 2q + e
+ * (e < 2) or 2q + 8 + e − 2, so lane q finds the x values of both mmas in
+ * 8 contiguous f16 (one 16-byte load). Over a K tile lane t holds 64 pairs,
+ * pair P = 4·mma + r.
  *
  * A code of `bits` bits is split into planes of 4/2/1/8 bits (2: [2],
  * 3: [2,1], 4: [4], 5: [4,1], 6: [4,2], 7: [4,2,1], 8: [8]); plane π holds
@@ -26,7 +30,7 @@
  *   header   64 bytes: "QCCUDA1\0", u64 spec hash, u64 nnz, u64 total size, zero
  *   codes    [row tile][K tile][uint4 u < bits][lane < 32] 16 bytes each,
  *            uint4 u counting through the planes in order; row tiles padded
- *            to a multiple of the kernel's row tiles per block (rows ≥ out and
+ *            to a multiple of QC_CUDA_ROW_TILE_PAD (rows ≥ out and
  *            columns ≥ in have code 0)
  *   sz       [row tile][group][g < 8] records: f16 scale of row 16·rt + g,
  *            f16 scale of row 16·rt + g + 8, and (asymmetric) f16 1024 + zero
@@ -57,12 +61,12 @@ struct qc_quant_state;
 /* Planes of a code (see above): widths and bit offsets; returns the count. */
 int qc_cuda_planes(int bits, int width[3], int offset[3]);
 
-/* Row tiles (16 rows) one block of the GEMV kernel handles: 2 for codes of
- * up to 4 bits (x fragments reused over 32 rows), 1 above. */
-int qc_cuda_row_tiles_per_block(int bits);
+/* Row tiles are padded to a multiple of this, so kernels may handle 1 or 2
+ * row tiles per block on the same blob. */
+#define QC_CUDA_ROW_TILE_PAD 2
 
 typedef struct qc_cuda_layout {
-    int64_t row_tiles; /* padded to a multiple of qc_cuda_row_tiles_per_block */
+    int64_t row_tiles; /* padded to a multiple of QC_CUDA_ROW_TILE_PAD */
     int64_t k_tiles, n_groups;
     int sz_bytes; /* 4 (symmetric) or 8 */
     size_t codes, sz, perm, lr_a, lr_b, row_ptr, col, val, total;
@@ -73,8 +77,8 @@ typedef struct qc_cuda_layout {
 int qc_cuda_layout_get(const qc_kernel_spec *s, int64_t nnz, qc_cuda_layout *l, qc_err *err);
 
 /* What the CUDA generator supports on top of qc_kernel_spec_check: group
- * sizes that divide 256 or are multiples of it (and multiples of 16), or
- * per-channel; no online transform. Returns 0 or -1 with err. */
+ * sizes 32, 64, 128 or multiples of 256 (a scale period never splits 32
+ * packed columns), or per-channel; no online transform. Returns 0 or -1 with err. */
 int qc_cuda_spec_check(const qc_kernel_spec *s, qc_err *err);
 
 size_t qc_cuda_pack_size(const qc_kernel_spec *s, int64_t nnz, qc_err *err);

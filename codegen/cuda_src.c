@@ -87,20 +87,25 @@ static const char *prelude =
     "        : \"r\"(a[0]), \"r\"(a[1]), \"r\"(a[2]), \"r\"(a[3]), \"r\"(b0), \"r\"(b1));\n"
     "}\n";
 
-/* The spec's constants. */
-static void emit_constants(sbuf *b, const qc_kernel_spec *s, const qc_cuda_layout *l, int kw) {
-    int rtb = qc_cuda_row_tiles_per_block(s->bits);
+/* The spec's constants and the kernel's shape. */
+static void emit_constants(sbuf *b, const qc_kernel_spec *s, const qc_cuda_layout *l,
+                           const qc_cuda_gemv_opts *o, int kw) {
     int period = s->group_size && s->group_size < QC_CUDA_KTILE ? s->group_size : QC_CUDA_KTILE;
     emit(b, "#define OUT %lld\n#define IN %lld\n#define BITS %d\n", (long long)s->out,
          (long long)s->in, s->bits);
     emit(b, "#define KT %lld /* K tiles of 256 packed columns */\n", (long long)l->k_tiles);
-    emit(b, "#define RTB %d /* row tiles (16 rows) per block */\n#define KW %d /* warps */\n", rtb,
-         kw);
+    emit(b, "#define RTB %d /* row tiles (16 rows) per block */\n#define KW %d /* warps */\n",
+         o->rtb, kw);
+    emit(b, "#define PREFETCH %d /* load the next K tile before computing this one */\n",
+         o->prefetch);
+    emit(b, "#define MINB %d /* blocks per SM the register budget must allow */\n",
+         o->min_blocks ? o->min_blocks : 1);
     emit(b, "#define NG %lld\n#define GROUP %d\n#define PERIOD %d /* columns per scale */\n",
          (long long)l->n_groups, s->group_size, period);
-    emit(b, "#define SZB %d\n#define RANK %d\n", l->sz_bytes, s->rank);
-    emit(b, "#define CODES_OFF %zuull\n#define SZ_OFF %zuull\n#define PERM_OFF %zuull\n",
-         l->codes, l->sz, l->perm);
+    emit(b, "#define NPER (256 / PERIOD)\n#define SZB %d\n#define SZW %d\n#define RANK %d\n",
+         l->sz_bytes, l->sz_bytes / 4, s->rank);
+    emit(b, "#define CODES_OFF %zuull\n#define SZ_OFF %zuull\n#define PERM_OFF %zuull\n", l->codes,
+         l->sz, l->perm);
     emit(b, "#define LRA_OFF %zuull\n#define LRB_OFF %zuull\n", l->lr_a, l->lr_b);
     emit(b, "#define ROWPTR_OFF %zuull\n#define COL_OFF %zuull\n", l->row_ptr, l->col);
     /* symmetric: every zero is 2^(bits-1); the f16 pair of 1024 + zero */
@@ -124,32 +129,73 @@ static void emit_decode(sbuf *b, int bits) {
     emit(b, "    return v;\n}\n\n");
 }
 
-/* ldx2(k): f16 pair x[k], x[k+1] in packed column order (act-order gathers
- * through perm); past `in` reads 0 (k is even). */
+/* ldx8(k, v): x[k .. k+7] in packed column order (act-order gathers through
+ * perm) as four f16 pairs; past `in` reads 0 (k is a multiple of 8). */
 static void emit_ldx(sbuf *b, const qc_kernel_spec *s) {
-    emit(b, "__device__ __forceinline__ u32 ldx2(const u16 *__restrict__ x, "
-            "const int *__restrict__ perm, int k, bool tail) {\n");
-    if (s->act_order) {
-        emit(b, "    if (!tail) {\n"
-                "        u64 p = *(const u64 *)(perm + k);\n"
-                "        return (u32)x[(u32)p] | (u32)x[(u32)(p >> 32)] << 16;\n"
-                "    }\n"
-                "    u32 lo = k < IN ? x[perm[k]] : 0, hi = k + 1 < IN ? x[perm[k + 1]] : 0;\n"
-                "    return lo | hi << 16;\n");
-    } else {
-        emit(b, "    (void)perm;\n"
-                "    if (!tail) return *(const u32 *)(x + k);\n"
-                "    u32 lo = k < IN ? x[k] : 0, hi = k + 1 < IN ? x[k + 1] : 0;\n"
-                "    return lo | hi << 16;\n");
-    }
-    emit(b, "}\n\n");
+    emit(b, "__device__ __forceinline__ void ldx8(const u16 *__restrict__ x, "
+            "const int *__restrict__ perm, int k, bool tail, u32 *v) {\n"
+            "    if (!tail) {\n");
+    if (s->act_order)
+        emit(b,
+             "        int p[8];\n"
+             "        asm(\"ld.global.nc.v4.s32 {%%0,%%1,%%2,%%3}, [%%4];\" : \"=r\"(p[0]), "
+             "\"=r\"(p[1]), \"=r\"(p[2]), \"=r\"(p[3]) : \"l\"(perm + k));\n"
+             "        asm(\"ld.global.nc.v4.s32 {%%0,%%1,%%2,%%3}, [%%4];\" : \"=r\"(p[4]), "
+             "\"=r\"(p[5]), \"=r\"(p[6]), \"=r\"(p[7]) : \"l\"(perm + k + 4));\n"
+             "#pragma unroll\n"
+             "        for (int i = 0; i < 4; i++) v[i] = (u32)x[p[2 * i]] | (u32)x[p[2 * i + 1]] "
+             "<< 16;\n");
+    else
+        emit(b, "        (void)perm;\n"
+                "        asm(\"ld.global.nc.v4.u32 {%%0,%%1,%%2,%%3}, [%%4];\" : \"=r\"(v[0]), "
+                "\"=r\"(v[1]), \"=r\"(v[2]), \"=r\"(v[3]) : \"l\"(x + k));\n");
+    emit(b,
+         "        return;\n"
+         "    }\n"
+         "#pragma unroll\n"
+         "    for (int i = 0; i < 4; i++) {\n"
+         "        const int c = k + 2 * i;\n"
+         "        u32 lo = c < IN ? x[%s] : 0, hi = c + 1 < IN ? x[%s] : 0;\n"
+         "        v[i] = lo | hi << 16;\n"
+         "    }\n"
+         "}\n\n",
+         s->act_order ? "perm[c]" : "c", s->act_order ? "perm[c + 1]" : "c + 1");
 }
 
-/* The main loop over this warp's K tiles, then the block's reduction and
- * the outlier and low-rank additions. */
-static void emit_gemv(sbuf *b, const qc_kernel_spec *s, const char *name) {
+/* load_tile: a lane's codes and scale/zero records of K tile kt (records
+ * of periods past `in` are not read). */
+static void emit_load_tile(sbuf *b, const qc_kernel_spec *s) {
     emit(b,
-         "extern \"C\" __global__ void __launch_bounds__(KW * 32)\n"
+         "__device__ __forceinline__ void load_tile(const u8 *__restrict__ w, long long rt0, "
+         "int kt, int lane,\n"
+         "    u32 (&c)[RTB][4 * BITS], u32 (&sz)[RTB][NPER][SZW]) {\n"
+         "#pragma unroll\n"
+         "    for (int r = 0; r < RTB; r++) {\n"
+         "        const u8 *base = w + CODES_OFF + ((rt0 + r) * KT + kt) * (BITS * 512ull) + "
+         "lane * 16;\n"
+         "#pragma unroll\n"
+         "        for (int u = 0; u < BITS; u++) ld_stream(base + u * 512, &c[r][4 * u]);\n"
+         "#pragma unroll\n"
+         "        for (int pi = 0; pi < NPER; pi++) {\n"
+         "            const int col0 = kt * 256 + pi * PERIOD;\n"
+         "            if ((IN %% 256) != 0 && col0 >= IN) break;\n"
+         "            const long long grp = %s;\n"
+         "            const u8 *rec = w + SZ_OFF + (((rt0 + r) * NG + grp) * 8 + (lane >> 2)) * "
+         "SZB;\n"
+         "#pragma unroll\n"
+         "            for (int i = 0; i < SZW; i++) sz[r][pi][i] = ((const u32 *)rec)[i];\n"
+         "        }\n"
+         "    }\n"
+         "}\n\n",
+         s->group_size ? "col0 / GROUP" : "0");
+}
+
+/* The loop over this warp's K tiles (each: per scale period, fresh mma
+ * accumulators, then scaled into the row sums), then the block's reduction
+ * and the outlier and low-rank additions. */
+static void emit_gemv(sbuf *b, const qc_kernel_spec *s, const char *name, int min_blocks) {
+    emit(b,
+         "extern \"C\" __global__ void %s\n"
          "%s(const u8 *__restrict__ w, const u16 *__restrict__ x, float *__restrict__ y,\n"
          "    const float *__restrict__ ws) {\n"
          "    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, "
@@ -157,59 +203,57 @@ static void emit_gemv(sbuf *b, const qc_kernel_spec *s, const char *name) {
          "    const long long rt0 = (long long)blockIdx.x * RTB;\n"
          "    const int *perm = (const int *)(w + PERM_OFF);\n"
          "    float acc[RTB][2] = {};\n"
+         "    u32 c[RTB][4 * BITS], sz[RTB][NPER][SZW];\n"
+         "    if (warp < KT) load_tile(w, rt0, warp, lane, c, sz);\n"
+         "#pragma unroll 1\n"
          "    for (int kt = warp; kt < KT; kt += KW) {\n"
-         "        u32 c[RTB][4 * BITS];\n"
-         "#pragma unroll\n"
-         "        for (int r = 0; r < RTB; r++) {\n"
-         "            const u8 *base = w + CODES_OFF + ((rt0 + r) * KT + kt) * (BITS * 512ull) "
-         "+ lane * 16;\n"
-         "#pragma unroll\n"
-         "            for (int u = 0; u < BITS; u++) ld_stream(base + u * 512, &c[r][4 * u]);\n"
-         "        }\n"
+         "        u32 cn[RTB][4 * BITS], szn[RTB][NPER][SZW];\n"
+         "        if (PREFETCH && kt + KW < KT) load_tile(w, rt0, kt + KW, lane, cn, szn);\n"
          "        const bool tail = (IN %% 256) != 0 && kt == KT - 1;\n"
          "#pragma unroll\n"
-         "        for (int pi = 0; pi < 256 / PERIOD; pi++) {\n"
-         "            const int col0 = kt * 256 + pi * PERIOD;\n"
-         "            if ((IN %% 256) != 0 && col0 >= IN) break;\n"
-         "            const long long grp = %s;\n"
-         "            float sc[RTB][2];\n"
-         "            u32 zm[RTB][2];\n"
+         "        for (int pi = 0; pi < NPER; pi++) {\n"
+         "            if ((IN %% 256) != 0 && kt * 256 + pi * PERIOD >= IN) break;\n"
+         "            float d[RTB][2][4] = {}; /* even and odd mmas: two shorter chains */\n"
+         "#pragma unroll\n"
+         "            for (int jj = 0; jj < PERIOD / 32; jj++) {\n"
+         "                /* 32 packed columns: mmas j and j + 1 (cuda_pack.h) */\n"
+         "                const int j = pi * (PERIOD / 16) + 2 * jj;\n"
+         "                u32 xv[4];\n"
+         "                ldx8(x, perm, kt * 256 + j * 16 + 8 * q, tail, xv);\n"
+         "#pragma unroll\n"
+         "                for (int h = 0; h < 2; h++)\n"
+         "#pragma unroll\n"
+         "                    for (int r = 0; r < RTB; r++) {\n"
+         "                        u32 a[4];\n"
+         "#pragma unroll\n"
+         "                        for (int i = 0; i < 4; i++)\n"
+         "                            a[i] = hsub2(decode(c[r], 4 * (j + h) + i), %s);\n"
+         "                        mma(d[r][h], a, xv[2 * h], xv[2 * h + 1]);\n"
+         "                    }\n"
+         "            }\n"
          "#pragma unroll\n"
          "            for (int r = 0; r < RTB; r++) {\n"
-         "                const u8 *rec = w + SZ_OFF + (((rt0 + r) * NG + grp) * 8 + g) * SZB;\n"
-         "                u32 sv = *(const u32 *)rec;\n"
-         "                sc[r][0] = h2f(sv & 0xffff), sc[r][1] = h2f(sv >> 16);\n",
-         name, s->group_size ? "col0 / GROUP" : "0");
-    if (s->symmetric)
-        emit(b, "                zm[r][0] = zm[r][1] = ZSYM;\n");
-    else
-        emit(b, "                u32 zv = *(const u32 *)(rec + 4);\n"
-                "                zm[r][0] = (zv & 0xffff) * 0x10001u, zm[r][1] = (zv >> 16) * "
-                "0x10001u;\n");
-    emit(b, "            }\n"
-            "            float d[RTB][4] = {};\n"
-            "#pragma unroll\n"
-            "            for (int jj = 0; jj < PERIOD / 16; jj++) {\n"
-            "                const int j = pi * (PERIOD / 16) + jj, k0 = kt * 256 + j * 16;\n"
-            "                u32 b0 = ldx2(x, perm, k0 + 2 * q, tail);\n"
-            "                u32 b1 = ldx2(x, perm, k0 + 2 * q + 8, tail);\n"
-            "#pragma unroll\n"
-            "                for (int r = 0; r < RTB; r++) {\n"
-            "                    u32 a[4];\n"
-            "#pragma unroll\n"
-            "                    for (int i = 0; i < 4; i++) a[i] = hsub2(decode(c[r], 4 * j + i), "
-            "zm[r][i & 1]);\n"
-            "                    mma(d[r], a, b0, b1);\n"
-            "                }\n"
-            "            }\n"
-            "#pragma unroll\n"
-            "            for (int r = 0; r < RTB; r++) {\n"
-            "                acc[r][0] += sc[r][0] * d[r][0];\n"
-            "                acc[r][1] += sc[r][1] * d[r][2];\n"
-            "            }\n"
-            "        }\n"
-            "    }\n"
-            "    /* the four lanes of a quad hold equal sums (B's columns are all x) */\n"
+         "                acc[r][0] += h2f(sz[r][pi][0] & 0xffff) * (d[r][0][0] + d[r][1][0]);\n"
+         "                acc[r][1] += h2f(sz[r][pi][0] >> 16) * (d[r][0][2] + d[r][1][2]);\n"
+         "            }\n"
+         "        }\n"
+         "        if (PREFETCH) {\n"
+         "#pragma unroll\n"
+         "            for (int r = 0; r < RTB; r++) {\n"
+         "#pragma unroll\n"
+         "                for (int i = 0; i < 4 * BITS; i++) c[r][i] = cn[r][i];\n"
+         "#pragma unroll\n"
+         "                for (int pi = 0; pi < NPER; pi++)\n"
+         "#pragma unroll\n"
+         "                    for (int i = 0; i < SZW; i++) sz[r][pi][i] = szn[r][pi][i];\n"
+         "            }\n"
+         "        } else if (kt + KW < KT) {\n"
+         "            load_tile(w, rt0, kt + KW, lane, c, sz);\n"
+         "        }\n"
+         "    }\n",
+         min_blocks ? "__launch_bounds__(KW * 32, MINB)" : "__launch_bounds__(KW * 32)", name,
+         s->symmetric ? "ZSYM" : "(i & 1 ? sz[r][pi][1] >> 16 : sz[r][pi][1] & 0xffff) * 0x10001u");
+    emit(b, "    /* the four lanes of a quad hold equal sums (B's columns are all x) */\n"
             "    __shared__ float red[KW][RTB * 16];\n"
             "    if (q == 0) {\n"
             "#pragma unroll\n"
@@ -262,17 +306,36 @@ static void emit_lrt(sbuf *b, const char *name) {
          name);
 }
 
-int qc_cuda_src_gemv(const qc_kernel_spec *s, qc_cuda_kernel *k, qc_err *err) {
+/* From H100 runs of bench/gemv_cuda.c (bench/gemv_cuda.md): one row tile
+ * and 8 warps per block, no prefetch, was the fastest shape or within 6% of
+ * it at w4 and w3 g128 on the four Llama shapes (prefetching or two row
+ * tiles cost registers, hence resident warps, and ran slower; 4 warps won on
+ * tall matrices but lost 25-45% on wide ones). */
+void qc_cuda_gemv_default_opts(const qc_kernel_spec *s, qc_cuda_gemv_opts *o) {
+    (void)s;
+    o->rtb = 1;
+    o->max_warps = 8;
+    o->prefetch = 0;
+    o->min_blocks = 0;
+}
+
+int qc_cuda_src_gemv_opts(const qc_kernel_spec *s, const qc_cuda_gemv_opts *o, qc_cuda_kernel *k,
+                          qc_err *err) {
     memset(k, 0, sizeof *k);
     qc_cuda_layout l;
     if (qc_cuda_layout_get(s, 0, &l, err)) return -1;
+    if ((o->rtb != 1 && o->rtb != 2) || o->max_warps < 1 || o->max_warps > 32 ||
+        o->min_blocks < 0 || o->min_blocks > 32)
+        return qc_err_set(err,
+                          "CUDA codegen: %d row tiles per block, %d warps, %d blocks per SM "
+                          "(1..2, 1..32, 0..32)",
+                          o->rtb, o->max_warps, o->min_blocks);
     char id[96];
     if (qc_kernel_spec_id(s, id, sizeof id) < 0) return qc_err_set(err, "CUDA codegen: spec id");
     snprintf(k->gemv, sizeof k->gemv, "qck_%s_cuda_gemv", id);
     if (s->rank) snprintf(k->lrt, sizeof k->lrt, "qck_%s_cuda_lrt", id);
-    int kw = l.k_tiles < 8 ? (int)l.k_tiles : 8;
-    int rtb = qc_cuda_row_tiles_per_block(s->bits);
-    k->grid = (unsigned)(l.row_tiles / rtb);
+    int kw = l.k_tiles < o->max_warps ? (int)l.k_tiles : o->max_warps;
+    k->grid = (unsigned)(l.row_tiles / o->rtb);
     k->block = 32u * (unsigned)kw;
     k->lrt_grid = (unsigned)s->rank;
     k->lrt_block = s->rank ? 256 : 0;
@@ -281,11 +344,12 @@ int qc_cuda_src_gemv(const qc_kernel_spec *s, qc_cuda_kernel *k, qc_err *err) {
     sbuf b = {0};
     emit(&b, "/* quantc: decode GEMV for kernel spec %s (generated by codegen/cuda_src.c) */\n",
          id);
-    emit_constants(&b, s, &l, kw);
+    emit_constants(&b, s, &l, o, kw);
     emit(&b, "%s\n", prelude);
     emit_decode(&b, s->bits);
     emit_ldx(&b, s);
-    emit_gemv(&b, s, k->gemv);
+    emit_load_tile(&b, s);
+    emit_gemv(&b, s, k->gemv, o->min_blocks);
     if (s->rank) emit_lrt(&b, k->lrt);
     if (b.oom) {
         free(b.p);
@@ -294,6 +358,12 @@ int qc_cuda_src_gemv(const qc_kernel_spec *s, qc_cuda_kernel *k, qc_err *err) {
     k->src = b.p;
     k->src_len = b.n;
     return 0;
+}
+
+int qc_cuda_src_gemv(const qc_kernel_spec *s, qc_cuda_kernel *k, qc_err *err) {
+    qc_cuda_gemv_opts o;
+    qc_cuda_gemv_default_opts(s, &o);
+    return qc_cuda_src_gemv_opts(s, &o, k, err);
 }
 
 void qc_cuda_kernel_free(qc_cuda_kernel *k) {

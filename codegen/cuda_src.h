@@ -28,6 +28,21 @@ typedef struct qc_cuda_kernel {
     size_t ws_floats;
 } qc_cuda_kernel;
 
+/* The kernel's shape: row tiles of 16 rows per block (1 or 2: 2 reuses each
+ * x fragment for 32 rows), warps per block splitting K (at most max_warps,
+ * at most the K tiles), and whether a warp loads its next K tile's codes
+ * before computing the current one (more bytes in flight); min_blocks > 0
+ * caps registers so that many blocks fit on one multiprocessor. */
+typedef struct qc_cuda_gemv_opts {
+    int rtb, max_warps, prefetch, min_blocks;
+} qc_cuda_gemv_opts;
+
+/* The shape qc_cuda_src_gemv uses (chosen from H100 measurements,
+ * bench/gemv_cuda.c). */
+void qc_cuda_gemv_default_opts(const qc_kernel_spec *s, qc_cuda_gemv_opts *o);
+int qc_cuda_src_gemv_opts(const qc_kernel_spec *s, const qc_cuda_gemv_opts *o, qc_cuda_kernel *k,
+                          qc_err *err);
+
 /* Generates the kernels of spec s (qc_cuda_spec_check decides what is
  * supported). Returns 0, or -1 with err. Free with qc_cuda_kernel_free. */
 int qc_cuda_src_gemv(const qc_kernel_spec *s, qc_cuda_kernel *k, qc_err *err);

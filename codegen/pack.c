@@ -172,7 +172,7 @@ static int check_state(const qc_kernel_spec *s, const qc_quant_state *q, qc_err 
 }
 
 int qc_pack_check_csr(const qc_kernel_spec *s, const uint8_t *row_ptr, const uint8_t *col,
-                     int64_t nnz, qc_err *err) {
+                      int64_t nnz, qc_err *err) {
     if (get_i32(row_ptr) != 0) return qc_err_set(err, "outliers: row_ptr[0] is not 0");
     for (int64_t o = 0; o < s->out; o++) {
         int32_t a = get_i32(row_ptr + 4 * o), b = get_i32(row_ptr + 4 * (o + 1));
@@ -192,8 +192,8 @@ int qc_pack_check_csr(const qc_kernel_spec *s, const uint8_t *row_ptr, const uin
     return 0;
 }
 
-int qc_pack_check_inputs(const qc_kernel_spec *s, const qc_quant_state *q,
-                         const qc_pack_sparse *sp, const qc_pack_lowrank *lr, qc_err *err) {
+int qc_pack_check_inputs(const qc_kernel_spec *s, const qc_quant_state *q, const qc_pack_sparse *sp,
+                         const qc_pack_lowrank *lr, qc_err *err) {
     if ((sp != NULL) != (s->outliers != 0) || (lr ? lr->rank : 0) != s->rank)
         return qc_err_set(err, "pack: outliers/low-rank inputs do not match the kernel spec");
     qc_kernel_spec chk;
@@ -201,8 +201,8 @@ int qc_pack_check_inputs(const qc_kernel_spec *s, const qc_quant_state *q,
     if (!qc_kernel_spec_equal(&chk, s))
         return qc_err_set(err, "pack: quantized weight does not match its kernel spec");
     if (check_state(s, q, err)) return -1;
-    if (sp && qc_pack_check_csr(s, (const uint8_t *)sp->row_ptr, (const uint8_t *)sp->col,
-                                sp->nnz, err))
+    if (sp &&
+        qc_pack_check_csr(s, (const uint8_t *)sp->row_ptr, (const uint8_t *)sp->col, sp->nnz, err))
         return qc_err_prefix(err, "pack");
     return 0;
 }

@@ -27,36 +27,35 @@ enum {
 /* The driver entry points used: field, exported symbol, parameters (all
  * return CUresult). */
 #define QCRT_CUDA_FUNCS(X)                                                                         \
-    X(cuInit, "cuInit", (unsigned))                                                    \
-    X(cuDriverGetVersion, "cuDriverGetVersion", (int *))                               \
-    X(cuGetErrorString, "cuGetErrorString", (CUresult, const char **))                 \
-    X(cuDeviceGetCount, "cuDeviceGetCount", (int *))                                   \
-    X(cuDeviceGet, "cuDeviceGet", (CUdevice *, int))                                   \
-    X(cuDeviceGetName, "cuDeviceGetName", (char *, int, CUdevice))                     \
-    X(cuDeviceGetAttribute, "cuDeviceGetAttribute", (int *, int, CUdevice))            \
-    X(cuDeviceTotalMem, "cuDeviceTotalMem_v2", (size_t *, CUdevice))                   \
-    X(cuPrimaryCtxRetain, "cuDevicePrimaryCtxRetain", (CUcontext *, CUdevice))         \
-    X(cuPrimaryCtxRelease, "cuDevicePrimaryCtxRelease_v2", (CUdevice))                 \
-    X(cuCtxSetCurrent, "cuCtxSetCurrent", (CUcontext))                                 \
-    X(cuCtxSynchronize, "cuCtxSynchronize", (void))                                    \
-    X(cuMemAlloc, "cuMemAlloc_v2", (CUdeviceptr *, size_t))                            \
-    X(cuMemFree, "cuMemFree_v2", (CUdeviceptr))                                        \
-    X(cuMemcpyHtoD, "cuMemcpyHtoD_v2", (CUdeviceptr, const void *, size_t))            \
-    X(cuMemcpyDtoH, "cuMemcpyDtoH_v2", (void *, CUdeviceptr, size_t))                  \
-    X(cuMemcpyDtoDAsync, "cuMemcpyDtoDAsync_v2",                                                   \
-      (CUdeviceptr, CUdeviceptr, size_t, void *))                                      \
-    X(cuMemsetD8, "cuMemsetD8_v2", (CUdeviceptr, unsigned char, size_t))               \
-    X(cuModuleLoadData, "cuModuleLoadData", (CUmodule *, const void *))                \
-    X(cuModuleUnload, "cuModuleUnload", (CUmodule))                                    \
-    X(cuModuleGetFunction, "cuModuleGetFunction", (void **, CUmodule, const char *))   \
-    X(cuFuncGetAttribute, "cuFuncGetAttribute", (int *, int, void *))                  \
+    X(cuInit, "cuInit", (unsigned))                                                                \
+    X(cuDriverGetVersion, "cuDriverGetVersion", (int *))                                           \
+    X(cuGetErrorString, "cuGetErrorString", (CUresult, const char **))                             \
+    X(cuDeviceGetCount, "cuDeviceGetCount", (int *))                                               \
+    X(cuDeviceGet, "cuDeviceGet", (CUdevice *, int))                                               \
+    X(cuDeviceGetName, "cuDeviceGetName", (char *, int, CUdevice))                                 \
+    X(cuDeviceGetAttribute, "cuDeviceGetAttribute", (int *, int, CUdevice))                        \
+    X(cuDeviceTotalMem, "cuDeviceTotalMem_v2", (size_t *, CUdevice))                               \
+    X(cuPrimaryCtxRetain, "cuDevicePrimaryCtxRetain", (CUcontext *, CUdevice))                     \
+    X(cuPrimaryCtxRelease, "cuDevicePrimaryCtxRelease_v2", (CUdevice))                             \
+    X(cuCtxSetCurrent, "cuCtxSetCurrent", (CUcontext))                                             \
+    X(cuCtxSynchronize, "cuCtxSynchronize", (void))                                                \
+    X(cuMemAlloc, "cuMemAlloc_v2", (CUdeviceptr *, size_t))                                        \
+    X(cuMemFree, "cuMemFree_v2", (CUdeviceptr))                                                    \
+    X(cuMemcpyHtoD, "cuMemcpyHtoD_v2", (CUdeviceptr, const void *, size_t))                        \
+    X(cuMemcpyDtoH, "cuMemcpyDtoH_v2", (void *, CUdeviceptr, size_t))                              \
+    X(cuMemcpyDtoDAsync, "cuMemcpyDtoDAsync_v2", (CUdeviceptr, CUdeviceptr, size_t, void *))       \
+    X(cuMemsetD8, "cuMemsetD8_v2", (CUdeviceptr, unsigned char, size_t))                           \
+    X(cuModuleLoadData, "cuModuleLoadData", (CUmodule *, const void *))                            \
+    X(cuModuleUnload, "cuModuleUnload", (CUmodule))                                                \
+    X(cuModuleGetFunction, "cuModuleGetFunction", (void **, CUmodule, const char *))               \
+    X(cuFuncGetAttribute, "cuFuncGetAttribute", (int *, int, void *))                              \
     X(cuLaunchKernel, "cuLaunchKernel",                                                            \
-      (void *, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,   \
-                   void *, void **, void **))                                                      \
-    X(cuEventCreate, "cuEventCreate", (void **, unsigned))                             \
-    X(cuEventDestroy, "cuEventDestroy_v2", (void *))                                   \
-    X(cuEventRecord, "cuEventRecord", (void *, void *))                                \
-    X(cuEventSynchronize, "cuEventSynchronize", (void *))                              \
+      (void *, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, void *,       \
+       void **, void **))                                                                          \
+    X(cuEventCreate, "cuEventCreate", (void **, unsigned))                                         \
+    X(cuEventDestroy, "cuEventDestroy_v2", (void *))                                               \
+    X(cuEventRecord, "cuEventRecord", (void *, void *))                                            \
+    X(cuEventSynchronize, "cuEventSynchronize", (void *))                                          \
     X(cuEventElapsedTime, "cuEventElapsedTime", (float *, void *, void *))
 
 struct qcrt_cuda {
@@ -83,7 +82,7 @@ static int fail(const qcrt_cuda *c, CUresult r, qc_err *err, const char *what) {
 #define TRY(c, call, err, what)                                                                    \
     do {                                                                                           \
         CUresult r_ = (call);                                                                      \
-        if (r_) return fail(c, r_, err, what);                                             \
+        if (r_) return fail(c, r_, err, what);                                                     \
     } while (0)
 
 int qcrt_cuda_open(int ordinal, qcrt_cuda **out, qc_err *err) {
@@ -97,7 +96,7 @@ int qcrt_cuda_open(int ordinal, qcrt_cuda **out, qc_err *err) {
         return QCRT_CUDA_NO_DEVICE;
     }
 #define X(field, sym, params)                                                                      \
-    if (!(*(void **)&c->field = dlsym(c->lib, sym))) {                                                  \
+    if (!(*(void **)&c->field = dlsym(c->lib, sym))) {                                             \
         qc_err_set(err, "libcuda.so.1 lacks %s (driver too old)", sym);                            \
         dlclose(c->lib);                                                                           \
         free(c);                                                                                   \
@@ -222,11 +221,9 @@ int qcrt_cuda_function(qcrt_cuda *c, qcrt_cuda_module *m, const char *name, qcrt
     return 0;
 }
 
-int qcrt_cuda_fn_resources(qcrt_cuda *c, qcrt_cuda_fn f, int *regs, int *local_bytes,
-                           qc_err *err) {
+int qcrt_cuda_fn_resources(qcrt_cuda *c, qcrt_cuda_fn f, int *regs, int *local_bytes, qc_err *err) {
     TRY(c, c->cuFuncGetAttribute(regs, FUNC_ATTR_NUM_REGS, f), err, "cuFuncGetAttribute");
-    TRY(c, c->cuFuncGetAttribute(local_bytes, FUNC_ATTR_LOCAL_BYTES, f), err,
-        "cuFuncGetAttribute");
+    TRY(c, c->cuFuncGetAttribute(local_bytes, FUNC_ATTR_LOCAL_BYTES, f), err, "cuFuncGetAttribute");
     return 0;
 }
 
@@ -251,8 +248,7 @@ int qcrt_cuda_event_record(qcrt_cuda *c, qcrt_cuda_event e, qc_err *err) {
     return 0;
 }
 
-int qcrt_cuda_event_ms(qcrt_cuda *c, qcrt_cuda_event a, qcrt_cuda_event b, float *ms,
-                       qc_err *err) {
+int qcrt_cuda_event_ms(qcrt_cuda *c, qcrt_cuda_event a, qcrt_cuda_event b, float *ms, qc_err *err) {
     TRY(c, c->cuEventSynchronize(b), err, "cuEventSynchronize");
     TRY(c, c->cuEventElapsedTime(ms, a, b), err, "cuEventElapsedTime");
     return 0;

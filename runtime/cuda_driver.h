@@ -53,8 +53,7 @@ void qcrt_cuda_module_free(qcrt_cuda *c, qcrt_cuda_module *m);
 int qcrt_cuda_function(qcrt_cuda *c, qcrt_cuda_module *m, const char *name, qcrt_cuda_fn *f,
                        qc_err *err);
 /* Registers per thread and local (spill) bytes per thread of f. */
-int qcrt_cuda_fn_resources(qcrt_cuda *c, qcrt_cuda_fn f, int *regs, int *local_bytes,
-                           qc_err *err);
+int qcrt_cuda_fn_resources(qcrt_cuda *c, qcrt_cuda_fn f, int *regs, int *local_bytes, qc_err *err);
 /* Queues f on grid × block threads with args (kernel parameter pointers). */
 int qcrt_cuda_launch(qcrt_cuda *c, qcrt_cuda_fn f, unsigned grid, unsigned block,
                      unsigned shared_bytes, void **args, qc_err *err);
@@ -63,7 +62,6 @@ int qcrt_cuda_event_new(qcrt_cuda *c, qcrt_cuda_event *e, qc_err *err);
 void qcrt_cuda_event_free(qcrt_cuda *c, qcrt_cuda_event e);
 int qcrt_cuda_event_record(qcrt_cuda *c, qcrt_cuda_event e, qc_err *err);
 /* Milliseconds between two recorded events (waits for the second). */
-int qcrt_cuda_event_ms(qcrt_cuda *c, qcrt_cuda_event a, qcrt_cuda_event b, float *ms,
-                       qc_err *err);
+int qcrt_cuda_event_ms(qcrt_cuda *c, qcrt_cuda_event a, qcrt_cuda_event b, float *ms, qc_err *err);
 
 #endif

@@ -152,8 +152,8 @@ static void reference(const gcase *t, const float *x, int64_t o, double *ref, do
         double w = (double)q->scales[g] * ((double)q->codes[o * t->in + c] - q->zeros[g]);
         double wa = fabs(w);
         for (int k = 0; k < t->rank; k++) {
-            double ab = (double)qc_f16_to_f32(t->a[o * t->rank + k]) *
-                        qc_f16_to_f32(t->b[k * t->in + c]);
+            double ab =
+                (double)qc_f16_to_f32(t->a[o * t->rank + k]) * qc_f16_to_f32(t->b[k * t->in + c]);
             w += ab, wa += fabs(ab);
         }
         y += w * x[c], b += wa * fabs(x[c]);
@@ -167,14 +167,15 @@ static void reference(const gcase *t, const float *x, int64_t o, double *ref, do
 
 /* Runs case t's kernel(s) on x (f16 values), returns rows outside the
  * tolerance; prints the worst error/tol ratio. */
-static int run_case(qcrt_cuda *cu, qc_nvrtc_cache *cache, const gcase *t, const float *x,
-                    int verbose) {
+/* Kernel of spec t with launch shape o (NULL: the default). */
+static int run_case_opts(qcrt_cuda *cu, qc_nvrtc_cache *cache, const gcase *t, const float *x,
+                         int verbose, const qc_cuda_gemv_opts *o) {
     qc_err err = {{0}};
     char id[96];
     qc_kernel_spec_id(&t->spec, id, sizeof id);
     const qc_cuda_kernel *k;
     const qc_cuda_binary *bin =
-        qc_nvrtc_cache_get(cache, &t->spec, qcrt_cuda_device(cu)->arch, &k, NULL, &err);
+        qc_nvrtc_cache_get_opts(cache, &t->spec, o, qcrt_cuda_device(cu)->arch, &k, NULL, &err);
     CHECK_MSG(bin, "%s", err.msg);
     if (!bin) return 1;
     qcrt_cuda_module *m = NULL;
@@ -190,7 +191,8 @@ static int run_case(qcrt_cuda *cu, qc_nvrtc_cache *cache, const gcase *t, const 
         qcrt_cuda_function(cu, m, k->gemv, &fg, &err) ||
         (k->lrt[0] && qcrt_cuda_function(cu, m, k->lrt, &fl, &err)) ||
         qcrt_cuda_alloc(cu, t->blob_size, &dw, &err) ||
-        qcrt_cuda_alloc(cu, (size_t)t->in * 2, &dx, &err) || qcrt_cuda_alloc(cu, ybytes, &dy, &err) ||
+        qcrt_cuda_alloc(cu, (size_t)t->in * 2, &dx, &err) ||
+        qcrt_cuda_alloc(cu, ybytes, &dy, &err) ||
         qcrt_cuda_alloc(cu, (k->ws_floats + 1) * sizeof(float), &dws, &err) ||
         qcrt_cuda_upload(cu, dw, t->blob, t->blob_size, &err) ||
         qcrt_cuda_upload(cu, dx, xh, (size_t)t->in * 2, &err) ||
@@ -225,8 +227,8 @@ static int run_case(qcrt_cuda *cu, qc_nvrtc_cache *cache, const gcase *t, const 
     if (verbose) {
         int regs = 0, local = 0;
         qcrt_cuda_fn_resources(cu, fg, &regs, &local, &err);
-        printf("%-36s grid %5u x %3u  regs %3d local %3d  max err/tol %.3g  %s\n", id, k->grid,
-               k->block, regs, local, worst, bad ? "FAIL" : "ok");
+        printf("%-36s %s grid %5u x %3u  regs %3d local %3d  max err/tol %.3g  %s\n", id,
+               o ? "opts" : "    ", k->grid, k->block, regs, local, worst, bad ? "FAIL" : "ok");
     }
 done:
     if (bad < 0) CHECK_MSG(0, "%s: %s", id, err.msg);
@@ -234,6 +236,11 @@ done:
     qcrt_cuda_module_free(cu, m);
     free(xh), free(y);
     return bad < 0 ? 1 : bad;
+}
+
+static int run_case(qcrt_cuda *cu, qc_nvrtc_cache *cache, const gcase *t, const float *x,
+                    int verbose) {
+    return run_case_opts(cu, cache, t, x, verbose, NULL);
 }
 
 static float *rand_x(int64_t n, double lo) {
@@ -281,7 +288,7 @@ int main(void) {
     static gcase cs[NC];
     int n = 0, idx = 0;
     const int64_t shapes[5][2] = {{7, 33}, {100, 96}, {13, 200}, {40, 520}, {33, 1000}};
-    const int groups[6] = {32, 64, 128, 0, 16, 256};
+    const int groups[6] = {32, 64, 128, 0, 512, 256};
     for (int bits = 2; bits <= 8; bits++)
         for (int gi = 0; gi < 6; gi++)
             for (int sym = 0; sym < 2; sym++, idx++) {
@@ -294,8 +301,14 @@ int main(void) {
     cs[n++] = (gcase){.bits = 3, .group = 32, .sym = 1, .out = 1, .in = 1, .rank = 1};
     cs[n++] = (gcase){.bits = 4, .group = 128, .sym = 1, .out = 4096, .in = 4096};
     cs[n++] = (gcase){.bits = 3, .group = 128, .sym = 0, .out = 4096, .in = 4096, .act_order = 1};
-    cs[n++] = (gcase){.bits = 4, .group = 128, .sym = 0, .out = 576, .in = 1536, .act_order = 1,
-                      .outliers = 1, .rank = 8};
+    cs[n++] = (gcase){.bits = 4,
+                      .group = 128,
+                      .sym = 0,
+                      .out = 576,
+                      .in = 1536,
+                      .act_order = 1,
+                      .outliers = 1,
+                      .rank = 8};
     cs[n++] = (gcase){.bits = 2, .group = 64, .sym = 0, .out = 1000, .in = 2000};
     cs[n++] = (gcase){.bits = 8, .group = 128, .sym = 1, .out = 257, .in = 4111};
     cs[n++] = (gcase){.bits = 4, .group = 512, .sym = 0, .out = 17, .in = 1536};
@@ -308,6 +321,13 @@ int main(void) {
         char id[96];
         qc_kernel_spec_id(&cs[i].spec, id, sizeof id);
         CHECK_MSG(run_case(cu, cache, &cs[i], x, 1) == 0, "%s", id);
+        /* every launch shape the bench tries, on a third of the cases */
+        const qc_cuda_gemv_opts shapes_[3] = {{2, 8, 1, 0}, {2, 16, 0, 0}, {1, 8, 1, 4}};
+        if (i % 3 == 0 || i >= n - 10)
+            for (int v = 0; v < 3; v++)
+                CHECK_MSG(run_case_opts(cu, cache, &cs[i], x, 1, &shapes_[v]) == 0,
+                          "%s with %d row tiles, %d warps, prefetch %d", id, shapes_[v].rtb,
+                          shapes_[v].max_warps, shapes_[v].prefetch);
         free(x);
     }
     check_corrupt(cu, cache, &cs[corrupt_a]);

@@ -5,7 +5,10 @@
 #include "../codegen/cuda_nvrtc.h"
 #include "../codegen/cuda_pack.h"
 #include "../codegen/cuda_src.h"
+#include "../compiler/quant.h"
 #include "check.h"
+
+#include <stdlib.h>
 
 #include <string.h>
 
@@ -23,7 +26,58 @@ static qc_kernel_spec spec(int bits, int group, int sym, int64_t out, int64_t in
     return s;
 }
 
+/* Packing without a GPU: every code reads back from the CUDA blob, the blob
+ * passes its checker, and corrupted headers, permutations and CSR do not. */
+static void check_pack(void) {
+    qc_err err = {{0}};
+    int64_t out = 37, in = 300;
+    for (int bits = 2; bits <= 8; bits++) {
+        qc_quant_state q = {.fmt = {bits, 32, 0}, .rows = out, .cols = in};
+        q.n_groups = (in + 31) / 32;
+        uint8_t *codes = malloc((size_t)(out * in));
+        float *scales = malloc((size_t)(out * q.n_groups) * sizeof(float));
+        float *zeros = malloc((size_t)(out * q.n_groups) * sizeof(float));
+        int32_t *g_idx = malloc((size_t)in * sizeof(int32_t)), *perm = malloc((size_t)in * 4);
+        for (int64_t i = 0; i < out * in; i++)
+            codes[i] = (uint8_t)((i * 2654435761u >> 7) & ((1u << bits) - 1));
+        for (int64_t i = 0; i < out * q.n_groups; i++)
+            scales[i] = 0.125f, zeros[i] = (float)(i % (1 << bits));
+        for (int64_t c = 0; c < in; c++) /* act-order: columns reversed */
+            perm[c] = (int32_t)(in - 1 - c), g_idx[in - 1 - c] = (int32_t)(c / 32);
+        q.codes = codes, q.scales = scales, q.zeros = zeros, q.g_idx = g_idx, q.perm = perm;
+        qc_kernel_spec s;
+        CHECK_FATAL(!qc_kernel_spec_from_quant(&q, 0, 0, &s, &err));
+        CHECK(s.act_order == 1);
+        size_t n = qc_cuda_pack_size(&s, 0, &err);
+        uint8_t *blob = malloc(n);
+        CHECK_MSG(!qc_cuda_pack(&s, &q, NULL, NULL, blob, n, &err), "%s", err.msg);
+        CHECK_MSG(!qc_cuda_pack_check(&s, blob, n, &err), "%s", err.msg);
+        int bad = 0;
+        int32_t *order = malloc((size_t)in * 4);
+        CHECK_FATAL(!qc_pack_column_order(&s, &q, order));
+        for (int64_t o = 0; o < out; o++)
+            for (int64_t p = 0; p < in; p++) /* packed column p holds column order[p] */
+                bad += qc_cuda_pack_code(&s, blob, o, p) != codes[o * in + order[p]];
+        free(order);
+        CHECK_MSG(bad == 0, "%d-bit: %d codes differ", bits, bad);
+        CHECK(qc_cuda_pack_check(&s, blob, n - 1, &err) < 0);
+        blob[0] ^= 1;
+        CHECK(qc_cuda_pack_check(&s, blob, n, &err) < 0 && strstr(err.msg, "magic"));
+        blob[0] ^= 1;
+        qc_cuda_layout l;
+        CHECK_FATAL(!qc_cuda_layout_get(&s, 0, &l, &err));
+        blob[l.perm] = 1, blob[l.perm + 1] = 0, blob[l.perm + 2] = 0, blob[l.perm + 3] = 0;
+        CHECK(qc_cuda_pack_check(&s, blob, n, &err) < 0 && strstr(err.msg, "permutation"));
+        if (bits < 8) {
+            codes[0] = (uint8_t)(1 << bits); /* out of range */
+            CHECK(qc_cuda_pack(&s, &q, NULL, NULL, blob, n, &err) < 0);
+        }
+        free(codes), free(scales), free(zeros), free(g_idx), free(perm), free(blob);
+    }
+}
+
 int main(void) {
+    check_pack();
     qc_err err = {{0}};
     qc_cuda_binary b;
     if (!qc_nvrtc_available()) {
@@ -33,10 +87,10 @@ int main(void) {
         return 77;
     }
     qc_kernel_spec specs[] = {
-        spec(4, 128, 1, 4096, 4096, 0, 0, 0),  spec(3, 128, 0, 4096, 4096, 1, 0, 0),
-        spec(2, 32, 0, 100, 96, 0, 1, 3),      spec(8, 0, 0, 33, 577, 0, 1, 0),
-        spec(5, 64, 1, 7, 33, 1, 0, 2),        spec(6, 256, 0, 13, 200, 0, 0, 0),
-        spec(7, 512, 1, 576, 1536, 0, 0, 0),   spec(4, 16, 0, 1, 1, 0, 0, 0),
+        spec(4, 128, 1, 4096, 4096, 0, 0, 0), spec(3, 128, 0, 4096, 4096, 1, 0, 0),
+        spec(2, 32, 0, 100, 96, 0, 1, 3),     spec(8, 0, 0, 33, 577, 0, 1, 0),
+        spec(5, 64, 1, 7, 33, 1, 0, 2),       spec(6, 256, 0, 13, 200, 0, 0, 0),
+        spec(7, 512, 1, 576, 1536, 0, 0, 0),  spec(4, 32, 0, 1, 1, 0, 0, 0),
         spec(4, 128, 1, 4096, 4096, 0, 0, 0), /* repeat of [0]: a cache hit */
     };
     int n = (int)(sizeof specs / sizeof specs[0]);
@@ -47,7 +101,8 @@ int main(void) {
         for (int i = 0; i < n; i++) {
             int hit = -1;
             const qc_cuda_kernel *k = NULL;
-            const qc_cuda_binary *b = qc_nvrtc_cache_get(cache, &specs[i], archs[a], &k, &hit, &err);
+            const qc_cuda_binary *b =
+                qc_nvrtc_cache_get(cache, &specs[i], archs[a], &k, &hit, &err);
             CHECK_MSG(b != NULL, "%s", err.msg);
             if (!b) continue;
             CHECK(hit == (i == n - 1));
@@ -69,18 +124,22 @@ int main(void) {
 
     /* Failures: arch names, unsupported group size, transform, source
      * errors and warnings. */
-    CHECK(qc_nvrtc_compile("", "x.cu", "compute_90", &b, &err) < 0 && strstr(err.msg, "compute_90"));
+    CHECK(qc_nvrtc_compile("", "x.cu", "compute_90", &b, &err) < 0 &&
+          strstr(err.msg, "compute_90"));
     CHECK(qc_nvrtc_arch_check("sm_9", &err) < 0 && qc_nvrtc_arch_check("sm_90x", &err) < 0);
     CHECK(!qc_nvrtc_arch_check("sm_100f", &err) && !qc_nvrtc_arch_check("sm_90a", &err));
     qc_cuda_kernel k;
     qc_kernel_spec bad = spec(4, 48, 1, 64, 64, 0, 0, 0);
     CHECK(qc_cuda_src_gemv(&bad, &k, &err) < 0 && strstr(err.msg, "group size 48"));
+    bad = spec(4, 16, 1, 64, 64, 0, 0, 0);
+    CHECK(qc_cuda_src_gemv(&bad, &k, &err) < 0 && strstr(err.msg, "group size 16"));
     bad = spec(4, 8, 1, 64, 64, 0, 0, 0);
     CHECK(qc_cuda_src_gemv(&bad, &k, &err) < 0 && strstr(err.msg, "group size 8"));
     bad = spec(4, 128, 1, 64, 64, 0, 0, 0);
     bad.transform = QC_KTRANSFORM_HADAMARD, bad.transform_size = 64;
     CHECK(qc_cuda_src_gemv(&bad, &k, &err) < 0 && strstr(err.msg, "Hadamard"));
-    CHECK(qc_nvrtc_compile("extern \"C\" __global__ void f( {", "broken.cu", "sm_80", &b, &err) < 0);
+    CHECK(qc_nvrtc_compile("extern \"C\" __global__ void f( {", "broken.cu", "sm_80", &b, &err) <
+          0);
     CHECK_MSG(strstr(err.msg, "broken.cu") && strstr(err.msg, "NVRTC_ERROR_COMPILATION"), "%s",
               err.msg);
     CHECK(qc_nvrtc_compile("extern \"C\" __global__ void f(float *y) { int unused = 3; y[0] = 1; }",
