@@ -9,7 +9,23 @@
 #include <stdlib.h>
 #include <string.h>
 
-int qc_lowrank_hsqrt(const double *H, int64_t n, double *S, qc_err *err) {
+/* OpenBLAS's LAPACK (dsyevd, dgesdd) and some of its skinny products give
+ * results that differ in the last bits between thread counts, which f16
+ * factors then sometimes round differently: the artifact would depend on
+ * the machine's cores. Both entry points run with one BLAS thread (the
+ * compile's other BLAS work is thread-count invariant, test_determinism);
+ * the cost is the eigendecomposition / SVD on one core. */
+static int blas_serial_begin(void) {
+    int n = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    return n;
+}
+
+static void blas_serial_end(int n) {
+    openblas_set_num_threads(n);
+}
+
+static int hsqrt_impl(const double *H, int64_t n, double *S, qc_err *err) {
     size_t nn;
     if (n <= 0 || n > INT32_MAX || qc_mul_size((size_t)n, (size_t)n, &nn) ||
         nn > SIZE_MAX / sizeof(double))
@@ -103,8 +119,8 @@ static int refit_b(const double *A, const double *E, int64_t rows, int64_t cols,
     return 0;
 }
 
-int qc_lowrank_fit(const double *E, int64_t rows, int64_t cols, const double *S, int rank, float *A,
-                   float *B, double *opt_err, qc_err *err) {
+static int fit_impl(const double *E, int64_t rows, int64_t cols, const double *S, int rank,
+                    float *A, float *B, double *opt_err, qc_err *err) {
     int64_t k = rows < cols ? rows : cols;
     if (rank < 1 || rank > k)
         return qc_err_set(err, "rank %d out of range 1..%lld for a %lld x %lld weight", rank,
@@ -155,5 +171,20 @@ int qc_lowrank_fit(const double *E, int64_t rows, int64_t cols, const double *S,
     rc = 0;
 out:
     free(M), free(U), free(Bd);
+    return rc;
+}
+
+int qc_lowrank_hsqrt(const double *H, int64_t n, double *S, qc_err *err) {
+    int t = blas_serial_begin();
+    int rc = hsqrt_impl(H, n, S, err);
+    blas_serial_end(t);
+    return rc;
+}
+
+int qc_lowrank_fit(const double *E, int64_t rows, int64_t cols, const double *S, int rank, float *A,
+                   float *B, double *opt_err, qc_err *err) {
+    int t = blas_serial_begin();
+    int rc = fit_impl(E, rows, cols, S, rank, A, B, opt_err, err);
+    blas_serial_end(t);
     return rc;
 }

@@ -56,7 +56,7 @@ def read(path):
          reserved) = struct.unpack_from("<IIQQQQIIIIQ", data, table_off + 64 * i)
         s = dict(index=i, kind=KINDS[kind], compression=["none", "zstd"][comp], offset=off,
                  stored_size=stored, raw_size=raw_size, name=pool_str(name_off, name_len),
-                 target=pool_str(tgt_off, tgt_len))
+                 target=pool_str(tgt_off, tgt_len), checksum=csum)
         align = 4096 if s["kind"] == "tensor" and comp == 0 and stored >= 4096 else 64
         if off % align or off < end or off + stored > table_off or reserved:
             raise ValueError(f"{path}: section {i} misplaced")
