@@ -21,6 +21,11 @@ int qc_cuda_planes(int bits, int width[3], int offset[3]) {
 }
 
 int qc_cuda_spec_check(const qc_kernel_spec *s, qc_err *err) {
+    if (s->transform == QC_KTRANSFORM_HADAMARD)
+        return qc_err_set(err,
+                          "kernel spec: online Hadamard transform (size %d) is not supported by "
+                          "the CUDA generator yet",
+                          s->transform_size);
     if (qc_kernel_spec_check(s, err)) return -1;
     int g = s->group_size;
     if (g && (g % 32 || (QC_CUDA_KTILE % g && g % QC_CUDA_KTILE)))

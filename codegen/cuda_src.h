@@ -5,7 +5,8 @@
  * Kernel ABI (extern "C", packed weight w from codegen/cuda_pack.h, 256-byte
  * aligned; x 4-byte aligned):
  *   gemv: void <gemv>(const u8 *w, const u16 *x, float *y, const float *ws)
- *         y[o] = Σ_c Ŵ[o][c]·x[c] for all o < out; x is f16 (`in` values),
+ *         y[o] = Σ_c Ŵ[o][c]·x[c] for all o < out; x is f16 (`in` values,
+ *         whatever spec->act says: that field describes the CPU kernels' x),
  *         y f32, accumulation f32 (tensor-core mma.m16n8k16, f16 operands:
  *         the products (code − zero)·x are exact in f32).
  *   lrt:  void <lrt>(const u8 *w, const u16 *x, float *ws)   (rank > 0 only)

@@ -137,7 +137,8 @@ int main(void) {
     CHECK(qc_cuda_src_gemv(&bad, &k, &err) < 0 && strstr(err.msg, "group size 8"));
     bad = spec(4, 128, 1, 64, 64, 0, 0, 0);
     bad.transform = QC_KTRANSFORM_HADAMARD, bad.transform_size = 64;
-    CHECK(qc_cuda_src_gemv(&bad, &k, &err) < 0 && strstr(err.msg, "Hadamard"));
+    CHECK(qc_cuda_src_gemv(&bad, &k, &err) < 0 && strstr(err.msg, "Hadamard") &&
+          strstr(err.msg, "CUDA"));
     CHECK(qc_nvrtc_compile("extern \"C\" __global__ void f( {", "broken.cu", "sm_80", &b, &err) <
           0);
     CHECK_MSG(strstr(err.msg, "broken.cu") && strstr(err.msg, "NVRTC_ERROR_COMPILATION"), "%s",
