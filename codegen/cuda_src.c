@@ -72,13 +72,17 @@ static const char *prelude =
     "    asm(\"cvt.f32.f16 %0, %1;\" : \"=f\"(f) : \"h\"((u16)h));\n"
     "    return f;\n"
     "}\n"
+    "__device__ __forceinline__ u32 hfma2(u32 a, u32 b, u32 c) {\n"
+    "    u32 d;\n"
+    "    asm(\"fma.rn.f16x2 %0, %1, %2, %3;\" : \"=r\"(d) : \"r\"(a), \"r\"(b), \"r\"(c));\n"
+    "    return d;\n"
+    "}\n"
     "__device__ __forceinline__ u32 hsub2(u32 a, u32 b) {\n"
     "    u32 d;\n"
     "    asm(\"sub.rn.f16x2 %0, %1, %2;\" : \"=r\"(d) : \"r\"(a), \"r\"(b));\n"
     "    return d;\n"
     "}\n"
-    "/* Constant shift: right for s > 0, left for s < 0. */\n"
-    "__device__ __forceinline__ u32 shr(u32 v, int s) { return s >= 0 ? v >> s : v << -s; }\n"
+
     "/* d += A·B, A 16x16 (4 regs of f16x2), B 16x8 (2 regs), d f32. */\n"
     "__device__ __forceinline__ void mma(float *d, const u32 *a, u32 b0, u32 b1) {\n"
     "    asm(\"mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, \"\n"
@@ -113,20 +117,51 @@ static void emit_constants(sbuf *b, const qc_kernel_spec *s, const qc_cuda_layou
     emit(b, "#define ZSYM 0x%08xu\n\n", zm * 0x10001u);
 }
 
-/* decode(c, P): pair P of a lane's codes as two f16 values 1024 + code, one
- * term per plane (cuda_pack.h: plane word m = P / n holds the pair at bit
- * w·(P mod n); its bits go to offset off of the code). */
+/* dequant(c, P, zb): pair P of a lane's codes as two f16 values code − zero.
+ * The codes' pieces (cuda_pack.h: plane word m = P / n holds the pair at bit
+ * w·(P mod n)) are masked into the mantissa of 0x6400 (f16 1024).
+ * One plane: piece at bit 0, giving 1024 + code; zb = 1024 + zero, and one
+ * f16x2 subtraction is exact. Several planes: every piece is moved left, to
+ * bit 10 − bits + off, from the word or the word shifted right by 8 (which
+ * the compiler computes once per word), giving 1024 + code·2^s, s = 10 −
+ * bits; left shifts by constants can run as IMAD.SHL beside the integer
+ * pipe, where right shifts queue behind the masks. One f16x2 FMA with 2^-s
+ * and zb = 1024 − 2^(10−s) − zero (exact: small integers) gives code − zero. */
 static void emit_decode(sbuf *b, int bits) {
     int width[3], offset[3], np = qc_cuda_planes(bits, width, offset);
-    emit(b, "__device__ __forceinline__ u32 decode(const u32 *c, int P) {\n");
+    int top = np > 1 ? 10 - bits : 0; /* where the code's bit 0 lands */
+    emit(b, "__device__ __forceinline__ u32 dequant(const u32 *c, int P, u32 zb) {\n");
     emit(b, "    u32 v = 0x64006400u;\n");
     for (int k = 0, ubase = 0; k < np; ubase += width[k], k++) {
-        int n = 16 / width[k];
-        unsigned mask = ((1u << width[k]) - 1) << offset[k];
-        emit(b, "    v |= shr(c[%d + P / %d], %d * (P %% %d) - %d) & 0x%08xu;\n", 4 * ubase, n,
-             width[k], n, offset[k], mask * 0x10001u);
+        int n = 16 / width[k], t = top + offset[k];
+        unsigned mask = (((1u << width[k]) - 1) << t) * 0x10001u;
+        emit(b,
+             "    {\n        const u32 word = c[%d + P / %d];\n        const int p = %d * (P %% "
+             "%d);\n",
+             4 * ubase, n, width[k], n);
+        if (np > 1)
+            emit(b,
+                 "        if (p <= %d) v |= (word << (%d - p)) & 0x%08xu;\n"
+                 "        else if (p - 8 >= 0 && p - 8 <= %d) v |= ((word >> 8) << (%d - (p - 8))) "
+                 "& 0x%08xu;\n"
+                 "        else v |= (word >> (p - %d)) & 0x%08xu;\n",
+                 t, t, mask, t, t, mask, t, mask);
+        else
+            emit(b, "        v |= (word >> p) & 0x%08xu;\n", mask);
+        emit(b, "    }\n");
     }
-    emit(b, "    return v;\n}\n\n");
+    if (np > 1) {
+        unsigned scale = qc_f32_to_f16(1.0f / (float)(1 << top));
+        emit(b, "    return hfma2(v, 0x%08xu, zb);\n}\n", scale * 0x10001u);
+        unsigned cb = qc_f32_to_f16(1024.0f - (float)(1 << (10 - top)));
+        emit(b,
+             "/* zb of a row from its 1024 + zero */\n"
+             "__device__ __forceinline__ u32 zbias(u32 zm) { return hsub2(0x%08xu, zm); }\n\n",
+             cb * 0x10001u);
+    } else {
+        emit(b, "    return hsub2(v, zb);\n}\n"
+                "__device__ __forceinline__ u32 zbias(u32 zm) { return zm; }\n\n");
+    }
 }
 
 /* ldx8(k, v): x[k .. k+7] in packed column order (act-order gathers through
@@ -214,6 +249,11 @@ static void emit_gemv(sbuf *b, const qc_kernel_spec *s, const char *name, int mi
          "        for (int pi = 0; pi < NPER; pi++) {\n"
          "            if ((IN %% 256) != 0 && kt * 256 + pi * PERIOD >= IN) break;\n"
          "            float d[RTB][2][4] = {}; /* even and odd mmas: two shorter chains */\n"
+         "            u32 zb[RTB][2];\n"
+         "#pragma unroll\n"
+         "            for (int r = 0; r < RTB; r++)\n"
+         "#pragma unroll\n"
+         "                for (int i = 0; i < 2; i++) zb[r][i] = zbias(%s);\n"
          "#pragma unroll\n"
          "            for (int jj = 0; jj < PERIOD / 32; jj++) {\n"
          "                /* 32 packed columns: mmas j and j + 1 (cuda_pack.h) */\n"
@@ -227,7 +267,7 @@ static void emit_gemv(sbuf *b, const qc_kernel_spec *s, const char *name, int mi
          "                        u32 a[4];\n"
          "#pragma unroll\n"
          "                        for (int i = 0; i < 4; i++)\n"
-         "                            a[i] = hsub2(decode(c[r], 4 * (j + h) + i), %s);\n"
+         "                            a[i] = dequant(c[r], 4 * (j + h) + i, zb[r][i & 1]);\n"
          "                        mma(d[r][h], a, xv[2 * h], xv[2 * h + 1]);\n"
          "                    }\n"
          "            }\n"
@@ -252,7 +292,7 @@ static void emit_gemv(sbuf *b, const qc_kernel_spec *s, const char *name, int mi
          "        }\n"
          "    }\n",
          min_blocks ? "__launch_bounds__(KW * 32, MINB)" : "__launch_bounds__(KW * 32)", name,
-         s->symmetric ? "ZSYM" : "(i & 1 ? sz[r][pi][1] >> 16 : sz[r][pi][1] & 0xffff) * 0x10001u");
+         s->symmetric ? "ZSYM" : "(i ? sz[r][pi][1] >> 16 : sz[r][pi][1] & 0xffff) * 0x10001u");
     emit(b, "    /* the four lanes of a quad hold equal sums (B's columns are all x) */\n"
             "    __shared__ float red[KW][RTB * 16];\n"
             "    if (q == 0) {\n"
@@ -307,15 +347,16 @@ static void emit_lrt(sbuf *b, const char *name) {
 }
 
 /* From H100 runs of bench/gemv_cuda.c (bench/gemv_cuda.md): one row tile
- * and 8 warps per block, no prefetch, was the fastest shape or within 6% of
- * it at w4 and w3 g128 on the four Llama shapes (prefetching or two row
- * tiles cost registers, hence resident warps, and ran slower; 4 warps won on
- * tall matrices but lost 25-45% on wide ones). */
+ * and 8 warps per block was the fastest shape or within 6% of it at w4 and
+ * w3 g128 on the four Llama shapes (two row tiles cost registers, hence
+ * resident warps; 4 warps won on tall matrices but lost 25-45% on wide
+ * ones). Prefetching the next K tile paid 1-7% for codes of several planes
+ * (3, 5, 6, 7 bits), whose decode is longer, and cost 5-10% at 4 bits. */
 void qc_cuda_gemv_default_opts(const qc_kernel_spec *s, qc_cuda_gemv_opts *o) {
-    (void)s;
+    int width[3], offset[3];
     o->rtb = 1;
     o->max_warps = 8;
-    o->prefetch = 0;
+    o->prefetch = s && qc_cuda_planes(s->bits, width, offset) > 1;
     o->min_blocks = 0;
 }
 
