@@ -160,6 +160,10 @@ static void print_text(json_t *d) {
     }
     if (weights > 0)
         printf("  average %.3f bits per weight over %.0f weights\n", bits / weights, weights);
+    json_array_foreach(layers, i, l) {
+        const char *note = json_string_value(json_object_get(l, "kernel_note"));
+        if (note) printf("  no generated kernel for %s: %s\n", str_at(l, "name"), note);
+    }
     json_t *kernels = json_object_get(d, "kernels");
     if (json_array_size(kernels) == 0) printf("kernels: none\n");
     json_array_foreach(kernels, i, l) printf("kernel %s for %s: %lld bytes\n", str_at(l, "name"),
