@@ -15,7 +15,7 @@ static const char *export_help =
     "tokenizer.* metadata, linears quantized (round to nearest with a weighted\n"
     "scale search) into ggml block types. A type whose block does not divide a\n"
     "row falls back as llama-quantize does (Q4_K->Q5_0, Q5_K->Q5_1, Q6_K->Q8_0,\n"
-    "Q3_K/IQ4_XS->IQ4_NL). The file is written under a temporary name and\n"
+    "Q3_K->Q4_0, IQ4_XS->IQ4_NL). The file is written under a temporary name and\n"
     "renamed into place.\n"
     "\n"
     "  --gguf FILE         output file (required)\n"

@@ -436,6 +436,8 @@ qc_dtype qc_ggml_row_type(qc_dtype want, int64_t cols, int *fell_back) {
             t = QC_DT_Q8_0;
             break;
         case QC_DT_Q3_K:
+            t = QC_DT_Q4_0;
+            break;
         case QC_DT_IQ4_XS:
             t = QC_DT_IQ4_NL;
             break;

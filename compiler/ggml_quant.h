@@ -69,7 +69,8 @@ int qc_ggml_quantize_row(qc_dtype t, const float *x, const float *imp, int64_t n
 
 /* The type a row of `cols` weights is written in when `want` is asked for:
  * want itself when its block divides cols, else llama-quantize's substitute
- * (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, Q3_K / IQ4_XS -> IQ4_NL),
+ * (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, Q3_K -> Q4_0, IQ4_XS -> IQ4_NL:
+ * llama.cpp 0.3.36's src/llama-quant.cpp tensor_type_fallback),
  * repeated; F16 when nothing fits. *fell_back (may be NULL) says whether it
  * changed. */
 qc_dtype qc_ggml_row_type(qc_dtype want, int64_t cols, int *fell_back);

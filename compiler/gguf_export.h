@@ -8,7 +8,7 @@
  * Type choice per tensor: linears get `linear`, the embedding `embed`, the
  * output projection `output`; norms and biases stay F32. A type whose block
  * does not divide the row length falls back as llama-quantize does (Q4_K ->
- * Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, Q3_K/IQ4_XS -> IQ4_NL), and the summary
+ * Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, Q3_K -> Q4_0, IQ4_XS -> IQ4_NL), and the summary
  * counts the fallbacks.
  *
  * A compiled artifact's tensors stored in ggml block types (quantize format

@@ -134,7 +134,8 @@ static void gptq_checks(const float *x) {
           strstr(err.msg, "cannot quantize to F16"));
     int fb;
     CHECK(qc_ggml_row_type(QC_DT_Q4_K, 576, &fb) == QC_DT_Q5_0 && fb);
-    CHECK(qc_ggml_row_type(QC_DT_Q3_K, 576, &fb) == QC_DT_IQ4_NL && fb);
+    CHECK(qc_ggml_row_type(QC_DT_Q3_K, 576, &fb) == QC_DT_Q4_0 && fb);
+    CHECK(qc_ggml_row_type(QC_DT_IQ4_XS, 576, &fb) == QC_DT_IQ4_NL && fb);
     CHECK(qc_ggml_row_type(QC_DT_Q6_K, 1536, &fb) == QC_DT_Q6_K && !fb);
     CHECK(qc_ggml_row_type(QC_DT_Q4_0, 16, &fb) == QC_DT_F16 && fb);
 }

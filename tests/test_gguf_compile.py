@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Quantize pass `format: gguf:TYPE` end to end (issue 7), on the tiny GGUF
 llama fixture (32 wide, so the 32-weight block types; K types fall back as
-llama-quantize does: q4_k -> Q5_0, q3_k/iq4_xs -> IQ4_NL, q6_k -> Q8_0):
+llama-quantize does: q4_k -> Q5_0, q3_k -> Q4_0, iq4_xs -> IQ4_NL, q6_k -> Q8_0):
 
 - compile (GPTQ with rotate, GPTQ with act-order, RTN), then `quantc export`
   of the artifact: the gguf package's reader finds every linear in the
@@ -136,7 +136,7 @@ def main():
             check(rc == 0, f"recipe check gguf-{t}: {se}")
         rot = "  - rotate: { kind: hadamard, seed: 0 }\n"
         for fmt, want in (("q4_0", "Q4_0"), ("q8_0", "Q8_0"), ("iq4_nl", "IQ4_NL"),
-                          ("q5_1", "Q5_1"), ("q4_k", "Q5_0"), ("iq4_xs", "IQ4_NL")):
+                          ("q5_1", "Q5_1"), ("q4_k", "Q5_0"), ("q3_k", "Q4_0"), ("iq4_xs", "IQ4_NL")):
             compile_export(tmp, f"rot-{fmt}", rot + f"  - quantize: {{ method: gptq, format: "
                            f"\"gguf:{fmt}\", act_order: false }}\n", want)
         compile_export(tmp, "act-q4_1", rot + "  - quantize: { method: gptq, format: "
