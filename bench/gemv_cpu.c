@@ -77,7 +77,8 @@ typedef struct memjob {
     size_t n;
 } memjob;
 
-static void memcpy_part(void *arg, int p, int n) {
+static void memcpy_part(void *arg, int p, int n, int slot) {
+    (void)slot;
     memjob *j = arg;
     size_t a = j->n * (size_t)p / (size_t)n, b = j->n * (size_t)(p + 1) / (size_t)n;
     memcpy(j->dst + a, j->src + a, b - a);

@@ -47,9 +47,10 @@ struct qcrt_pool;
  * the gemv kernel when n == 1, else the gemm kernel (x in chunks of 64
  * rows). packed (packed_size bytes, codegen/pack.h) is checked against spec
  * and must outlive the linear (e.g. the mapped artifact); bias (out, may be
- * NULL) is copied. With a pool of T threads, output rows are split in
- * T contiguous ranges (multiples of QC_GEMM_ROW_TILE); every output is
- * computed by one thread in a fixed order, so results do not depend on T.
+ * NULL) is copied. Output rows are cut into parts of 64 that the pool's
+ * threads claim as they come free (runtime/pool.h); every output row is
+ * computed by one thread in a fixed order whatever the part boundaries
+ * (kernel ABI), so results depend neither on T nor on scheduling.
  * pool may be NULL (one thread) and must outlive the linear; forward() is
  * not reentrant (per-thread scratch lives in the linear). */
 qcrt_linear *qcrt_linear_cpu_new(const qc_kernel_spec *spec, qc_gemv_fn gemv, qc_gemm_fn gemm,

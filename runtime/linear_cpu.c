@@ -28,21 +28,18 @@ typedef struct job {
     int64_t m; /* 0: gemv */
 } job;
 
-/* Rows [r0, r1) of part p of n: contiguous blocks of QC_GEMM_ROW_TILE rows. */
-static void part_rows(int64_t out, int p, int n, int64_t *r0, int64_t *r1) {
-    int64_t blocks = (out + QC_GEMM_ROW_TILE - 1) / QC_GEMM_ROW_TILE;
-    int64_t b0 = blocks * p / n, b1 = blocks * (p + 1) / n;
-    *r0 = b0 * QC_GEMM_ROW_TILE;
-    *r1 = b1 * QC_GEMM_ROW_TILE < out ? b1 * QC_GEMM_ROW_TILE : out;
-}
+/* Rows per part: parts are claimed one at a time by whichever thread is
+ * free (runtime/pool.h), so several per thread balance uneven progress;
+ * a multiple of QC_GEMM_ROW_TILE so a row always takes the same path. */
+#define PART_ROWS 64
 
-static void run_part(void *arg, int p, int n) {
+static void run_part(void *arg, int p, int n, int slot) {
+    (void)n;
     const job *j = arg;
     const cpu_linear *c = j->c;
-    int64_t r0, r1, out = c->spec.out;
-    part_rows(out, p, n, &r0, &r1);
-    if (r0 >= r1) return;
-    float *ws = c->ws + (size_t)p * c->ws_floats;
+    int64_t out = c->spec.out, r0 = (int64_t)p * PART_ROWS;
+    int64_t r1 = r0 + PART_ROWS < out ? r0 + PART_ROWS : out;
+    float *ws = c->ws + (size_t)slot * c->ws_floats;
     if (j->m == 0)
         c->gemv(c->w, j->x, j->y, r0, r1, ws);
     else
@@ -55,8 +52,7 @@ static void run_part(void *arg, int p, int n) {
 
 static void cpu_forward(const qcrt_linear *l, const float *x, int64_t n, float *y) {
     const cpu_linear *c = l->impl;
-    int64_t blocks = (c->spec.out + QC_GEMM_ROW_TILE - 1) / QC_GEMM_ROW_TILE;
-    int parts = c->threads < blocks ? c->threads : (int)blocks;
+    int parts = (int)((c->spec.out + PART_ROWS - 1) / PART_ROWS);
     for (int64_t i = 0; i < n; i += M_CHUNK) {
         int64_t m = n - i < M_CHUNK ? n - i : M_CHUNK;
         job j = {c, x + i * c->spec.in, y + i * c->spec.out, n == 1 ? 0 : m};

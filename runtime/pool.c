@@ -1,23 +1,30 @@
-/* Thread pool (see pool.h): a generation counter announces work, a counter
- * of remaining parts announces completion; both are spun on for a short
- * while, then waited for on condition variables. */
+/* Thread pool (see pool.h). A run publishes its parts as one 64-bit atomic
+ * word, generation << 32 | next part: claiming a part is a compare-and-swap
+ * that also checks the generation, so a worker that wakes late for an
+ * earlier run can never claim a part of a later one. A counter of parts
+ * done announces completion. Both waits spin for a short while (yielding
+ * the core now and then, in case the thread they wait for is queued
+ * behind us), then sleep on condition variables. */
 #include "pool.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #define SPIN 20000
+#define YIELD_EVERY 256
 
 struct qcrt_pool {
     int threads;
     pthread_t *th;
     pthread_mutex_t mu;
-    pthread_cond_t wake, done;
-    atomic_uint gen;
-    atomic_int remaining;
+    pthread_cond_t wake, done_cv;
+    _Atomic uint64_t work;  /* generation << 32 | next unclaimed part */
+    atomic_int done;        /* parts finished in this generation */
     int stop, parts;
-    void (*fn)(void *, int, int);
+    void (*fn)(void *, int, int, int);
     void *arg;
 };
 
@@ -26,34 +33,52 @@ typedef struct worker_arg {
     int id;
 } worker_arg;
 
-static void relax(void) {
+static void relax(int spins) {
+    if (spins % YIELD_EVERY == YIELD_EVERY - 1) {
+        sched_yield();
+        return;
+    }
 #if defined(__x86_64__)
     __builtin_ia32_pause();
 #endif
+}
+
+/* Claims and runs parts of generation gen until none is left. */
+static void run_parts(qcrt_pool *p, uint32_t gen, int slot) {
+    uint64_t w = atomic_load_explicit(&p->work, memory_order_acquire);
+    for (;;) {
+        if ((uint32_t)(w >> 32) != gen || (int)(uint32_t)w >= p->parts) return;
+        if (!atomic_compare_exchange_weak_explicit(&p->work, &w, w + 1, memory_order_acq_rel,
+                                                   memory_order_acquire))
+            continue; /* w reloaded */
+        p->fn(p->arg, (int)(uint32_t)w, p->parts, slot);
+        if (atomic_fetch_add_explicit(&p->done, 1, memory_order_acq_rel) + 1 == p->parts) {
+            pthread_mutex_lock(&p->mu);
+            pthread_cond_signal(&p->done_cv);
+            pthread_mutex_unlock(&p->mu);
+        }
+        w = atomic_load_explicit(&p->work, memory_order_acquire);
+    }
 }
 
 static void *worker(void *a) {
     qcrt_pool *p = ((worker_arg *)a)->p;
     int id = ((worker_arg *)a)->id;
     free(a);
-    unsigned seen = 0;
+    uint32_t seen = 0;
     for (;;) {
         int spins = 0;
-        while (atomic_load_explicit(&p->gen, memory_order_acquire) == seen && spins < SPIN)
-            relax(), spins++;
+        while ((uint32_t)(atomic_load_explicit(&p->work, memory_order_acquire) >> 32) == seen &&
+               spins < SPIN)
+            relax(spins++);
         pthread_mutex_lock(&p->mu);
-        while (atomic_load(&p->gen) == seen && !p->stop)
+        while ((uint32_t)(atomic_load(&p->work) >> 32) == seen && !p->stop)
             pthread_cond_wait(&p->wake, &p->mu);
         int stop = p->stop;
         pthread_mutex_unlock(&p->mu);
         if (stop) return NULL;
-        seen = atomic_load(&p->gen);
-        if (id < p->parts) p->fn(p->arg, id, p->parts);
-        if (atomic_fetch_sub(&p->remaining, 1) == 1) {
-            pthread_mutex_lock(&p->mu);
-            pthread_cond_signal(&p->done);
-            pthread_mutex_unlock(&p->mu);
-        }
+        seen = (uint32_t)(atomic_load_explicit(&p->work, memory_order_acquire) >> 32);
+        run_parts(p, seen, id);
     }
 }
 
@@ -67,7 +92,7 @@ qcrt_pool *qcrt_pool_new(int threads, qc_err *err) {
     p->threads = threads;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->wake, NULL);
-    pthread_cond_init(&p->done, NULL);
+    pthread_cond_init(&p->done_cv, NULL);
     if (threads == 1) return p;
     p->th = qc_calloc((size_t)threads, sizeof *p->th, err);
     if (!p->th) {
@@ -91,27 +116,31 @@ int qcrt_pool_threads(const qcrt_pool *p) {
     return p ? p->threads : 1;
 }
 
-void qcrt_pool_run(qcrt_pool *p, int parts, void (*fn)(void *, int, int), void *arg) {
+void qcrt_pool_run(qcrt_pool *p, int parts, void (*fn)(void *, int, int, int), void *arg) {
     if (!p || p->threads == 1 || parts <= 1) {
         for (int i = 0; i < parts; i++)
-            fn(arg, i, parts);
+            fn(arg, i, parts, 0);
         return;
     }
-    if (parts > p->threads) parts = p->threads;
+    /* Every part of the previous run is done (run() waited for them), so no
+     * thread reads fn/arg/parts now; workers that wake late see the new
+     * generation. */
     p->fn = fn;
     p->arg = arg;
     p->parts = parts;
-    atomic_store(&p->remaining, p->threads - 1);
+    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+    uint32_t gen = (uint32_t)(atomic_load(&p->work) >> 32) + 1;
     pthread_mutex_lock(&p->mu);
-    atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
+    atomic_store_explicit(&p->work, (uint64_t)gen << 32, memory_order_release);
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
-    fn(arg, 0, parts);
-    for (int spins = 0; atomic_load(&p->remaining) > 0 && spins < SPIN; spins++)
-        relax();
+    run_parts(p, gen, 0);
+    for (int spins = 0; atomic_load_explicit(&p->done, memory_order_acquire) < parts && spins < SPIN;
+         spins++)
+        relax(spins);
     pthread_mutex_lock(&p->mu);
-    while (atomic_load(&p->remaining) > 0)
-        pthread_cond_wait(&p->done, &p->mu);
+    while (atomic_load(&p->done) < parts)
+        pthread_cond_wait(&p->done_cv, &p->mu);
     pthread_mutex_unlock(&p->mu);
 }
 
@@ -127,7 +156,7 @@ void qcrt_pool_free(qcrt_pool *p) {
     }
     free(p->th);
     pthread_mutex_destroy(&p->mu);
-    pthread_cond_destroy(&p->done);
+    pthread_cond_destroy(&p->done_cv);
     pthread_cond_destroy(&p->wake);
     free(p);
 }
