@@ -301,7 +301,12 @@ static void test_singular_and_bad(void) {
     double *h = malloc(sizeof(double) * 1600);
     memcpy(h, p.h, sizeof(double) * 1600);
     /* Duplicate columns: singular without dampening. GPTQ raises damp
-     * (0 -> 1e-4) and says so instead of failing. */
+     * (0 -> 1e-4) and says so instead of failing. An exactly singular H
+     * may factor with a tiny positive pivot or not, depending on the BLAS
+     * kernel's rounding (it did on an AMD host's OpenBLAS): H_99 a hair
+     * below H_88 = H_89 makes it indefinite by 1e-9 relative, far above
+     * rounding (~1e-14) and far below damp 1e-4. */
+    h[9 * 40 + 9] *= 1 - 1e-9;
     qc_gptq_info info = {0};
     o.damp = 0;
     o.info = &info;
