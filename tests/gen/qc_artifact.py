@@ -81,8 +81,11 @@ def read(path):
         spec = manifest["tensors"][name]
         if spec["dtype"] == "BF16":
             a = (np.frombuffer(body, "<u2").astype(np.uint32) << 16).view(np.float32)
-        else:
+        elif spec["dtype"] in DTYPES:
             a = np.frombuffer(body, DTYPES[spec["dtype"]])
+        else:  # a GGUF block type (Q8_0, Q4_K, ...): the raw blocks, undecoded
+            tensors[name] = np.frombuffer(body, np.uint8)
+            continue
         tensors[name] = a.reshape(spec["shape"])
     tokenizer = {name: body for (kind, name), body in raw.items() if kind == "tokenizer"}
     return dict(manifest=manifest, tensors=tensors, sections=sections, tokenizer=tokenizer,
