@@ -487,25 +487,35 @@ int qc_ckpt_restore(qc_ckpt *c, qc_model *m, const qc_recipe *r, qc_calib_report
     return rc ? -1 : (int)next;
 }
 
+/* Unlinks dir/name; a missing file is fine. */
+static int unlink_in(const qc_ckpt *c, const char *name, qc_err *err) {
+    char *p = path_in(c, name);
+    int rc = p && (unlink(p) == 0 || errno == ENOENT)
+                 ? 0
+                 : qc_err_set(err, "%s/%s: cannot remove: %s", c->dir, name, strerror(errno));
+    free(p);
+    return rc;
+}
+
 int qc_ckpt_remove_dir(const char *dir, qc_err *err) {
     qc_ckpt cc = {.dir = (char *)dir}, *c = &cc;
+    /* inputs.qck first (without it nothing is resumed, so a kill during the
+     * removal cannot resume from a partial set of blocks), meta.json last
+     * (leftover blocks always carry the key they belong to). */
+    if (unlink_in(c, "inputs.qck", err)) return -1;
     DIR *d = opendir(c->dir);
     if (!d) return qc_err_set(err, "%s: %s", c->dir, strerror(errno));
     struct dirent *e;
     int rc = 0;
     while ((e = readdir(d))) {
         const char *n = e->d_name;
-        size_t len = strlen(n);
-        /* meta.json, block-*.qck, inputs.qck and their temporaries */
-        int ours = !strncmp(n, "meta.json", 9) || !strncmp(n, "block-", 6) ||
-                   !strncmp(n, "inputs.qck", 10);
-        (void)len;
-        if (!ours) continue;
-        char *p = path_in(c, n);
-        if (!p || unlink(p) != 0) rc = qc_err_set(err, "%s/%s: cannot remove", c->dir, n);
-        free(p);
+        /* block-*.qck, and the temporaries of every file */
+        int ours = !strncmp(n, "block-", 6) || !strncmp(n, "inputs.qck.", 11) ||
+                   !strncmp(n, "meta.json.", 10);
+        if (ours && unlink_in(c, n, err)) rc = -1;
     }
     closedir(d);
+    if (rc == 0 && unlink_in(c, "meta.json", err)) rc = -1;
     rmdir(c->dir); /* fails, harmlessly, when something else is inside */
     return rc;
 }
