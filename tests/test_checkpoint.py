@@ -23,19 +23,9 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-QC = os.environ.get("QC_BIN", os.path.join(ROOT, "build", "quantc"))
-TINY = os.path.join(ROOT, "tests", "data", "tiny", "llama")
-DATA = os.environ.get("QC_DATA", os.path.join(os.path.dirname(ROOT), "shared", "data"))
-CALIB = os.path.join(DATA, "wikitext2-valid.tokens.txt")
-failures = 0
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "gen"))
+from qctest import CALIB, QC, TINY, check, finish, need_calibration_text  # noqa: E402
 
-
-def check(cond, what):
-    global failures
-    if not cond:
-        failures += 1
-        print("FAIL:", what)
 
 
 def compile_args(recipe, out, ckpt):
@@ -51,9 +41,7 @@ def run(args, env=None):
 
 
 def main():
-    if not os.path.exists(CALIB):
-        print("SKIP: calibration text not found at", CALIB)
-        return 77
+    need_calibration_text()
     tmp = tempfile.mkdtemp(prefix="qc_ckpt_")
     rng = random.Random(1)
     try:
@@ -154,8 +142,7 @@ def main():
             print("SIGINT:", err.strip().splitlines()[-1] if err.strip() else "(no message)")
     finally:
         shutil.rmtree(tmp)
-    print("failures:", failures)
-    return 1 if failures else 0
+    return finish()
 
 
 if __name__ == "__main__":

@@ -15,12 +15,9 @@ import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-QC = os.environ.get("QC_BIN", os.path.join(ROOT, "build", "quantc"))
-TINY = os.path.join(ROOT, "tests", "data", "tiny", "llama")
-DATA = os.environ.get("QC_DATA", os.path.join(os.path.dirname(ROOT), "shared", "data"))
-CALIB = os.path.join(DATA, "wikitext2-valid.tokens.txt")
-failures = 0
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "gen"))
+import qctest  # noqa: E402
+from qctest import CALIB, QC, ROOT, TINY, check, finish, need_calibration_text  # noqa: E402
 
 try:
     import numpy as np
@@ -31,12 +28,6 @@ except ImportError as e:
     print("SKIP: needs numpy and safetensors:", e)
     sys.exit(77)
 
-
-def check(cond, what):
-    global failures
-    if not cond:
-        failures += 1
-        print("FAIL:", what)
 
 
 def write_model(d, dim=512, ffn=1536, heads=8, kv=4, layers=2, vocab=256):
@@ -72,9 +63,7 @@ def write_model(d, dim=512, ffn=1536, heads=8, kv=4, layers=2, vocab=256):
 
 
 def main():
-    if not os.path.exists(CALIB):
-        print("SKIP: calibration text not found at", CALIB)
-        return 77
+    need_calibration_text()
     tmp = tempfile.mkdtemp(prefix="qc_det_")
     try:
         model = os.path.join(tmp, "wide")
@@ -117,11 +106,10 @@ def main():
                 check(same, f"{name}: artifact with {key[0]} threads (run {key[1]}) differs from "
                             f"{ref_key[0]} thread(s)")
             print(f"{name}: {len(outs)} compiles (threads 1, 2, 8), "
-                  f"{'all identical' if failures == 0 else 'NOT identical'}, {len(ref)} bytes")
+                  f"{'all identical' if qctest.failures == 0 else 'NOT identical'}, {len(ref)} bytes")
     finally:
         shutil.rmtree(tmp)
-    print("failures:", failures)
-    return 1 if failures else 0
+    return finish()
 
 
 if __name__ == "__main__":

@@ -16,19 +16,10 @@ import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-QC = os.environ.get("QC_BIN", os.path.join(ROOT, "build", "quantc"))
-TINY = os.path.join(ROOT, "tests", "data", "tiny", "llama")
-DATA = os.environ.get("QC_DATA", os.path.join(os.path.dirname(ROOT), "shared", "data"))
-CALIB = os.path.join(DATA, "wikitext2-valid.tokens.txt")
-failures = 0
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "gen"))
+import qctest  # noqa: E402
+from qctest import CALIB, QC, ROOT, TINY, check, finish, need_calibration_text  # noqa: E402
 
-
-def check(cond, what):
-    global failures
-    if not cond:
-        failures += 1
-        print("FAIL:", what)
 
 
 def limited(nbytes):
@@ -48,9 +39,7 @@ def leftovers(d, prefix):
 
 
 def main():
-    if not os.path.exists(CALIB):
-        print("SKIP: calibration text not found at", CALIB)
-        return 77
+    need_calibration_text()
     tmp = tempfile.mkdtemp(prefix="qc_werr_")
     try:
         recipe = os.path.join(ROOT, "recipes", "w4a16-g128.yaml")
@@ -91,11 +80,10 @@ def main():
         # And without the limit everything works (the limits caused the errors).
         p = run(base + ["-o", out, "--checkpoint", ck])
         check(p.returncode == 0 and os.path.exists(out), f"unlimited compile: {p.stderr.strip()}")
-        print("write errors: messages", "ok" if failures == 0 else "NOT ok")
+        print("write errors: messages", "ok" if qctest.failures == 0 else "NOT ok")
     finally:
         shutil.rmtree(tmp)
-    print("failures:", failures)
-    return 1 if failures else 0
+    return finish()
 
 
 if __name__ == "__main__":
