@@ -1,5 +1,6 @@
 /* Model IR -> artifact (see artifact_model.h); loading is in artifact_load.c. */
 #include "artifact_model.h"
+#include "limits.h"
 
 #include "codegen/cpu_llvm.h"
 #include "codegen/pack.h"
@@ -15,7 +16,6 @@
 
 /* Tokenizer files read from a Hugging Face source, in section order. */
 static const char *const hf_tokenizer_files[] = {"tokenizer.json", "tokenizer_config.json"};
-#define MAX_TOKENIZER_BYTES ((size_t)256 << 20)
 
 int64_t qc_artifact_row_bytes(int64_t cols, int bits) {
     return (cols * bits + 7) / 8;
@@ -405,7 +405,7 @@ static int collect_tokenizer(const qc_model *m, tok_part *parts, int *n, qc_err 
         if (!p) return qc_err_set(err, "out of memory");
         if (stat(p, &sb) == 0) {
             tok_part *t = &parts[*n];
-            t->data = (uint8_t *)qc_read_file(p, MAX_TOKENIZER_BYTES, &t->size, err);
+            t->data = (uint8_t *)qc_read_limited(p, QC_LIMIT_JSON_BYTES, &t->size, err);
             snprintf(t->name, sizeof t->name, "%s", hf_tokenizer_files[i]);
             if (!t->data) {
                 free(p);

@@ -1,4 +1,5 @@
 #include "calibrate.h"
+#include "limits.h"
 
 #include "checkpoint.h"
 
@@ -18,7 +19,6 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#define MAX_CALIB_TEXT ((size_t)1 << 30)
 
 static double now_s(void) {
     struct timespec ts;
@@ -295,7 +295,7 @@ static int32_t *make_samples(const qc_model *m, const char *path, int samples, i
         return NULL;
     }
     size_t len, n_ids;
-    char *text = qc_read_file(path, MAX_CALIB_TEXT, &len, err);
+    char *text = qc_read_limited(path, QC_LIMIT_TEXT_BYTES, &len, err);
     if (!text) return NULL;
     int32_t *ids = NULL, *out = NULL;
     if (qc_tokenizer_encode(m->tok, text, len, 0, &ids, &n_ids, err)) {

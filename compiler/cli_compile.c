@@ -1,5 +1,6 @@
 /* quantc compile / recipe check / passes. */
 #include "codegen/cpu_llvm.h"
+#include "compiler/limits.h"
 #include "compiler/artifact_model.h"
 #include "compiler/calibrate.h"
 #include "compiler/checkpoint.h"
@@ -130,7 +131,7 @@ static char *compile_key(const qc_model *m, const qc_recipe *r, const qc_calib_o
     if (!src) return NULL;
     const char *text = ov->text ? ov->text : r->calib.text;
     size_t len;
-    char *t = qc_read_file(text, MAX_TEXT_BYTES, &len, err);
+    char *t = qc_read_limited(text, QC_LIMIT_TEXT_BYTES, &len, err);
     if (!t) {
         json_decref(src);
         return NULL;
@@ -250,7 +251,7 @@ static int run_gates(qc_model *m, const qc_recipe *r, int quiet, json_t *metrics
     *failed = 0;
     size_t len, n_ids = 0;
     int32_t *ids = NULL;
-    char *text = qc_read_file(r->gates.text, MAX_TEXT_BYTES, &len, err);
+    char *text = qc_read_limited(r->gates.text, QC_LIMIT_TEXT_BYTES, &len, err);
     if (!text) return -1;
     int rc = qc_tokenizer_encode(m->tok, text, len, 0, &ids, &n_ids, err);
     free(text);
@@ -340,7 +341,7 @@ static json_t *compile_provenance(const qc_recipe *r, const qc_calib_report *rep
     char rh[17], th[17];
     hex64(rh, XXH3_64bits(r->text, r->text_len));
     size_t len;
-    char *text = qc_read_file(rep->text, MAX_TEXT_BYTES, &len, err);
+    char *text = qc_read_limited(rep->text, QC_LIMIT_TEXT_BYTES, &len, err);
     if (!text) return NULL;
     hex64(th, XXH3_64bits(text, len));
     free(text);

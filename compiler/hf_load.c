@@ -1,6 +1,7 @@
 /* Hugging Face model directory: config.json, model.safetensors or
  * model.safetensors.index.json with its shards, tokenizer.json if present. */
 #include "hf_config.h"
+#include "limits.h"
 #include "loaders.h"
 #include "safetensors.h"
 #include "tokenizer.h"
@@ -12,7 +13,6 @@
 #include <sys/stat.h>
 
 /* Largest model.safetensors.index.json read (real ones are well under 1 MB). */
-#define MAX_INDEX_BYTES (64u << 20)
 
 static char *join_path(const char *dir, const char *name, qc_err *err) {
     size_t nd = strlen(dir), nn = strlen(name);
@@ -68,7 +68,7 @@ static int bad_shard_name(const char *s) {
 
 static int load_index(qc_model *m, const char *dir, const char *ipath, json_t *seen, qc_err *err) {
     size_t len;
-    char *text = qc_read_file(ipath, MAX_INDEX_BYTES, &len, err);
+    char *text = qc_read_limited(ipath, QC_LIMIT_JSON_BYTES, &len, err);
     if (!text) return -1;
     json_error_t jerr;
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);

@@ -1,6 +1,7 @@
 /* quantc command line: a thin layer over libquantc. Exit codes: 0 ok,
  * 1 failure (bad input, I/O), 2 usage. */
 #include "compiler/cli.h"
+#include "compiler/limits.h"
 #include "compiler/dequant.h"
 #include "compiler/mapfile.h"
 #include "compiler/model.h"
@@ -200,7 +201,7 @@ static int tokenize_text(const qc_model *m, const char *path, char **text_out, i
                          size_t *n, qc_err *err) {
     if (!m->tok) return qc_err_set(err, "%s: model has no tokenizer", m->path);
     size_t len;
-    char *text = qc_read_file(path, MAX_TEXT_BYTES, &len, err);
+    char *text = qc_read_limited(path, QC_LIMIT_TEXT_BYTES, &len, err);
     if (!text) return -1;
     int rc = qc_tokenizer_encode(m->tok, text, len, 0, ids, n, err);
     if (rc) qc_err_prefix(err, "%s", path);
@@ -537,7 +538,7 @@ static int cmd_tokenize(int argc, char **argv) {
         qc_err_set(&err, "%s: model has no tokenizer", m->path);
         goto out;
     }
-    if (text && !(buf = qc_read_file(text, MAX_TEXT_BYTES, &len, &err))) goto out;
+    if (text && !(buf = qc_read_limited(text, QC_LIMIT_TEXT_BYTES, &len, &err))) goto out;
     if (prompt) len = strlen(prompt);
     if (qc_tokenizer_encode(m->tok, buf ? buf : prompt, len, bos, &ids, &n, &err)) goto out;
     if (json) putchar('[');
@@ -661,6 +662,11 @@ int main(int argc, char **argv) {
         return EXIT_USAGE;
     }
     const char *cmd = argv[1];
+    qc_err lerr = {{0}};
+    if (qc_limits_check(&lerr)) {
+        fprintf(stderr, "quantc: %s\n", lerr.msg);
+        return EXIT_USAGE;
+    }
     if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
         print_version();
         return 0;

@@ -5,6 +5,8 @@
  * messages use 1-based line:column. */
 #include "recipe.h"
 
+#include "limits.h"
+
 #include <errno.h>
 #include <fnmatch.h>
 #include <math.h>
@@ -781,8 +783,9 @@ void qc_recipe_free(qc_recipe *r) {
 qc_recipe *qc_recipe_parse(const char *text, size_t len, const char *name, const char *base_dir,
                            qc_err *err) {
     ctx c = {name ? name : "<recipe>", base_dir, NULL, err, 0};
-    if (len > QC_RECIPE_MAX_BYTES) {
-        fail(&c, NULL, "recipe is %zu bytes; recipes are limited to %u", len, QC_RECIPE_MAX_BYTES);
+    if (len > qc_limit(QC_LIMIT_RECIPE_BYTES)) {
+        fail(&c, NULL, "recipe is %zu bytes; recipes are limited to %llu (%s raises it)", len,
+             (unsigned long long)qc_limit(QC_LIMIT_RECIPE_BYTES), qc_limit_env(QC_LIMIT_RECIPE_BYTES));
         return NULL;
     }
     qc_recipe *r = qc_calloc(1, sizeof *r, err);
@@ -819,18 +822,20 @@ qc_recipe *qc_recipe_load(const char *path, qc_err *err) {
         return NULL;
     }
     /* One byte past the limit tells an oversized file from one at the limit. */
-    char *buf = qc_malloc(QC_RECIPE_MAX_BYTES + 1, err);
+    size_t max = (size_t)qc_limit(QC_LIMIT_RECIPE_BYTES);
+    char *buf = max < SIZE_MAX ? qc_malloc(max + 1, err) : NULL;
     errno = 0;
-    size_t n = buf ? fread(buf, 1, QC_RECIPE_MAX_BYTES + 1, f) : 0;
+    size_t n = buf ? fread(buf, 1, max + 1, f) : 0;
     int read_error = ferror(f) ? (errno ? errno : EIO) : 0;
     fclose(f);
     if (!buf) return NULL;
     qc_recipe *r = NULL;
     if (read_error) {
         qc_err_set(err, "%s: cannot read: %s", path, strerror(read_error));
-    } else if (n > QC_RECIPE_MAX_BYTES) {
-        qc_err_set(err, "%s: larger than %u bytes; recipes are small text files", path,
-                   QC_RECIPE_MAX_BYTES);
+    } else if (n > max) {
+        qc_err_set(err, "%s: larger than %zu bytes; recipes are small text files (%s raises the "
+                        "limit)",
+                   path, max, qc_limit_env(QC_LIMIT_RECIPE_BYTES));
     } else {
         const char *slash = strrchr(path, '/');
         char *dir = NULL;

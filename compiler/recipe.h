@@ -34,7 +34,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define QC_RECIPE_MAX_BYTES (1u << 20) /* recipes are small; refuse anything larger */
 #define QC_RECIPE_MAX_LIST 4096        /* longest list accepted anywhere */
 
 /* One glob of a pass's targets/ignore list and where it was written. */
@@ -94,7 +93,7 @@ typedef struct qc_recipe {
     } artifact;
 } qc_recipe;
 
-/* Reads and parses a recipe file (at most QC_RECIPE_MAX_BYTES). Relative
+/* Reads and parses a recipe file (at most QUANTC_MAX_RECIPE_BYTES, compiler/limits.h). Relative
  * data paths resolve against the file's directory. Returns NULL with err. */
 qc_recipe *qc_recipe_load(const char *path, qc_err *err);
 

@@ -1,4 +1,5 @@
 #include "safetensors.h"
+#include "limits.h"
 
 #include <jansson.h>
 #include <stdlib.h>
@@ -126,9 +127,11 @@ qc_safetensors *qc_safetensors_parse(const char *file, const uint8_t *data, size
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--)
         hlen = hlen << 8 | data[i];
-    if (hlen > QC_ST_MAX_HEADER) {
-        qc_err_set(err, "%s: header length %llu at byte 0 is over the %u-byte limit", file,
-                   (unsigned long long)hlen, QC_ST_MAX_HEADER);
+    if (hlen > qc_limit(QC_LIMIT_SAFETENSORS_HEADER)) {
+        qc_err_set(err, "%s: header length %llu at byte 0 is over the %llu-byte limit (%s raises it)",
+                   file, (unsigned long long)hlen,
+                   (unsigned long long)qc_limit(QC_LIMIT_SAFETENSORS_HEADER),
+                   qc_limit_env(QC_LIMIT_SAFETENSORS_HEADER));
         return NULL;
     }
     if (hlen > size - 8) {

@@ -8,6 +8,7 @@
  * per piece are cached for the duration of one encode call. */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "tokenizer_impl.h"
+#include "limits.h"
 
 #include <pcre2.h>
 #include <stdio.h>
@@ -178,8 +179,12 @@ static int merge_find(const qc_tokenizer *t, int32_t a, int32_t b, int32_t *res)
 /* ---- building ---- */
 
 static int build_vocab(qc_tokenizer *t, const qc_vocab_desc *d, qc_err *err) {
-    if (d->n_tokens <= 0 || d->n_tokens > QC_TOK_MAX_VOCAB)
-        return qc_err_set(err, "tokenizer: vocabulary size %d out of range", d->n_tokens);
+    if (d->n_tokens <= 0 || (uint64_t)d->n_tokens > qc_limit(QC_LIMIT_VOCAB) ||
+        d->n_tokens > QC_TOK_MAX_VOCAB)
+        return qc_err_set(err, "tokenizer: vocabulary size %d out of range (1..%llu; %s raises it "
+                               "up to %d)",
+                          d->n_tokens, (unsigned long long)qc_limit(QC_LIMIT_VOCAB),
+                          qc_limit_env(QC_LIMIT_VOCAB), QC_TOK_MAX_VOCAB);
     if (!d->tokens) return qc_err_set(err, "tokenizer: no token texts");
     t->n_tokens = d->n_tokens;
     t->text = qc_calloc((size_t)d->n_tokens, sizeof *t->text, err);

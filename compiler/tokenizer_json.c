@@ -3,6 +3,7 @@
  * tokens, and BOS from the post-processor or tokenizer_config.json. Pieces we
  * do not implement are errors that name them, never silently ignored. */
 #include "mapfile.h"
+#include "limits.h"
 #include "tokenizer_impl.h"
 
 #include <jansson.h>
@@ -10,7 +11,6 @@
 #include <string.h>
 
 #define MAX_PRE_STEPS 32
-#define MAX_JSON_BYTES ((size_t)1 << 30)
 
 typedef struct jctx {
     const char *name; /* file name for messages */
@@ -114,7 +114,7 @@ static int parse_post(jctx *c, json_t *p, int *bos, int depth) {
             return jerr(c, "post_processor",
                         "only a single special token before the sequence is supported");
         json_int_t v = json_integer_value(id);
-        if (v < 0 || v > QC_TOK_MAX_VOCAB)
+        if (v < 0 || (uint64_t)v > qc_limit(QC_LIMIT_VOCAB))
             return jerr(c, "post_processor", "special token id out of range");
         *bos = (int)v;
     }
@@ -166,14 +166,17 @@ static int read_vocab(jctx *c, json_t *model, json_t *added, int *n_tokens, buil
     long long max_id = -1;
     json_object_foreach(vocab, key, v) {
         if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-            json_integer_value(v) >= QC_TOK_MAX_VOCAB)
-            return qc_err_set(c->err, "%s: model.vocab: token '%.60s': bad id", c->name, key);
+            (uint64_t)json_integer_value(v) >= qc_limit(QC_LIMIT_VOCAB))
+            return qc_err_set(c->err, "%s: model.vocab: token '%.60s': bad id (ids are limited "
+                                      "to %llu: %s raises it)",
+                              c->name, key, (unsigned long long)qc_limit(QC_LIMIT_VOCAB),
+                              qc_limit_env(QC_LIMIT_VOCAB));
         if (json_integer_value(v) > max_id) max_id = json_integer_value(v);
     }
     json_array_foreach(added, i, e) {
         json_t *id = json_object_get(e, "id");
         if (!json_is_integer(id) || json_integer_value(id) < 0 ||
-            json_integer_value(id) >= QC_TOK_MAX_VOCAB)
+            (uint64_t)json_integer_value(id) >= qc_limit(QC_LIMIT_VOCAB))
             return qc_err_set(c->err, "%s: added_tokens[%zu]: bad id", c->name, i);
         if (json_integer_value(id) > max_id) max_id = json_integer_value(id);
     }
@@ -195,7 +198,8 @@ static int read_merges(jctx *c, json_t *model, int *n_merges, int *pairs, built 
     if (!merges || json_is_null(merges)) return 0;
     if (!json_is_array(merges)) return jerr(c, "model.merges", "expected an array");
     size_t n = json_array_size(merges), i;
-    if (n > QC_TOK_MAX_VOCAB) return jerr(c, "model.merges", "too many merges");
+    if (n > qc_limit(QC_LIMIT_VOCAB))
+        return jerr(c, "model.merges", "too many merges (QUANTC_MAX_VOCAB raises the limit)");
     *pairs = n > 0 && json_is_array(json_array_get(merges, 0));
     b->merges = calloc(n * (*pairs ? 2 : 1) + 1, sizeof *b->merges);
     if (!b->merges) return qc_err_set(c->err, "out of memory");
@@ -350,7 +354,7 @@ qc_tokenizer *qc_tokenizer_from_json_buffers(const char *data, size_t len, const
 
 qc_tokenizer *qc_tokenizer_from_json(const char *path, qc_err *err) {
     size_t len, clen = 0;
-    char *data = qc_read_file(path, MAX_JSON_BYTES, &len, err);
+    char *data = qc_read_limited(path, QC_LIMIT_JSON_BYTES, &len, err);
     if (!data) return NULL;
     /* tokenizer_config.json beside it, when present */
     const char *slash = strrchr(path, '/');

@@ -1,4 +1,5 @@
 #include "artifact.h"
+#include "../compiler/limits.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -102,7 +103,7 @@ static int read_header(qcrt_artifact *a, uint64_t *table_off, uint64_t *table_si
                           "after the header, and end the file (size %zu)",
                           a->path, (unsigned long long)*table_off, (unsigned long long)end,
                           a->size);
-    if (*count > QCRT_ARTIFACT_MAX_SECTIONS ||
+    if (*count > QCRT_ARTIFACT_MAX_SECTIONS || *count > qc_limit(QC_LIMIT_ARTIFACT_SECTIONS) ||
         (uint64_t)*count * QCRT_ARTIFACT_ENTRY_SIZE > *table_size)
         return qc_err_set(err, "%s: byte 16: %u sections do not fit a %llu-byte table", a->path,
                           *count, (unsigned long long)*table_size);
@@ -150,7 +151,8 @@ static int read_entry(qcrt_artifact *a, int i, const uint8_t *e, const uint8_t *
                                      : "a kernels section needs a target");
     if (s->compression == QCRT_COMP_NONE
             ? s->raw_size != s->stored_size
-            : s->raw_size > QCRT_ARTIFACT_MAX_RAW || s->raw_size > SIZE_MAX ||
+            : s->raw_size > QCRT_ARTIFACT_MAX_RAW ||
+                  s->raw_size > qc_limit(QC_LIMIT_SECTION_BYTES) || s->raw_size > SIZE_MAX ||
                   s->raw_size / MAX_ZSTD_RATIO > s->stored_size)
         return qc_err_set(err,
                           "%s: section %d '%s' (%s): raw size %llu does not fit stored "

@@ -1,6 +1,7 @@
 /* Recipes: the committed recipes parse; defaults are filled from the pass
  * schemas; every validation error names the exact line:column; target
  * globs match module names and unmatched globs are errors. */
+#include "compiler/limits.h"
 #include "compiler/recipe.h"
 #include "tests/check.h"
 
@@ -305,8 +306,10 @@ static void test_load_errors(void) {
     CHECK(!qc_recipe_load("recipes", &err));
     CHECK_MSG(strcmp(err.msg, "recipes: cannot read: Is a directory") == 0, "%s", err.msg);
     /* A buffer over the size limit is refused before parsing. */
-    CHECK(!qc_recipe_parse("x", QC_RECIPE_MAX_BYTES + 1, "big.yaml", NULL, &err));
-    CHECK(strstr(err.msg, "big.yaml: recipe is 1048577 bytes"));
+    CHECK(!qc_recipe_parse("x", qc_limit(QC_LIMIT_RECIPE_BYTES) + 1, "big.yaml", NULL, &err));
+    CHECK_MSG(strstr(err.msg, "big.yaml: recipe is 1048577 bytes") &&
+                  strstr(err.msg, "QUANTC_MAX_RECIPE_BYTES raises it"),
+              "%s", err.msg);
     /* Invalid UTF-8 is a reader error with a byte offset. */
     ERR("quantc: 1\n\xff\n", "t.yaml: byte 10: YAML syntax error: invalid leading UTF-8 octet");
 }
