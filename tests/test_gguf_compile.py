@@ -32,21 +32,10 @@ except ImportError as e:
     print(f"SKIP: {e}")
     sys.exit(77)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-QC = os.environ.get("QC_BIN", os.path.join(ROOT, "build", "quantc"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "gen"))
+from qctest import CALIB, DATA, QC, ROOT, check, finish, need_calibration_text  # noqa: E402
+
 SRC = os.path.join(ROOT, "tests", "data", "gguf_tiny_llama.gguf")
-DATA = os.environ.get("QC_DATA", os.path.join(os.path.dirname(ROOT), "shared", "data"))
-if not os.path.isdir(DATA):
-    DATA = "/work/shared/data"
-CALIB = os.path.join(DATA, "wikitext2-valid.tokens.txt")
-fails = 0
-
-
-def check(cond, what):
-    global fails
-    if not cond:
-        fails += 1
-        print("FAIL:", what)
 
 
 def qc(*args):
@@ -124,9 +113,7 @@ def refused(tmp, name, passes, *words):
 
 
 def main():
-    if not os.path.exists(CALIB):
-        print("SKIP: calibration text not found at", CALIB)
-        return 77
+    need_calibration_text()
     with tempfile.TemporaryDirectory() as tmp:
         with open(os.path.join(tmp, "sample.txt"), "wb") as f:
             f.write(open(os.path.join(DATA, "wikitext2-test.raw.txt"), "rb").read()[:4000])
@@ -178,8 +165,7 @@ def main():
         rc, so, se = qc("export", art, "--gguf", out)
         check(rc == 1 and "model.layers.0.self_attn.q_proj" in se and "integer codes" in se and
               not os.path.exists(out), f"int export: want a refusal: {rc} {se.strip()}")
-    print("ok" if not fails else f"{fails} failure(s)")
-    return 1 if fails else 0
+    return finish()
 
 
 if __name__ == "__main__":

@@ -21,16 +21,8 @@ except ImportError as e:
     print(f"SKIP: {e}")
     sys.exit(77)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-QC = os.environ.get("QC_BIN", os.path.join(ROOT, "build", "quantc"))
-fails = 0
-
-
-def check(cond, what):
-    global fails
-    if not cond:
-        fails += 1
-        print("FAIL:", what)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "gen"))
+from qctest import QC, ROOT, check, finish  # noqa: E402
 
 
 def qc(*args):
@@ -110,8 +102,7 @@ def main():
         check(rc == 1 and "nodir" in se, f"missing directory: {rc} {se}")
         left = [f for f in os.listdir(tmp) if ".tmp." in f]
         check(not left, f"temporary files left: {left}")
-    print("failures:", fails)
-    return 1 if fails else 0
+    return finish()
 
 
 if __name__ == "__main__":
