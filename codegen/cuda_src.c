@@ -97,6 +97,7 @@ static void emit_constants(sbuf *b, const qc_kernel_spec *s, const qc_cuda_layou
     int period = s->group_size && s->group_size < QC_CUDA_KTILE ? s->group_size : QC_CUDA_KTILE;
     emit(b, "#define OUT %lld\n#define IN %lld\n#define BITS %d\n", (long long)s->out,
          (long long)s->in, s->bits);
+    emit(b, "#define XS %lld /* f16 between tokens of x */\n", (long long)qc_cuda_x_stride(s));
     emit(b, "#define KT %lld /* K tiles of 256 packed columns */\n", (long long)l->k_tiles);
     emit(b, "#define RTB %d /* row tiles (16 rows) per block */\n#define KW %d /* warps */\n",
          o->rtb, kw);
@@ -235,6 +236,8 @@ static void emit_gemv(sbuf *b, const qc_kernel_spec *s, const char *name, int mi
          "    const float *__restrict__ ws) {\n"
          "    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, "
          "q = lane & 3;\n"
+         "    x += (long long)blockIdx.y * XS, y += (long long)blockIdx.y * OUT; /* token */\n"
+         "    ws += (long long)blockIdx.y * RANK;\n"
          "    const long long rt0 = (long long)blockIdx.x * RTB;\n"
          "    const int *perm = (const int *)(w + PERM_OFF);\n"
          "    float acc[RTB][2] = {};\n"
@@ -332,6 +335,7 @@ static void emit_lrt(sbuf *b, const char *name) {
          "\nextern \"C\" __global__ void __launch_bounds__(256)\n"
          "%s(const u8 *__restrict__ w, const u16 *__restrict__ x, float *__restrict__ ws) {\n"
          "    const u16 *row = (const u16 *)(w + LRB_OFF) + (long long)blockIdx.x * IN;\n"
+         "    x += (long long)blockIdx.y * XS, ws += (long long)blockIdx.y * RANK; /* token */\n"
          "    float sum = 0;\n"
          "    for (long long c = threadIdx.x; c < IN; c += 256) sum += h2f(row[c]) * h2f(x[c]);\n"
          "    __shared__ float part[256];\n"
@@ -405,6 +409,10 @@ int qc_cuda_src_gemv(const qc_kernel_spec *s, qc_cuda_kernel *k, qc_err *err) {
     qc_cuda_gemv_opts o;
     qc_cuda_gemv_default_opts(s, &o);
     return qc_cuda_src_gemv_opts(s, &o, k, err);
+}
+
+int64_t qc_cuda_x_stride(const qc_kernel_spec *s) {
+    return (s->in + 7) / 8 * 8;
 }
 
 void qc_cuda_kernel_free(qc_cuda_kernel *k) {

@@ -3,7 +3,7 @@
  * needs no CUDA headers) and every spec field is a compile-time constant.
  *
  * Kernel ABI (extern "C", packed weight w from codegen/cuda_pack.h, 256-byte
- * aligned; x 4-byte aligned):
+ * aligned; x 16-byte aligned):
  *   gemv: void <gemv>(const u8 *w, const u16 *x, float *y, const float *ws)
  *         y[o] = Σ_c Ŵ[o][c]·x[c] for all o < out; x is f16 (`in` values,
  *         whatever spec->act says: that field describes the CPU kernels' x),
@@ -13,7 +13,11 @@
  *         ws[k] = Σ_c B[k][c]·x[c]; launched before gemv, which adds A·ws.
  * Ŵ = scale·(code − zero) + sparse outliers + A·B as in compiler/quant.h.
  * Launch: gemv on `grid` blocks of `block` threads (no dynamic shared
- * memory), lrt on lrt_grid × lrt_block; ws holds ws_floats floats. */
+ * memory), lrt on lrt_grid × lrt_block; ws holds ws_floats floats.
+ * Several tokens in one launch: a grid of (grid, n) blocks (lrt: (lrt_grid,
+ * n)) applies the kernel to token t = blockIdx.y at x + t·XS, y + t·out and
+ * ws + t·rank, XS = qc_cuda_x_stride (in rounded up to 8, so every token's
+ * x stays 16-byte aligned); ws then holds n·ws_floats floats. */
 #ifndef QC_CUDA_SRC_H
 #define QC_CUDA_SRC_H
 
@@ -48,5 +52,8 @@ int qc_cuda_src_gemv_opts(const qc_kernel_spec *s, const qc_cuda_gemv_opts *o, q
  * supported). Returns 0, or -1 with err. Free with qc_cuda_kernel_free. */
 int qc_cuda_src_gemv(const qc_kernel_spec *s, qc_cuda_kernel *k, qc_err *err);
 void qc_cuda_kernel_free(qc_cuda_kernel *k);
+
+/* f16 elements between consecutive tokens' x in a batched launch. */
+int64_t qc_cuda_x_stride(const qc_kernel_spec *s);
 
 #endif

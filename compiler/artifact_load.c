@@ -6,6 +6,8 @@
  * "PATH: manifest.json: ..." or "PATH: layer 'L': ...". */
 #include "artifact_model.h"
 
+#include "codegen/cuda_nvrtc.h"
+#include "codegen/cuda_pack.h"
 #include "codegen/pack.h"
 #include "dequant.h"
 #include "gguf.h"
@@ -239,6 +241,49 @@ static int attach_state(lctx *c, const char *mod, const char *weight, qc_quant_s
     return 0;
 }
 
+/* The packed blob parts[role] of layer mod (a 1-D U8 tensor), claimed for
+ * the layer; NULL with err when missing, claimed already or not U8. */
+static view *blob_view(lctx *c, json_t *parts, const char *role, const char *mod) {
+    view *v = find_view(c, parts, role);
+    if (!v || v->used || v->dtype != QC_DT_U8 || v->n_dims != 1) {
+        qc_err_set(c->err, "%s: layer '%s': tensor '%s' is missing, used twice or not a 1-D U8 "
+                           "tensor",
+                   c->path, mod, role);
+        return NULL;
+    }
+    v->used = 1;
+    return v;
+}
+
+/* The layer's CUDA blob (part "cuda_packed", layout qccuda1), when it has
+ * one: checked with qc_cuda_pack_check against the spec of the state just
+ * attached (so a kernel can never read outside it) and recorded on the
+ * model's last quantized linear. */
+static int read_cuda_part(lctx *c, json_t *layer, const char *mod, json_t *parts) {
+    if (!json_object_get(parts, "cuda_packed")) return 0;
+    const char *lay = json_string_value(json_object_get(layer, "cuda_layout"));
+    const char *kid = json_string_value(json_object_get(layer, "cuda_kernel"));
+    if (!lay || strcmp(lay, QC_ARTIFACT_CUDA_LAYOUT) || !kid)
+        return qc_err_set(c->err,
+                          "%s: layer '%s': a cuda_packed tensor needs cuda_layout \"%s\" and "
+                          "cuda_kernel",
+                          c->path, mod, QC_ARTIFACT_CUDA_LAYOUT);
+    view *v = blob_view(c, parts, "cuda_packed", mod);
+    if (!v) return -1;
+    qc_qlinear *ql = &c->m->quant[c->m->n_quant - 1];
+    qc_kernel_spec spec;
+    char id[96];
+    if (qc_kernel_spec_from_quant(ql->q, ql->q->nnz > 0, ql->q->rank, &spec, c->err) ||
+        qc_cuda_pack_check(&spec, v->data, v->nbytes, c->err))
+        return qc_err_prefix(c->err, "%s: layer '%s': cuda_packed", c->path, mod);
+    if (qc_kernel_spec_id(&spec, id, sizeof id) < 0 || strcmp(id, kid))
+        return qc_err_set(c->err, "%s: layer '%s': cuda_kernel '%.100s' is not the layer's spec %s",
+                          c->path, mod, kid, id);
+    ql->cuda_packed = v->data;
+    ql->cuda_packed_size = v->nbytes;
+    return 0;
+}
+
 /* A layer stored in the generated kernels' layout (qcpack1): the blob is
  * checked against the spec the manifest describes (qc_pack_check: magic,
  * spec hash, sizes, CSR structure, ranges), then unpacked into a quantized
@@ -267,12 +312,8 @@ static int read_packed_layer(lctx *c, json_t *layer, const char *mod, const char
                            .outliers = json_integer_value(jo) > 0,
                            .rank = (int)json_integer_value(jr),
                            .act = QC_KACT_F32};
-    view *v = find_view(c, parts, "packed");
-    if (!v || v->used || v->dtype != QC_DT_U8 || v->n_dims != 1)
-        return qc_err_set(c->err, "%s: layer '%s': tensor 'packed' is missing, used twice or not "
-                                  "a 1-D U8 tensor",
-                          c->path, mod);
-    v->used = 1;
+    view *v = blob_view(c, parts, "packed", mod);
+    if (!v) return -1;
     qc_pack_layout l;
     if (qc_pack_check(&spec, v->data, v->nbytes, c->err) ||
         qc_pack_layout_get(&spec, json_integer_value(jo), &l, c->err))
@@ -311,7 +352,8 @@ static int read_packed_layer(lctx *c, json_t *layer, const char *mod, const char
     }
     q->nnz = nnz;
     q->rank = (int)rank;
-    return attach_state(c, mod, weight, q, v->data, v->nbytes);
+    if (attach_state(c, mod, weight, q, v->data, v->nbytes)) return -1;
+    return read_cuda_part(c, layer, mod, parts);
 }
 
 static int read_layer(lctx *c, json_t *layer, int index) {
@@ -395,7 +437,8 @@ static int read_layer(lctx *c, json_t *layer, int index) {
         return -1;
     }
     if (vp) memcpy(q->perm, vp->data, (size_t)cols * 4);
-    return attach_state(c, mod, weight, q, NULL, 0);
+    if (attach_state(c, mod, weight, q, NULL, 0)) return -1;
+    return read_cuda_part(c, layer, mod, parts);
 }
 
 static int read_config(lctx *c, json_t *cfg) {
@@ -466,31 +509,121 @@ static int read_tokenizer(lctx *c) {
     return rc;
 }
 
+/* The kernels section `name` with `target`, or NULL. */
+static const qcrt_section *kernels_section(lctx *c, const char *name, const char *target) {
+    for (int k = 0; k < c->a->n_sections; k++)
+        if (c->a->sections[k].kind == QCRT_SEC_KERNELS && !strcmp(c->a->sections[k].name, name) &&
+            !strcmp(c->a->sections[k].target, target))
+            return &c->a->sections[k];
+    return NULL;
+}
+
+/* One module of a CUDA kernel set: its PTX must be one NUL-terminated
+ * string, its CUBIN a 64-bit little-endian CUDA ELF (machine 190), its
+ * launch shape in range (qc_cuda_src_gemv_opts). */
+static int read_cuda_module(lctx *c, json_t *jm, const char *target, size_t i, size_t k,
+                            qc_cuda_module_ref *md) {
+    const char *name, *ptx, *cubin;
+    json_t *launch = json_object_get(jm, "launch");
+    md->rtb = 1, md->warps = 8;
+    if (json_unpack(jm, "{s:s, s:s, s:s}", "name", &name, "ptx", &ptx, "cubin", &cubin) != 0 ||
+        strlen(name) >= 96 ||
+        (strcmp(name, "forward") &&
+         json_unpack(launch, "{s:i, s:i, s:i, s:i}", "row_tiles", &md->rtb, "warps", &md->warps,
+                     "prefetch", &md->prefetch, "min_blocks", &md->min_blocks) != 0) ||
+        md->rtb < 1 || md->rtb > 2 || md->warps < 1 || md->warps > 32 || md->prefetch < 0 ||
+        md->prefetch > 1 || md->min_blocks < 0 || md->min_blocks > 32)
+        return qc_err_set(c->err,
+                          "%s: manifest.json: kernels[%zu].modules[%zu] needs name, ptx, cubin and "
+                          "(kernel modules) launch {row_tiles 1..2, warps 1..32, prefetch 0..1, "
+                          "min_blocks 0..32}",
+                          c->path, i, k);
+    const qcrt_section *sp = kernels_section(c, ptx, target), *sc = kernels_section(c, cubin, target);
+    if (!sp || !sc)
+        return qc_err_set(c->err, "%s: manifest.json: kernels[%zu]: no kernels section '%s' for "
+                                  "target '%s'",
+                          c->path, i, sp ? cubin : ptx, target);
+    if (!(md->ptx = section_bytes(c, sp)) || !(md->cubin = section_bytes(c, sc))) return -1;
+    md->ptx_size = (size_t)sp->raw_size, md->cubin_size = (size_t)sc->raw_size;
+    if (md->ptx_size == 0 || md->ptx[md->ptx_size - 1] != 0 ||
+        strlen((const char *)md->ptx) + 1 != md->ptx_size)
+        return qc_err_set(c->err, "%s: kernels section '%s' (%s): PTX is not one NUL-terminated "
+                                  "string",
+                          c->path, ptx, target);
+    if (md->cubin_size < 64 || memcmp(md->cubin, "\177ELF", 4) || md->cubin[4] != 2 ||
+        md->cubin[5] != 1 || (md->cubin[18] | md->cubin[19] << 8) != 190)
+        return qc_err_set(c->err, "%s: kernels section '%s' (%s): not a 64-bit CUDA ELF (CUBIN)",
+                          c->path, cubin, target);
+    if (!(md->name = strdup(name))) return qc_err_set(c->err, "out of memory");
+    return 0;
+}
+
+/* A kernels entry of device "cuda": {name ARCH, target "cuda:ARCH",
+ * modules [...]} with exactly one "forward" module. */
+static int read_cuda_kernels(lctx *c, json_t *jk, size_t i) {
+    const char *name, *target;
+    json_t *mods;
+    char want[32];
+    if (json_unpack(jk, "{s:s, s:s, s:o}", "name", &name, "target", &target, "modules", &mods) !=
+            0 ||
+        !json_is_array(mods) || json_array_size(mods) > 4096 ||
+        qc_nvrtc_arch_check(name, c->err) ||
+        (snprintf(want, sizeof want, "cuda:%s", name), strcmp(target, want)))
+        return qc_err_set(c->err,
+                          "%s: manifest.json: kernels[%zu] (cuda) needs name sm_NN[a], target "
+                          "cuda:NAME and modules []",
+                          c->path, i);
+    qc_cuda_kernel_set *set = &c->m->cuda[c->m->n_cuda];
+    size_t n = json_array_size(mods);
+    snprintf(set->arch, sizeof set->arch, "%s", name);
+    if (!(set->mods = qc_calloc(n + 1, sizeof *set->mods, c->err))) return -1;
+    c->m->n_cuda++;
+    int forward = 0;
+    for (size_t k = 0; k < n; k++) {
+        if (read_cuda_module(c, json_array_get(mods, k), target, i, k, &set->mods[k])) return -1;
+        set->n_mods++;
+        forward += !strcmp(set->mods[k].name, "forward");
+        for (size_t j = 0; j < k; j++)
+            if (!strcmp(set->mods[j].name, set->mods[k].name))
+                return qc_err_set(c->err, "%s: manifest.json: kernels[%zu]: module '%s' twice",
+                                  c->path, i, set->mods[k].name);
+    }
+    if (forward != 1)
+        return qc_err_set(c->err, "%s: manifest.json: kernels[%zu] (cuda) has %d forward modules "
+                                  "(needs one)",
+                          c->path, i, forward);
+    return 0;
+}
+
 /* manifest.kernels: [{device "cpu", name, target, section}], each naming a
- * kernels section with that target. Only recorded here (m->kernels); the
- * runtime checks the target against the host and loads the object when it
- * runs the model. */
+ * kernels section with that target, and [{device "cuda", ...}]
+ * (read_cuda_kernels). Only recorded here (m->kernels, m->cuda); the
+ * runtime checks the target against the host or GPU and loads the code when
+ * it runs the model. */
 static int read_kernels(lctx *c, json_t *kernels) {
     if (!kernels) return 0;
     if (!json_is_array(kernels))
         return qc_err_set(c->err, "%s: manifest.json: kernels must be an array", c->path);
     size_t n = json_array_size(kernels);
     if (n > 64) return qc_err_set(c->err, "%s: manifest.json: %zu kernel sets", c->path, n);
-    if (n && !(c->m->kernels = qc_calloc(n, sizeof *c->m->kernels, c->err))) return -1;
+    if (n && (!(c->m->kernels = qc_calloc(n, sizeof *c->m->kernels, c->err)) ||
+              !(c->m->cuda = qc_calloc(n, sizeof *c->m->cuda, c->err))))
+        return -1;
     for (size_t i = 0; i < n; i++) {
         const char *dev, *name, *target, *sec;
-        if (json_unpack(json_array_get(kernels, i), "{s:s, s:s, s:s, s:s}", "device", &dev, "name",
+        json_t *jk = json_array_get(kernels, i);
+        if (json_unpack(jk, "{s:s}", "device", &dev) == 0 && !strcmp(dev, "cuda")) {
+            if (read_cuda_kernels(c, jk, i)) return -1;
+            continue;
+        }
+        if (json_unpack(jk, "{s:s, s:s, s:s, s:s}", "device", &dev, "name",
                         &name, "target", &target, "section", &sec) != 0 ||
             strcmp(dev, "cpu"))
             return qc_err_set(c->err,
-                              "%s: manifest.json: kernels[%zu] needs device \"cpu\", name, "
-                              "target, section",
+                              "%s: manifest.json: kernels[%zu] needs device \"cpu\" (name, "
+                              "target, section) or \"cuda\"",
                               c->path, i);
-        const qcrt_section *s = NULL;
-        for (int k = 0; k < c->a->n_sections && !s; k++)
-            if (c->a->sections[k].kind == QCRT_SEC_KERNELS &&
-                !strcmp(c->a->sections[k].name, sec) && !strcmp(c->a->sections[k].target, target))
-                s = &c->a->sections[k];
+        const qcrt_section *s = kernels_section(c, sec, target);
         if (!s)
             return qc_err_set(c->err, "%s: manifest.json: kernels[%zu]: no kernels section '%s' "
                                       "for target '%s'",

@@ -3,6 +3,8 @@
 #include "limits.h"
 
 #include "codegen/cpu_llvm.h"
+#include "codegen/cuda_codegen.h"
+#include "codegen/cuda_pack.h"
 #include "codegen/pack.h"
 #include "dequant.h"
 #include "gguf.h"
@@ -157,6 +159,9 @@ typedef struct wctx {
     json_t *layers;  /* manifest.layers */
     qc_kernel_spec *specs; /* dry run: the spec of every packed layer (room for n_quant) */
     int n_specs;
+    int cuda;                   /* CUDA targets: also store each layer in the CUDA layout */
+    qc_kernel_spec *cuda_specs; /* dry run: the spec of every layer with a CUDA blob */
+    int n_cuda_specs;
     qc_err *err;
 } wctx;
 
@@ -244,29 +249,60 @@ static int add_part(wctx *c, json_t *parts, const char *mod, const char *role, c
     return add_tensor(c, name, dtype, rows, cols ? cols : 1, cols ? 2 : 1, data, size);
 }
 
-/* The packed weight (codegen/pack.h) of q and its kernel spec. Returns 0;
- * 1 when the generated kernels cannot run q (why in *why, e.g. a group
- * index that is not a permutation of whole groups); -1 with err on a hard
- * failure (out of memory). */
-static int pack_layer(const qc_quant_state *q, qc_kernel_spec *spec, uint8_t **blob, size_t *size,
-                      char *why, size_t why_n, qc_err *err) {
+/* The packed weight of q in the CPU kernels' layout (codegen/pack.h) or,
+ * with cuda, the CUDA kernels' (codegen/cuda_pack.h), and its kernel spec.
+ * Returns 0; 1 when the generated kernels cannot run q (why in *why, e.g. a
+ * group index that is not a permutation of whole groups); -1 with err on a
+ * hard failure (out of memory). */
+static int pack_layer(const qc_quant_state *q, int cuda, qc_kernel_spec *spec, uint8_t **blob,
+                      size_t *size, char *why, size_t why_n, qc_err *err) {
     qc_err e = {{0}};
     *blob = NULL;
     if (qc_kernel_spec_from_quant(q, q->nnz > 0, q->rank, spec, &e) ||
-        !(*size = qc_pack_size(spec, q->nnz, &e))) {
+        !(*size = (cuda ? qc_cuda_pack_size : qc_pack_size)(spec, q->nnz, &e))) {
         snprintf(why, why_n, "%s", e.msg);
         return 1;
     }
     if (!(*blob = qc_malloc(*size, err))) return -1;
     qc_pack_sparse sp = {q->nnz, q->row_ptr, q->col, q->val};
     qc_pack_lowrank lr = {q->rank, q->lr_a, q->lr_b};
-    if (qc_pack(spec, q, q->nnz ? &sp : NULL, q->rank ? &lr : NULL, *blob, *size, &e)) {
+    if ((cuda ? qc_cuda_pack : qc_pack)(spec, q, q->nnz ? &sp : NULL, q->rank ? &lr : NULL, *blob,
+                                        *size, &e)) {
         snprintf(why, why_n, "%s", e.msg);
         free(*blob);
         *blob = NULL;
         return 1;
     }
     return 0;
+}
+
+/* With CUDA targets: the layer's CUDA blob as part "cuda_packed" (layout
+ * qccuda1) and its kernel id as layer.cuda_kernel, or layer.cuda_note
+ * saying why no CUDA kernel runs it (the GPU runtime then dequantizes it to
+ * a dense f16 weight). */
+static int write_cuda_part(wctx *c, json_t *parts, json_t *layer, const char *mod,
+                           const qc_quant_state *q) {
+    if (!c->cuda) return 0;
+    char why[sizeof(qc_err)] = "", kid[80] = "";
+    qc_kernel_spec spec;
+    uint8_t *blob = NULL;
+    size_t size = 0;
+    int rc = pack_layer(q, 1, &spec, &blob, &size, why, sizeof why, c->err);
+    if (rc == 0) {
+        qc_kernel_spec_id(&spec, kid, sizeof kid);
+        if (!c->w) c->cuda_specs[c->n_cuda_specs++] = spec;
+        rc = add_part(c, parts, mod, "cuda_packed", "U8", (int64_t)size, 0, c->w ? blob : NULL,
+                      size);
+        if (rc == 0 && (json_object_set_new(layer, "cuda_layout", json_string(QC_ARTIFACT_CUDA_LAYOUT)) ||
+                        json_object_set_new(layer, "cuda_kernel", json_string(kid))))
+            rc = qc_err_set(c->err, "out of memory");
+    } else if (rc == 1) {
+        rc = json_object_set_new(layer, "cuda_note", json_string(why))
+                 ? qc_err_set(c->err, "out of memory")
+                 : 0;
+    }
+    free(blob);
+    return rc;
 }
 
 /* The row-major tensors of a quantized weight (layout "rowmajor-lsb"):
@@ -320,7 +356,7 @@ static int write_quant_tensors(wctx *c, const char *weight, const qc_quant_state
     qc_kernel_spec spec;
     uint8_t *blob = NULL;
     size_t size = 0;
-    int rc = pack_layer(q, &spec, &blob, &size, why, sizeof why, c->err), packed = rc == 0;
+    int rc = pack_layer(q, 0, &spec, &blob, &size, why, sizeof why, c->err), packed = rc == 0;
     if (packed) {
         qc_kernel_spec_id(&spec, kid, sizeof kid);
         if (!c->w && c->specs) c->specs[c->n_specs++] = spec;
@@ -340,6 +376,7 @@ static int write_quant_tensors(wctx *c, const char *weight, const qc_quant_state
         packed ? json_string(kid) : json_null());
     if (layer && packed) json_object_set_new(layer, "permuted", json_boolean(spec.act_order));
     if (layer && !packed) json_object_set_new(layer, "kernel_note", json_string(why));
+    if (rc == 0 && layer) rc = write_cuda_part(c, parts, layer, mod, q);
     if (rc == 0 && (!layer || json_array_append_new(c->layers, layer)))
         rc = qc_err_set(c->err, "out of memory");
     else if (rc)
@@ -470,19 +507,91 @@ static int generate_kernels(wctx *c, const qc_artifact_model_opts *o, qc_cpu_obj
     return 0;
 }
 
+/* Compiles the CUDA kernel set of every architecture of o (objs[i] for
+ * o->cuda_archs[i]; *n_objs counts those done) and adds their
+ * manifest.kernels entries. Section names: "cuda/MODULE.ptx" and
+ * "cuda/MODULE.cubin", target "cuda:ARCH". */
+static int generate_cuda(wctx *c, const qc_artifact_model_opts *o, qc_cuda_object *objs,
+                         int *n_objs, json_t *kernels, qc_artifact_stats *stats) {
+    *n_objs = 0;
+    for (int i = 0; o && i < o->n_cuda_archs; i++) {
+        qc_cuda_object *ob = &objs[i];
+        int rc = qc_cuda_codegen(c->cuda_specs, c->n_cuda_specs, o->cuda_archs[i], ob, c->err);
+        *n_objs = i + 1;
+        if (rc) return qc_err_prefix(c->err, "CUDA kernels for cuda:%s", o->cuda_archs[i]);
+        json_t *mods = json_array();
+        size_t bytes = 0;
+        for (int k = 0; mods && k < ob->n_mods; k++) {
+            const qc_cuda_module *md = &ob->mods[k];
+            char ptx[160], cubin[160];
+            snprintf(ptx, sizeof ptx, "cuda/%s.ptx", md->name);
+            snprintf(cubin, sizeof cubin, "cuda/%s.cubin", md->name);
+            json_t *j = json_pack("{s:s, s:s, s:s}", "name", md->name, "ptx", ptx, "cubin", cubin);
+            if (j && !md->is_forward)
+                json_object_update_new(
+                    j, json_pack("{s:s, s:s, s:{s:i, s:i, s:i, s:i}}", "gemv", md->gemv, "lrt",
+                                 md->lrt, "launch", "row_tiles", md->opts.rtb, "warps",
+                                 md->opts.max_warps, "prefetch", md->opts.prefetch, "min_blocks",
+                                 md->opts.min_blocks));
+            if (!j || json_array_append_new(mods, j)) {
+                json_decref(mods);
+                return qc_err_set(c->err, "out of memory");
+            }
+            bytes += md->bin.ptx_size + md->bin.cubin_size;
+        }
+        char target[32];
+        snprintf(target, sizeof target, "cuda:%s", ob->arch);
+        json_t *k = json_pack("{s:s, s:s, s:s, s:o, s:i, s:I}", "device", "cuda", "name", ob->arch,
+                              "target", target, "modules", mods, "kernels", ob->n_mods - 1,
+                              "bytes", (json_int_t)bytes);
+        if (!k || json_array_append_new(kernels, k)) return qc_err_set(c->err, "out of memory");
+        if (stats) {
+            stats->n_cuda_kernels = ob->n_mods - 1;
+            stats->nvrtc_seconds += ob->seconds;
+        }
+    }
+    return 0;
+}
+
+static int write_cuda_sections(wctx *c, const qc_cuda_object *objs, int n_objs) {
+    for (int i = 0; i < n_objs; i++) {
+        char target[32];
+        snprintf(target, sizeof target, "cuda:%s", objs[i].arch);
+        for (int k = 0; k < objs[i].n_mods; k++) {
+            const qc_cuda_module *md = &objs[i].mods[k];
+            char ptx[160], cubin[160];
+            snprintf(ptx, sizeof ptx, "cuda/%s.ptx", md->name);
+            snprintf(cubin, sizeof cubin, "cuda/%s.cubin", md->name);
+            if (qc_artifact_writer_add(c->w, QCRT_SEC_KERNELS, ptx, target, md->bin.ptx,
+                                       md->bin.ptx_size, c->err) ||
+                qc_artifact_writer_add(c->w, QCRT_SEC_KERNELS, cubin, target, md->bin.cubin,
+                                       md->bin.cubin_size, c->err))
+                return -1;
+        }
+    }
+    return 0;
+}
+
 int qc_artifact_write_model(const qc_model *m, const char *path, const qc_artifact_model_opts *o,
                             qc_artifact_stats *stats, qc_err *err) {
     tok_part tok[2] = {{{0}, NULL, 0}, {{0}, NULL, 0}};
     int n_tok = 0, rc = -1, n_objs = 0;
     int n_targets = o && o->n_cpu_targets > 0 ? o->n_cpu_targets : 0;
-    wctx c = {.m = m, .tensors = json_object(), .layers = json_array(), .err = err};
+    int n_archs = o && o->n_cuda_archs > 0 ? o->n_cuda_archs : 0, n_cuda_objs = 0;
+    wctx c = {.m = m,
+              .tensors = json_object(),
+              .layers = json_array(),
+              .cuda = n_archs > 0,
+              .err = err};
+    qc_cuda_object *cuda_objs = qc_calloc((size_t)n_archs + 1, sizeof *cuda_objs, err);
     json_t *man = NULL, *kernels = json_array();
     char *text = NULL;
     qc_cpu_object *objs = qc_calloc((size_t)n_targets + 1, sizeof *objs, err);
     if (stats) memset(stats, 0, sizeof *stats);
-    if (!objs) goto out;
+    if (!objs || !cuda_objs) goto out;
     if (!c.tensors || !c.layers || !kernels ||
-        !(c.specs = qc_calloc((size_t)m->n_quant + 1, sizeof *c.specs, err))) {
+        !(c.specs = qc_calloc((size_t)m->n_quant + 1, sizeof *c.specs, err)) ||
+        !(c.cuda_specs = qc_calloc((size_t)m->n_quant + 1, sizeof *c.cuda_specs, err))) {
         qc_err_set(err, "out of memory");
         goto out;
     }
@@ -491,6 +600,7 @@ int qc_artifact_write_model(const qc_model *m, const char *path, const qc_artifa
      * collects the kernel specs to generate. */
     if (write_tensors(&c) || collect_tokenizer(m, tok, &n_tok, err)) goto out;
     if (generate_kernels(&c, o, objs, &n_objs, kernels, stats)) goto out;
+    if (generate_cuda(&c, o, cuda_objs, &n_cuda_objs, kernels, stats)) goto out;
     if (!(man = build_manifest(&c, tok, n_tok, kernels, o))) goto out;
     text = json_dumps(man, JSON_INDENT(1) | JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
     if (!text) {
@@ -501,6 +611,7 @@ int qc_artifact_write_model(const qc_model *m, const char *path, const qc_artifa
     if (stats) {
         stats->n_layers = m->n_quant;
         stats->n_packed = c.n_specs;
+        stats->n_cuda_packed = c.n_cuda_specs;
     }
     json_object_clear(c.tensors);
     json_array_clear(c.layers);
@@ -518,9 +629,12 @@ int qc_artifact_write_model(const qc_model *m, const char *path, const qc_artifa
                                    objs[i].so_size, err))
             goto out;
     }
+    if (write_cuda_sections(&c, cuda_objs, n_cuda_objs)) goto out;
     if (stats) {
         qc_artifact_writer_sizes(c.w, &stats->raw_bytes, &stats->stored_bytes);
         stats->n_sections = 1 + n_tok + (int)json_object_size(c.tensors) + n_objs;
+        for (int i = 0; i < n_cuda_objs; i++)
+            stats->n_sections += 2 * cuda_objs[i].n_mods;
     }
     if (qc_artifact_writer_finish(c.w, err)) goto out;
     if (stats) {
@@ -535,7 +649,11 @@ out:
     for (int i = 0; i < n_objs; i++)
         qc_cpu_object_free(&objs[i]);
     free(objs);
+    for (int i = 0; i < n_cuda_objs; i++)
+        qc_cuda_object_free(&cuda_objs[i]);
+    free(cuda_objs);
     free(c.specs);
+    free(c.cuda_specs);
     free(text);
     json_decref(man);
     json_decref(kernels);

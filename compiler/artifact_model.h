@@ -41,6 +41,9 @@
 #define QC_ARTIFACT_CODES_LAYOUT "rowmajor-lsb"
 /* The packed-weight layout of the generated kernels (codegen/pack.h). */
 #define QC_ARTIFACT_PACK_LAYOUT "qcpack1"
+/* The generated CUDA kernels' layout (codegen/cuda_pack.h), stored beside
+ * the layer's other layout as part "cuda_packed" when compiled for CUDA. */
+#define QC_ARTIFACT_CUDA_LAYOUT "qccuda1"
 #define QC_ARTIFACT_MANIFEST "manifest.json"
 
 typedef struct qc_artifact_model_opts {
@@ -52,6 +55,12 @@ typedef struct qc_artifact_model_opts {
      * kernels of every packed layer. None: no kernels. */
     const char *const *cpu_targets;
     int n_cpu_targets;
+    /* CUDA architectures ("sm_90a", "sm_80", ...): every layer the CUDA
+     * generator supports is also stored in its layout, and one kernel set
+     * per architecture (the forward module and one module per distinct
+     * spec, PTX and CUBIN each) is compiled with NVRTC. */
+    const char *const *cuda_archs;
+    int n_cuda_archs;
 } qc_artifact_model_opts;
 
 typedef struct qc_artifact_stats {
@@ -61,6 +70,9 @@ typedef struct qc_artifact_stats {
     int n_layers, n_packed;  /* quantized layers; of those stored in the kernel layout */
     int n_kernels;           /* distinct kernel specs (2 functions each, per target) */
     double codegen_seconds;  /* LLVM IR, optimisation, emission and linking, all targets */
+    int n_cuda_packed;       /* quantized layers stored in the CUDA layout */
+    int n_cuda_kernels;      /* distinct CUDA kernel specs (modules besides forward) */
+    double nvrtc_seconds;    /* NVRTC, all CUDA modules and architectures */
 } qc_artifact_stats;
 
 /* Writes m (quantized linears attached) to path atomically. stats may be

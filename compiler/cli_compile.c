@@ -1,5 +1,6 @@
 /* quantc compile / recipe check / passes. */
 #include "codegen/cpu_llvm.h"
+#include "codegen/cuda_nvrtc.h"
 #include "compiler/limits.h"
 #include "compiler/artifact_model.h"
 #include "compiler/calibrate.h"
@@ -45,9 +46,12 @@ static const char *compile_help =
     "                         (zstd level 1..19, default 3)\n"
     "  --target LIST          code generation targets instead of the recipe's\n"
     "                         `targets:`, comma-separated: cpu:host (this CPU),\n"
-    "                         cpu:x86-64-v3, cpu:x86-64-v4, cpu:aarch64, or none.\n"
-    "                         Default: cpu:host when quantc was built with LLVM.\n"
-    "                         Layers are stored packed for the kernels either way\n"
+    "                         cpu:x86-64-v3, cpu:x86-64-v4, cpu:aarch64, a CUDA\n"
+    "                         architecture such as cuda:sm_90a or cuda:sm_80, or\n"
+    "                         none. Default: cpu:host when quantc was built with\n"
+    "                         LLVM. Layers are stored packed for the CPU kernels\n"
+    "                         either way; CUDA targets add the GPU layout and the\n"
+    "                         NVRTC-compiled kernels (PTX + CUBIN) per architecture\n"
     "  --checkpoint DIR       save each finished block to DIR; after a crash, kill or\n"
     "                         interrupt, the same command resumes from the last\n"
     "                         finished block and writes the same artifact. On by\n"
@@ -174,24 +178,29 @@ static int long_compile(const qc_model *m, const qc_recipe *r, const qc_calib_ov
 
 /* Splits the code generation targets (a comma-separated --target value, or
  * the recipe's list) into CPU target names ("cpu:NAME" -> NAME) in
- * names[0..*n). "none" alone means no kernels. Returns 0, or -1 with err
- * naming the bad entry. list is modified (NUL at commas). */
+ * names[0..*n) and CUDA architectures ("cuda:sm_90a" -> sm_90a) in
+ * archs[0..*n_archs). "none" alone means no kernels. Returns 0, or -1 with
+ * err naming the bad entry. list is modified (NUL at commas). */
 static int parse_targets(char **items, int n_items, const char *where, const char **names, int *n,
-                         qc_err *err) {
-    *n = 0;
+                         const char **archs, int *n_archs, qc_err *err) {
+    *n = *n_archs = 0;
     for (int i = 0; i < n_items; i++) {
         const char *t = items[i];
         if (!strcmp(t, "none") && n_items == 1) return 0;
-        if (!strncmp(t, "cuda:", 5))
-            return qc_err_set(err,
-                              "%s: target '%s': CUDA kernels are not generated into artifacts "
-                              "by this quantc yet (CPU targets: cpu:host, cpu:x86-64-v3, "
-                              "cpu:x86-64-v4, cpu:aarch64)",
-                              where, t);
+        if (!strncmp(t, "cuda:", 5)) {
+            if (qc_nvrtc_arch_check(t + 5, err)) return qc_err_prefix(err, "%s: target '%s'", where, t);
+            for (int k = 0; k < *n_archs; k++)
+                if (!strcmp(archs[k], t + 5))
+                    return qc_err_set(err, "%s: target '%s' is listed twice", where, t);
+            if (*n_archs == MAX_TARGETS)
+                return qc_err_set(err, "%s: more than %d targets", where, MAX_TARGETS);
+            archs[(*n_archs)++] = t + 5;
+            continue;
+        }
         if (strncmp(t, "cpu:", 4) || !t[4])
             return qc_err_set(err,
                               "%s: target '%s': expected cpu:host, cpu:x86-64-v3, cpu:x86-64-v4, "
-                              "cpu:aarch64 or none",
+                              "cpu:aarch64, cuda:sm_NN[a] or none",
                               where, t);
         char desc[512];
         if (qc_cpu_target_describe(t + 4, desc, sizeof desc, err))
@@ -464,7 +473,7 @@ int qc_cli_compile(int argc, char **argv) {
         .compress = {r->artifact.zstd ? QCRT_COMP_ZSTD : QCRT_COMP_NONE, r->artifact.level}};
     if (compress) parse_compress(compress, &ao.compress);
     /* Code generation targets: --target, else the recipe's, else cpu:host. */
-    const char *cpu_targets[MAX_TARGETS];
+    const char *cpu_targets[MAX_TARGETS], *cuda_archs[MAX_TARGETS];
     char *split[MAX_TARGETS + 1], host[] = "cpu:host";
     int n_split = 0;
     if (target_arg) {
@@ -477,8 +486,14 @@ int qc_cli_compile(int argc, char **argv) {
         split[n_split++] = host;
     }
     if (parse_targets(split, n_split, target_arg ? "--target" : r->path, cpu_targets,
-                      &ao.n_cpu_targets, &err))
+                      &ao.n_cpu_targets, cuda_archs, &ao.n_cuda_archs, &err))
         goto out;
+    if (ao.n_cuda_archs > 0 && !qc_nvrtc_available()) {
+        qc_err_set(&err, "CUDA targets need quantc built with NVRTC (the CUDA toolkit was not "
+                         "found at build time)");
+        goto out;
+    }
+    ao.cuda_archs = cuda_archs;
     if (ao.n_cpu_targets > 0 && !qc_cpu_codegen_available()) {
         qc_err_set(&err, "CPU targets need quantc built with LLVM (this build has no code "
                          "generator); use --target none");
@@ -552,6 +567,11 @@ int qc_cli_compile(int argc, char **argv) {
                    "code generation %.1f s\n",
                    st.n_kernels, st.n_packed, st.n_layers, ao.n_cpu_targets,
                    ao.n_cpu_targets > 1 ? "s" : "", st.codegen_seconds);
+        if (ao.n_cuda_archs > 0)
+            printf("CUDA kernels: %d distinct specs for %d of %d quantized layers, %d "
+                   "architecture%s, NVRTC %.1f s\n",
+                   st.n_cuda_kernels, st.n_cuda_packed, st.n_layers, ao.n_cuda_archs,
+                   ao.n_cuda_archs > 1 ? "s" : "", st.nvrtc_seconds);
         if (st.n_packed < st.n_layers)
             printf("note: %d layer(s) have no generated kernel and run on the reference path "
                    "(`quantc inspect` says why)\n",

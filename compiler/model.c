@@ -65,6 +65,12 @@ void qc_model_free(qc_model *m) {
         free(m->kernels[i].target);
     }
     free(m->kernels);
+    for (int i = 0; i < m->n_cuda; i++) {
+        for (int k = 0; k < m->cuda[i].n_mods; k++)
+            free(m->cuda[i].mods[k].name);
+        free(m->cuda[i].mods);
+    }
+    free(m->cuda);
     free(m->tensors);
     for (int i = 0; i < m->n_files; i++) qc_mapfile_free(m->files[i]);
     free(m->files);

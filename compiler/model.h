@@ -24,6 +24,11 @@ typedef struct qc_qlinear {
      * into a mapping the model owns; NULL otherwise. */
     const uint8_t *packed;
     size_t packed_size;
+    /* The same weight in the generated CUDA kernels' layout
+     * (codegen/cuda_pack.h), checked against its spec on load, when the
+     * artifact stores one (compiled with a cuda: target); NULL otherwise. */
+    const uint8_t *cuda_packed;
+    size_t cuda_packed_size;
 } qc_qlinear;
 
 /* Generated CPU kernels stored in an artifact for one target: a shared
@@ -34,6 +39,24 @@ typedef struct qc_kernel_obj {
     const uint8_t *data; /* shared-object bytes, into a mapping the model owns */
     size_t size;
 } qc_kernel_obj;
+
+/* Generated CUDA kernels stored in an artifact for one architecture: per
+ * module (the forward-pass kernels, or the kernels of one linear spec) its
+ * PTX and CUBIN from one NVRTC compile (codegen/cuda_codegen.h). */
+typedef struct qc_cuda_module_ref {
+    char *name;             /* "forward", or a kernel spec id (owned) */
+    const uint8_t *ptx;     /* NUL-terminated PTX, into a mapping the model owns */
+    size_t ptx_size;        /* including the NUL */
+    const uint8_t *cubin;   /* ELF for the set's arch */
+    size_t cubin_size;
+    int rtb, warps, prefetch, min_blocks; /* GEMV launch shape (qc_cuda_gemv_opts) */
+} qc_cuda_module_ref;
+
+typedef struct qc_cuda_kernel_set {
+    char arch[16];           /* "sm_90a", "sm_80", ... */
+    qc_cuda_module_ref *mods; /* owned */
+    int n_mods;
+} qc_cuda_kernel_set;
 
 typedef enum qc_arch {
     QC_ARCH_LLAMA,   /* llama, incl. SmolLM */
@@ -132,6 +155,8 @@ typedef struct qc_model {
     int n_online;
     qc_kernel_obj *kernels;   /* owned; generated CPU kernels (artifacts), else NULL */
     int n_kernels;
+    qc_cuda_kernel_set *cuda; /* owned; generated CUDA kernels per arch (artifacts), else NULL */
+    int n_cuda;
     char *path;               /* owned copy of the path it was loaded from */
     char *format;             /* "safetensors", "gguf" or "artifact" (static string) */
 } qc_model;

@@ -312,7 +312,8 @@ def main():
                       f"--target {tgt}, eval --kernels {mode}: {rc} {se.strip()}")
                 rc, so, se = qc("eval", p, "--text", text, "--ctx", "32", "--kernels", "reference")
                 check(rc == 0, f"--target {tgt}, eval --kernels reference: {rc} {se.strip()}")
-            for tgt, want in (("cuda:sm_90a", "CUDA kernels are not generated"),
+            for tgt, want in (("cuda:sm_9", "CUDA architecture 'sm_9'"),
+                              ("cuda:sm_80,cuda:sm_80", "listed twice"),
                               ("cpu:pentium", "target 'cpu:pentium'"),
                               ("cpu:host,cpu:host", "listed twice")):
                 rc, so, se = qc("compile", TINY, "-r", gptq, "-o", os.path.join(tmp, "u.qc"),

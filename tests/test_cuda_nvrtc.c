@@ -2,6 +2,8 @@
  * of a set of specs compiles to PTX and CUBIN for sm_80 and sm_90a with no
  * NVRTC error or warning; equal specs compile once; bad architectures,
  * unsupported specs, broken sources and warnings fail with a message. */
+#include "../codegen/cuda_codegen.h"
+#include "../codegen/cuda_forward.h"
 #include "../codegen/cuda_nvrtc.h"
 #include "../codegen/cuda_pack.h"
 #include "../codegen/cuda_src.h"
@@ -121,6 +123,30 @@ int main(void) {
     printf("%d NVRTC compiles, %.2f s in total\n", compiles, seconds);
     CHECK(compiles == 2 * (n - 1));
     qc_nvrtc_cache_free(cache);
+
+    /* A model's kernel set: the forward module (every kernel the runtime
+     * launches by name) plus one module per distinct spec, equal specs
+     * once. */
+    for (int a = 0; a < 2; a++) {
+        qc_cuda_object o;
+        CHECK_MSG(!qc_cuda_codegen(specs, n, archs[a], &o, &err), "%s", err.msg);
+        CHECK(o.n_mods == n && o.mods[0].is_forward && !strcmp(o.arch, archs[a]));
+        static const char *const fwd[] = {"qcf_embed", "qcf_rmsnorm", "qcf_headnorm",
+                                          "qcf_rope",  "qcf_attention", "qcf_swiglu",
+                                          "qcf_add",   "qcf_bias",    "qcf_dense1",
+                                          "qcf_dense8"};
+        for (size_t i = 0; o.n_mods > 0 && i < sizeof fwd / sizeof *fwd; i++)
+            CHECK_MSG(strstr(o.mods[0].bin.ptx, fwd[i]), "forward module lacks %s", fwd[i]);
+        for (int i = 1; i < o.n_mods; i++)
+            CHECK(!memcmp(o.mods[i].bin.cubin, "\177ELF", 4) &&
+                  strstr(o.mods[i].bin.ptx, o.mods[i].gemv) && strstr(o.mods[i].gemv, o.mods[i].name));
+        printf("%s: forward module %.2f s, %d modules %.2f s in all\n", archs[a],
+               o.n_mods ? o.mods[0].bin.seconds : 0, o.n_mods, o.seconds);
+        qc_cuda_object_free(&o);
+    }
+    qc_cuda_object o;
+    CHECK(qc_cuda_codegen(specs, n, "sm_8", &o, &err) < 0 && strstr(err.msg, "sm_8"));
+    qc_cuda_object_free(&o);
 
     /* Failures: arch names, unsupported group size, transform, source
      * errors and warnings. */
