@@ -1,5 +1,6 @@
 /* `quantc export`: the model in a format other runtimes load. */
 #include "compiler/cli.h"
+#include "compiler/ct_export.h"
 #include "compiler/gguf_export.h"
 
 #include <getopt.h>
@@ -9,7 +10,10 @@
 static const char *export_help =
     "usage: quantc export [MODEL] --gguf OUT.gguf [--type T] [--embed-type T]\n"
     "                     [--output-type T]\n"
+    "       quantc export ARTIFACT --format compressed-tensors -o DIR\n"
+    "                     [--fallback dequantize]\n"
     "\n"
+    "--format gguf (the default; --gguf FILE is -o FILE):\n"
     "Writes MODEL as a GGUF v3 file for llama.cpp (architectures llama/mistral,\n"
     "qwen2, qwen3): llama.cpp's tensor names and metadata, the source's\n"
     "tokenizer.* metadata, linears quantized (round to nearest with a weighted\n"
@@ -35,13 +39,58 @@ static const char *export_help =
     "\n"
     "Current limits: MODEL must be a GGUF file or an artifact compiled from one\n"
     "(its tokenizer metadata is copied; converting a tokenizer.json is not\n"
-    "implemented).\n";
+    "implemented).\n"
+    "\n"
+    "--format compressed-tensors: a Hugging Face model directory that\n"
+    "transformers (with the compressed-tensors package) and vLLM load:\n"
+    "config.json with quantization_config (pack-quantized), safetensors with\n"
+    "each quantized linear as weight_packed (int32), weight_scale,\n"
+    "weight_zero_point (asymmetric) and weight_shape; other tensors as the\n"
+    "artifact stores them; the tokenizer files of a Hugging Face source (a GGUF\n"
+    "source's tokenizer is not converted: the command says so). ARTIFACT must be\n"
+    "a compiled model. Online Hadamards, outliers, low-rank factors, GGUF block\n"
+    "types, ragged groups and act-order g_idx cannot be written: an error names\n"
+    "the layer, unless --fallback dequantize writes such layers as dense F32\n"
+    "weights (exactly what quantc evaluates; listed as not quantized). DIR is\n"
+    "written beside itself under a temporary name and renamed into place; it\n"
+    "must not exist or be empty.\n"
+    "\n"
+    "  --format F          gguf or compressed-tensors\n"
+    "  -o, --output PATH   output file (gguf) or directory (compressed-tensors)\n"
+    "  --fallback dequantize  write what the format cannot express densely\n";
 
-enum { OPT_GGUF = 4000, OPT_TYPE, OPT_EMBED, OPT_OUTPUT, OPT_QUIET, OPT_HELP };
+enum {
+    OPT_GGUF = 4000,
+    OPT_TYPE,
+    OPT_EMBED,
+    OPT_OUTPUT,
+    OPT_QUIET,
+    OPT_HELP,
+    OPT_FORMAT,
+    OPT_FALLBACK
+};
 
 static int parse_type(const char *s, const char *opt, qc_dtype *t) {
     if (qc_dtype_from_name(s, t) || *t == QC_DT_BF16)
         return qc_cli_usage_error(export_help, opt, s);
+    return 0;
+}
+
+static int export_ct(qc_model *m, const char *out, int fallback, int quiet, double t0) {
+    qc_ct_export_opts o = {.fallback_dequantize = fallback};
+    qc_ct_export_stats st;
+    qc_err err;
+    int rc = qc_ct_export(m, &o, out, &st, &err);
+    qc_model_free(m);
+    if (rc) return qc_cli_die(&err);
+    if (quiet) return 0;
+    printf("wrote %s: %d tensors in %d safetensors file%s, %.1f MiB; %d linears pack-quantized "
+           "(%.3f bits per weight with scales and zero points), %d written dense (%.1f MiB), "
+           "%.1f s\n",
+           out, st.tensors, st.files, st.files == 1 ? "" : "s", st.bytes / (1 << 20), st.packed,
+           st.bits_per_weight, st.dense, st.dense_bytes / (1 << 20), qc_cli_now_s() - t0);
+    printf("tokenizer: %s\n", st.tokenizer);
+    if (st.notes[0]) printf("note: %s\n", st.notes);
     return 0;
 }
 
@@ -50,31 +99,49 @@ int qc_cli_export(int argc, char **argv) {
                                          {"type", required_argument, 0, OPT_TYPE},
                                          {"embed-type", required_argument, 0, OPT_EMBED},
                                          {"output-type", required_argument, 0, OPT_OUTPUT},
+                                         {"format", required_argument, 0, OPT_FORMAT},
+                                         {"output", required_argument, 0, 'o'},
+                                         {"fallback", required_argument, 0, OPT_FALLBACK},
                                          {"quiet", no_argument, 0, OPT_QUIET},
                                          {"help", no_argument, 0, OPT_HELP},
                                          {0, 0, 0, 0}};
-    const char *out = NULL;
+    const char *out = NULL, *format = "gguf";
     qc_gguf_export_opts o = {.linear = QC_DT_Q4_K, .output = QC_DT_Q6_K};
-    int embed_set = 0, quiet = 0, c;
+    int embed_set = 0, gguf_opts = 0, fallback = 0, quiet = 0, c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "o:", opts, NULL)) != -1) {
         switch (c) {
         case OPT_GGUF:
+        case 'o':
             out = optarg;
+            break;
+        case OPT_FORMAT:
+            if (strcmp(optarg, "gguf") && strcmp(optarg, "compressed-tensors"))
+                return qc_cli_usage_error(export_help,
+                                          "--format: '%s' is not gguf or compressed-tensors",
+                                          optarg);
+            format = optarg;
+            break;
+        case OPT_FALLBACK:
+            if (strcmp(optarg, "dequantize"))
+                return qc_cli_usage_error(export_help, "--fallback: '%s' is not dequantize",
+                                          optarg);
+            fallback = 1;
             break;
         case OPT_TYPE:
             if (parse_type(optarg, "--type: unknown or unsupported type '%s'", &o.linear))
                 return EXIT_USAGE;
+            gguf_opts = 1;
             break;
         case OPT_EMBED:
             if (parse_type(optarg, "--embed-type: unknown or unsupported type '%s'", &o.embed))
                 return EXIT_USAGE;
-            embed_set = 1;
+            embed_set = gguf_opts = 1;
             break;
         case OPT_OUTPUT:
             if (parse_type(optarg, "--output-type: unknown or unsupported type '%s'", &o.output))
                 return EXIT_USAGE;
-            o.output_given = 1;
+            o.output_given = gguf_opts = 1;
             break;
         case OPT_QUIET:
             quiet = 1;
@@ -86,7 +153,16 @@ int qc_cli_export(int argc, char **argv) {
             return qc_cli_usage_error(export_help, "%s", "bad option");
         }
     }
-    if (!out) return qc_cli_usage_error(export_help, "%s", "--gguf FILE is required");
+    int ct = !strcmp(format, "compressed-tensors");
+    if (!out)
+        return qc_cli_usage_error(export_help, "%s",
+                                  ct ? "-o DIR is required" : "--gguf FILE (or -o FILE) is required");
+    if (ct && gguf_opts)
+        return qc_cli_usage_error(export_help, "%s",
+                                  "--type, --embed-type and --output-type are GGUF options");
+    if (!ct && fallback)
+        return qc_cli_usage_error(export_help, "%s",
+                                  "--fallback is a compressed-tensors option for now");
     if (optind + 1 < argc)
         return qc_cli_usage_error(export_help, "unexpected argument '%s'", argv[optind + 1]);
     if (!embed_set) o.embed = o.linear;
@@ -94,6 +170,7 @@ int qc_cli_export(int argc, char **argv) {
     double t0 = qc_cli_now_s();
     qc_model *m = qc_cli_load_model(optind < argc ? argv[optind] : NULL, &err);
     if (!m) return qc_cli_die(&err);
+    if (ct) return export_ct(m, out, fallback, quiet, t0);
     qc_gguf_export_stats st;
     int rc = qc_gguf_export(m, &o, out, &st, &err);
     qc_model_free(m);
