@@ -3,8 +3,11 @@
 #include "compiler/ct_export.h"
 #include "compiler/gguf_export.h"
 
+#include <errno.h>
 #include <getopt.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char *export_help =
@@ -57,7 +60,9 @@ static const char *export_help =
     "\n"
     "  --format F          gguf or compressed-tensors\n"
     "  -o, --output PATH   output file (gguf) or directory (compressed-tensors)\n"
-    "  --fallback dequantize  write what the format cannot express densely\n";
+    "  --fallback dequantize  write what the format cannot express densely\n"
+    "  --max-shard-size N[K|M|G]  bytes per safetensors file (default 4G); more\n"
+    "                      files come with model.safetensors.index.json\n";
 
 enum {
     OPT_GGUF = 4000,
@@ -67,7 +72,8 @@ enum {
     OPT_QUIET,
     OPT_HELP,
     OPT_FORMAT,
-    OPT_FALLBACK
+    OPT_FALLBACK,
+    OPT_SHARD
 };
 
 static int parse_type(const char *s, const char *opt, qc_dtype *t) {
@@ -76,8 +82,21 @@ static int parse_type(const char *s, const char *opt, qc_dtype *t) {
     return 0;
 }
 
-static int export_ct(qc_model *m, const char *out, int fallback, int quiet, double t0) {
-    qc_ct_export_opts o = {.fallback_dequantize = fallback};
+/* "N", "NK", "NM" or "NG" (powers of 1024), at least 1. */
+static int parse_size(const char *s, size_t *out) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    int shift = *end == 'K' ? 10 : *end == 'M' ? 20 : *end == 'G' ? 30 : 0;
+    if (shift) end++;
+    if (errno || end == s || *end || *s == '-' || v == 0 || v > (SIZE_MAX >> shift)) return -1;
+    *out = (size_t)v << shift;
+    return 0;
+}
+
+static int export_ct(qc_model *m, const char *out, int fallback, size_t shard, int quiet,
+                     double t0) {
+    qc_ct_export_opts o = {.fallback_dequantize = fallback, .max_shard_bytes = shard};
     qc_ct_export_stats st;
     qc_err err;
     int rc = qc_ct_export(m, &o, out, &st, &err);
@@ -102,12 +121,14 @@ int qc_cli_export(int argc, char **argv) {
                                          {"format", required_argument, 0, OPT_FORMAT},
                                          {"output", required_argument, 0, 'o'},
                                          {"fallback", required_argument, 0, OPT_FALLBACK},
+                                         {"max-shard-size", required_argument, 0, OPT_SHARD},
                                          {"quiet", no_argument, 0, OPT_QUIET},
                                          {"help", no_argument, 0, OPT_HELP},
                                          {0, 0, 0, 0}};
     const char *out = NULL, *format = "gguf";
     qc_gguf_export_opts o = {.linear = QC_DT_Q4_K, .output = QC_DT_Q6_K};
     int embed_set = 0, gguf_opts = 0, fallback = 0, quiet = 0, c;
+    size_t shard = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "o:", opts, NULL)) != -1) {
         switch (c) {
@@ -127,6 +148,11 @@ int qc_cli_export(int argc, char **argv) {
                 return qc_cli_usage_error(export_help, "--fallback: '%s' is not dequantize",
                                           optarg);
             fallback = 1;
+            break;
+        case OPT_SHARD:
+            if (parse_size(optarg, &shard))
+                return qc_cli_usage_error(export_help,
+                                          "--max-shard-size: '%s' is not a positive size", optarg);
             break;
         case OPT_TYPE:
             if (parse_type(optarg, "--type: unknown or unsupported type '%s'", &o.linear))
@@ -160,9 +186,9 @@ int qc_cli_export(int argc, char **argv) {
     if (ct && gguf_opts)
         return qc_cli_usage_error(export_help, "%s",
                                   "--type, --embed-type and --output-type are GGUF options");
-    if (!ct && fallback)
+    if (!ct && (fallback || shard))
         return qc_cli_usage_error(export_help, "%s",
-                                  "--fallback is a compressed-tensors option for now");
+                                  "--fallback and --max-shard-size are compressed-tensors options");
     if (optind + 1 < argc)
         return qc_cli_usage_error(export_help, "unexpected argument '%s'", argv[optind + 1]);
     if (!embed_set) o.embed = o.linear;
@@ -170,7 +196,7 @@ int qc_cli_export(int argc, char **argv) {
     double t0 = qc_cli_now_s();
     qc_model *m = qc_cli_load_model(optind < argc ? argv[optind] : NULL, &err);
     if (!m) return qc_cli_die(&err);
-    if (ct) return export_ct(m, out, fallback, quiet, t0);
+    if (ct) return export_ct(m, out, fallback, shard, quiet, t0);
     qc_gguf_export_stats st;
     int rc = qc_gguf_export(m, &o, out, &st, &err);
     qc_model_free(m);

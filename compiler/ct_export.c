@@ -468,7 +468,7 @@ static json_t *model_config(const exporter *x) {
                        json_f32(c->rope_high_freq_factor), "original_max_position_embeddings",
                        c->rope_orig_max_pos);
     json_object_set_new(j, "rope_scaling", rs);
-    json_object_set_new(j, "quantization_config", quantization_config(x));
+    if (x->n_schemes) json_object_set_new(j, "quantization_config", quantization_config(x));
     return j;
 }
 
@@ -688,7 +688,8 @@ int qc_ct_export(const qc_model *m, const qc_ct_export_opts *o, const char *dir,
         rc = x.a ? qc_err_set(err, "%s: unreadable manifest", m->path) : -1;
     if (rc == 0) rc = plan(&x, err);
     if (rc == 0 && x.n_schemes == 0)
-        rc = qc_err_set(err, "%s: no quantized linear to export as pack-quantized", m->path);
+        note(st, "no linear is pack-quantized: config.json has no quantization_config (a dense "
+                 "model)");
     if (rc == 0) qsort(x.items, (size_t)x.n, sizeof *x.items, by_name);
     st->bits_per_weight = x.packed_params > 0 ? x.packed_bits / x.packed_params : 0;
     size_t n = strlen(dir) + 16;
