@@ -25,7 +25,6 @@ import glob
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -38,14 +37,9 @@ except ImportError as e:
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "gen"))
 import qc_artifact  # noqa: E402
-from qctest import CALIB, QC, ROOT, check, finish, need_calibration_text  # noqa: E402
+from qctest import CALIB, ROOT, check, finish, need_calibration_text, qc  # noqa: E402
 
 TINY = os.path.join(ROOT, "tests", "data", "tiny")
-
-
-def qc(*args):
-    p = subprocess.run([QC, *args], capture_output=True, text=True, timeout=600)
-    return p.returncode, p.stdout, p.stderr
 
 
 def compile_tiny(tmp, name, model, passes):

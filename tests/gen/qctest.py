@@ -2,6 +2,7 @@
 counts failures instead of stopping at the first, and the exit protocol
 (0 pass, 1 fail, 77 skip: ctest's SKIP_RETURN_CODE)."""
 import os
+import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -21,6 +22,12 @@ def check(cond, what):
         failures += 1
         print("FAIL:", what)
     return bool(cond)
+
+
+def qc(*args, timeout=600):
+    """Runs quantc; (exit code, stdout, stderr)."""
+    p = subprocess.run([QC, *args], capture_output=True, text=True, timeout=timeout)
+    return p.returncode, p.stdout, p.stderr
 
 
 def need_calibration_text():
