@@ -28,5 +28,9 @@ int qc_cli_passes(int argc, char **argv);
 int qc_cli_inspect(int argc, char **argv);
 /* compiler/cli_export.c */
 int qc_cli_export(int argc, char **argv);
+/* Exports m as format ("gguf": default types; "compressed-tensors") to out,
+ * printing a summary unless quiet (a recipe's export: entries). */
+int qc_cli_export_to(const qc_model *m, const char *format, const char *out, int fallback,
+                     int quiet, qc_err *err);
 
 #endif

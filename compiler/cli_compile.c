@@ -32,7 +32,9 @@ static const char *compile_help =
     "`quantc inspect OUT.qc` describes it. The file is written beside OUT under a\n"
     "temporary name and renamed into place. When the recipe has gates, the\n"
     "compiled model is evaluated against MODEL and a failed gate exits 1 without\n"
-    "writing OUT.\n"
+    "writing OUT. The recipe's export: entries ({format: gguf | compressed-tensors,\n"
+    "path: P, fallback: none | dequantize}) are then written from OUT, as\n"
+    "`quantc export OUT` would (paths relative to the working directory).\n"
     "\n"
     "  -r, --recipe FILE      recipe (YAML; see recipes/)\n"
     "  -o, --out FILE         output artifact, by convention NAME.qc (replaced if it\n"
@@ -360,6 +362,22 @@ static json_t *compile_provenance(const qc_recipe *r, const qc_calib_report *rep
                      "tokens", rep->tokens, "seed", (json_int_t)rep->seed);
 }
 
+/* The recipe's export: entries, from the artifact just written (so they
+ * export what a later `quantc export OUT` would). */
+static int run_exports(const qc_recipe *r, const char *out, int quiet, qc_err *err) {
+    if (r->n_exports == 0) return 0;
+    qc_model *a = qc_model_load(out, err);
+    int rc = a ? 0 : -1;
+    for (int i = 0; rc == 0 && i < r->n_exports; i++) {
+        const qc_recipe_export *e = &r->exports[i];
+        if (qc_cli_export_to(a, e->format, e->path, e->fallback_dequantize, quiet, err))
+            rc = qc_err_prefix(err, "%s:%d:%d: export to %s (%s was written)", r->path, e->line,
+                               e->col, e->path, out);
+    }
+    qc_model_free(a);
+    return rc;
+}
+
 int qc_cli_compile(int argc, char **argv) {
     static const struct option opts[] = {{"recipe", required_argument, 0, 'r'},
                                          {"out", required_argument, 0, 'o'},
@@ -382,7 +400,7 @@ int qc_cli_compile(int argc, char **argv) {
     int no_ckpt = 0;
     qc_calib_overrides ov = {.text = NULL, .samples = -1, .tokens = -1, .seed = -1};
     long v, threads = 0;
-    int quiet = 0, no_gates = 0, c;
+    int quiet = 0, no_gates = 0, written = 0, c;
     while ((c = getopt_long(argc, argv, "r:o:", opts, NULL)) != -1) {
         switch (c) {
         case 'r':
@@ -577,11 +595,13 @@ int qc_cli_compile(int argc, char **argv) {
                    "(`quantc inspect` says why)\n",
                    st.n_layers - st.n_packed);
     }
+    written = 1;
+    if (run_exports(r, out, quiet, &err)) goto out;
     rc = 0;
 out:
     /* The checkpoint served its purpose once the artifact is written (or a
      * gate rejected the result); after other errors it stays for a rerun. */
-    if ((rc == 0 || failed) && ov.checkpoint_dir) {
+    if ((rc == 0 || failed || written) && ov.checkpoint_dir) {
         qc_err e2 = {{0}};
         if (qc_ckpt_remove_dir(ov.checkpoint_dir, &e2))
             fprintf(stderr, "quantc: warning: %s\n", e2.msg);

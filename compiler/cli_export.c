@@ -94,14 +94,11 @@ static int parse_size(const char *s, size_t *out) {
     return 0;
 }
 
-static int export_ct(qc_model *m, const char *out, int fallback, size_t shard, int quiet,
-                     double t0) {
+static int export_ct(const qc_model *m, const char *out, int fallback, size_t shard, int quiet,
+                     double t0, qc_err *err) {
     qc_ct_export_opts o = {.fallback_dequantize = fallback, .max_shard_bytes = shard};
     qc_ct_export_stats st;
-    qc_err err;
-    int rc = qc_ct_export(m, &o, out, &st, &err);
-    qc_model_free(m);
-    if (rc) return qc_cli_die(&err);
+    if (qc_ct_export(m, &o, out, &st, err)) return -1;
     if (quiet) return 0;
     printf("wrote %s: %d tensors in %d safetensors file%s, %.1f MiB; %d linears pack-quantized "
            "(%.3f bits per weight with scales and zero points), %d written dense (%.1f MiB), "
@@ -111,6 +108,27 @@ static int export_ct(qc_model *m, const char *out, int fallback, size_t shard, i
     printf("tokenizer: %s\n", st.tokenizer);
     if (st.notes[0]) printf("note: %s\n", st.notes);
     return 0;
+}
+
+static int export_gguf(const qc_model *m, const qc_gguf_export_opts *o, const char *out, int quiet,
+                       double t0, qc_err *err) {
+    qc_gguf_export_stats st;
+    if (qc_gguf_export(m, o, out, &st, err)) return -1;
+    if (!quiet)
+        printf("wrote %s: %d tensors (%d as compiled), %.1f MiB, linears %.3f bits per weight "
+               "(%d fell back to another type), %.1f s\n",
+               out, st.tensors, st.copied, st.file_bytes / (1 << 20), st.bits_per_weight,
+               st.fallbacks, qc_cli_now_s() - t0);
+    return 0;
+}
+
+int qc_cli_export_to(const qc_model *m, const char *format, const char *out, int fallback,
+                     int quiet, qc_err *err) {
+    double t0 = qc_cli_now_s();
+    if (!strcmp(format, "compressed-tensors"))
+        return export_ct(m, out, fallback, 0, quiet, t0, err);
+    qc_gguf_export_opts o = {.linear = QC_DT_Q4_K, .embed = QC_DT_Q4_K, .output = QC_DT_Q6_K};
+    return export_gguf(m, &o, out, quiet, t0, err);
 }
 
 int qc_cli_export(int argc, char **argv) {
@@ -196,15 +214,8 @@ int qc_cli_export(int argc, char **argv) {
     double t0 = qc_cli_now_s();
     qc_model *m = qc_cli_load_model(optind < argc ? argv[optind] : NULL, &err);
     if (!m) return qc_cli_die(&err);
-    if (ct) return export_ct(m, out, fallback, shard, quiet, t0);
-    qc_gguf_export_stats st;
-    int rc = qc_gguf_export(m, &o, out, &st, &err);
+    int rc = ct ? export_ct(m, out, fallback, shard, quiet, t0, &err)
+                : export_gguf(m, &o, out, quiet, t0, &err);
     qc_model_free(m);
-    if (rc) return qc_cli_die(&err);
-    if (!quiet)
-        printf("wrote %s: %d tensors (%d as compiled), %.1f MiB, linears %.3f bits per weight "
-               "(%d fell back to another type), %.1f s\n",
-               out, st.tensors, st.copied, st.file_bytes / (1 << 20), st.bits_per_weight,
-               st.fallbacks, qc_cli_now_s() - t0);
-    return 0;
+    return rc ? qc_cli_die(&err) : 0;
 }

@@ -441,9 +441,13 @@ static const qc_param_spec artifact_specs[] = {
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
+static const char *const export_formats[] = {"gguf", "compressed-tensors", NULL};
+static const char *const fallback_values[] = {"none", "dequantize", NULL};
 static const qc_param_spec export_specs[] = {
-    {"format", QC_PARAM_STRING, NULL, 0, -1, NULL, "export format"},
+    {"format", QC_PARAM_STRING, NULL, 0, -1, export_formats, "export format"},
     {"path", QC_PARAM_STRING, NULL, 0, -1, NULL, "output path"},
+    {"fallback", QC_PARAM_STRING, "none", 0, -1, fallback_values,
+     "compressed-tensors: layers the format cannot express are refused (none) or written dense"},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
@@ -527,6 +531,7 @@ static int parse_exports(ctx *c, yaml_node_t *val, qc_recipe *r) {
             qc_recipe_export *e = &r->exports[r->n_exports++];
             e->format = qc_params_get(&p, "format")->s;
             e->path = qc_params_get(&p, "path")->s;
+            e->fallback_dequantize = !strcmp(qc_params_str(&p, "fallback"), "dequantize");
             p.v[0].s = p.v[1].s = NULL; /* moved into e */
             e->line = line_of(item), e->col = col_of(item);
         }

@@ -18,7 +18,9 @@
  *     windows: 64                  # default 64
  *     max_ppl_increase_pct: 3.0    # at least one of these two
  *     max_kl: 0.05
- *   export: [ { format: gguf, path: out.gguf } ]           # optional, stored
+ *   export:                        # optional: written after the artifact (paths
+ *     - { format: gguf, path: out.gguf }        # relative to the working directory)
+ *     - { format: compressed-tensors, path: out_dir, fallback: dequantize }
  *   artifact:                      # optional
  *     compress: zstd               # none (default) or zstd, per section
  *     level: 3                     # zstd level, default 3, in [1, 19]
@@ -54,7 +56,8 @@ typedef struct qc_recipe_pass {
 } qc_recipe_pass;
 
 typedef struct qc_recipe_export {
-    char *format, *path; /* as written */
+    char *format, *path;     /* as written: "gguf" or "compressed-tensors" */
+    int fallback_dequantize; /* fallback: dequantize (compressed-tensors) */
     int line, col;
 } qc_recipe_export;
 

@@ -42,7 +42,7 @@ from qctest import CALIB, ROOT, check, finish, need_calibration_text, qc  # noqa
 TINY = os.path.join(ROOT, "tests", "data", "tiny")
 
 
-def compile_tiny(tmp, name, model, passes):
+def compile_tiny(tmp, name, model, passes, extra=""):
     if not os.path.exists(os.path.join(TINY, model, "tokenizer.json")):
         # Calibration needs a tokenizer: the tiny models share one 256-token vocabulary.
         src, model = os.path.join(TINY, model), os.path.join(tmp, model)
@@ -52,7 +52,7 @@ def compile_tiny(tmp, name, model, passes):
     recipe = os.path.join(tmp, name + ".yaml")
     with open(recipe, "w") as f:
         f.write(f"quantc: 1\ncalibration: {{ text: {CALIB}, samples: 8, tokens: 64 }}\n"
-                f"passes:\n{passes}")
+                f"passes:\n{passes}{extra}")
     out = os.path.join(tmp, name + ".qc")
     rc, so, se = qc("compile", os.path.join(TINY, model), "-r", recipe, "-o", out, "--target",
                     "none", "--no-checkpoint", "--quiet", "--threads", "1")
@@ -201,6 +201,24 @@ def main():
             open(os.path.join(busy, "keep"), "w").close()
             refused("non-empty dir", arts["llama_w4g32"], busy, ["not empty"])
             check(os.listdir(busy) == ["keep"], "non-empty dir: contents changed")
+        # A recipe's export: entries run after the artifact is written.
+        rd = os.path.join(tmp, "from_recipe")
+        art = compile_tiny(tmp, "recipe_export", "llama", cases[0][2],
+                           f"export:\n  - {{ format: compressed-tensors, path: {rd} }}\n")
+        if art:
+            check_export("recipe export", art, rd, cases[0][3])
+        art = compile_tiny(tmp, "recipe_export_fb", "llama", bad_online := (
+            "  - rotate: { online: [down_proj] }\n  - quantize: { bits: 4, group_size: 32, "
+            "act_order: false }\n"), f"export:\n  - {{ format: compressed-tensors, path: {rd}2, "
+            "fallback: dequantize }\n")
+        check(art and os.path.isdir(rd + "2"), "recipe export with fallback: no directory")
+        recipe = os.path.join(tmp, "bad_export.yaml")
+        with open(recipe, "w") as f:
+            f.write(f"quantc: 1\ncalibration: {{ text: {CALIB} }}\npasses:\n{bad_online}"
+                    "export:\n  - { format: safetensors, path: x }\n")
+        rc, so, se = qc("recipe", "check", recipe)
+        check(rc == 1 and "bad_export.yaml:7:15:" in se and "safetensors" in se,
+              f"recipe with an unknown export format: exit {rc}: {se}")
         rc, so, se = qc("export", os.path.join(TINY, "llama"), "--format", "compressed-tensors",
                         "-o", os.path.join(tmp, "src_ct"))
         check(rc == 1 and "compile" in se and not os.path.exists(os.path.join(tmp, "src_ct")),
