@@ -293,8 +293,10 @@ static int write_cuda_part(wctx *c, json_t *parts, json_t *layer, const char *mo
         if (!c->w) c->cuda_specs[c->n_cuda_specs++] = spec;
         rc = add_part(c, parts, mod, "cuda_packed", "U8", (int64_t)size, 0, c->w ? blob : NULL,
                       size);
-        if (rc == 0 && (json_object_set_new(layer, "cuda_layout", json_string(QC_ARTIFACT_CUDA_LAYOUT)) ||
-                        json_object_set_new(layer, "cuda_kernel", json_string(kid))))
+        if (rc == 0 &&
+            (json_object_set_new(layer, "cuda_layout", json_string(QC_ARTIFACT_CUDA_LAYOUT)) ||
+             json_object_set_new(layer, "cuda_kernel", json_string(kid)) ||
+             json_object_set_new(layer, "permuted", json_boolean(spec.act_order))))
             rc = qc_err_set(c->err, "out of memory");
     } else if (rc == 1) {
         rc = json_object_set_new(layer, "cuda_note", json_string(why))

@@ -7,6 +7,7 @@
 #include "compiler/model.h"
 #include "compiler/quant.h"
 #include "compiler/tokenizer.h"
+#include "runtime/cuda_model.h"
 #include "runtime/eval.h"
 #include "runtime/forward.h"
 #include "runtime/pool.h"
@@ -70,6 +71,9 @@ static const char *eval_help =
     "                     reference), generated (fail without kernels for this\n"
     "                     host), or reference (fake-quant: weights dequantized\n"
     "                     to f32, BLAS)\n"
+    "  --device D         cpu (default) or cuda: run on GPU 0 with the kernels the\n"
+    "                     artifact was compiled with (--target cuda:ARCH); fails\n"
+    "                     (exit 1) without a CUDA driver or GPU\n"
     "  --json             print the result as JSON on stdout\n"
     "  --quiet            no progress line\n";
 
@@ -86,6 +90,7 @@ static const char *run_help =
     "  --seed S           sampling seed (default 0)\n"
     "  --threads N        threads (default: all cores)\n"
     "  --kernels K        auto, generated or reference (see quantc eval --help)\n"
+    "  --device D         cpu (default) or cuda (see quantc eval --help)\n"
     "  --quiet            no timing line on stderr\n";
 
 static const char *tokenize_help =
@@ -173,6 +178,7 @@ enum {
     OPT_REF,
     OPT_THREADS,
     OPT_KERNELS,
+    OPT_DEVICE,
     OPT_IGNORE_EOS,
     OPT_JSON,
     OPT_QUIET,
@@ -223,8 +229,29 @@ static int parse_kernels(const char *s, qcrt_kernels_mode *out) {
     return -1;
 }
 
+/* --device cpu|cuda */
+static int parse_device(const char *s, qcrt_device *out) {
+    if (!strcmp(s, "cpu") || !strcmp(s, "cuda")) {
+        *out = !strcmp(s, "cpu") ? QCRT_DEVICE_CPU : QCRT_DEVICE_CUDA;
+        return 0;
+    }
+    return -1;
+}
+
+/* The runtime model of m as opts say; a missing GPU is said as such. */
+static qcrt_model *runtime_model(const qc_model *m, const qcrt_model_opts *mo, qc_err *err) {
+    int no_device;
+    qcrt_model *rm = qcrt_model_from_ir_dev(m, mo, &no_device, err);
+    if (!rm && mo->device == QCRT_DEVICE_CUDA) qc_err_prefix(err, "--device cuda");
+    return rm;
+}
+
 /* One line on stderr: which implementation the quantized linears run on. */
 static void print_linears(const qcrt_model *rm) {
+    if (rm->cuda) {
+        fprintf(stderr, "device: %s\n", qcrt_cuda_model_describe(rm->cuda));
+        return;
+    }
     if (rm->n_generated + rm->n_reference == 0) return;
     if (rm->kernels)
         fprintf(stderr, "linears: %d on generated CPU kernels (%s, %d threads), %d on the "
@@ -242,6 +269,7 @@ static int cmd_eval(int argc, char **argv) {
                                          {"ref", required_argument, 0, OPT_REF},
                                          {"threads", required_argument, 0, OPT_THREADS},
                                          {"kernels", required_argument, 0, OPT_KERNELS},
+                                         {"device", required_argument, 0, OPT_DEVICE},
                                          {"json", no_argument, 0, OPT_JSON},
                                          {"quiet", no_argument, 0, OPT_QUIET},
                                          {"help", no_argument, 0, OPT_HELP},
@@ -250,6 +278,7 @@ static int cmd_eval(int argc, char **argv) {
     long ctx = 512, max_windows = 0, threads = 0;
     int json = 0, quiet = !isatty(2), c;
     qcrt_kernels_mode kmode = QCRT_KERNELS_AUTO;
+    qcrt_device device = QCRT_DEVICE_CPU;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case OPT_TEXT:
@@ -277,6 +306,11 @@ static int cmd_eval(int argc, char **argv) {
             if (parse_kernels(optarg, &kmode))
                 return qc_cli_usage_error(
                     eval_help, "--kernels: expected auto, generated or reference, got '%s'", optarg);
+            break;
+        case OPT_DEVICE:
+            if (parse_device(optarg, &device))
+                return qc_cli_usage_error(eval_help, "--device: expected cpu or cuda, got '%s'",
+                                          optarg);
             break;
         case OPT_JSON:
             json = 1;
@@ -306,8 +340,8 @@ static int cmd_eval(int argc, char **argv) {
     qcrt_model *rm = NULL, *rref = NULL;
     int rc = EXIT_FAIL;
     if (tokenize_text(m, text, NULL, &ids, &n_ids, &err)) goto out;
-    qcrt_model_opts mo = {.kernels = kmode, .threads = (int)threads};
-    if (!(rm = qcrt_model_from_ir_opts(m, &mo, &err))) goto out;
+    qcrt_model_opts mo = {.kernels = kmode, .threads = (int)threads, .device = device};
+    if (!(rm = runtime_model(m, &mo, &err))) goto out;
     if (!quiet) print_linears(rm);
     if (ref_path) {
         if (!(mr = qc_model_load(ref_path, &err)) || !(rref = qcrt_model_from_ir(mr, &err)))
@@ -324,7 +358,10 @@ static int cmd_eval(int argc, char **argv) {
                               "text", text, "text_tokens", (json_int_t)r.text_tokens, "ctx",
                               (json_int_t)ctx, "windows", r.windows, "scored_tokens",
                               (json_int_t)r.scored, "nll", r.nll, "ppl", r.ppl, "seconds", secs);
-        json_object_set_new(o, "kernels", json_string(rm->kernels ? rm->kernels_name : "reference"));
+        json_object_set_new(o, "kernels", json_string(rm->cuda      ? "cuda"
+                                                      : rm->kernels ? rm->kernels_name
+                                                                    : "reference"));
+        json_object_set_new(o, "device", json_string(rm->cuda ? "cuda" : "cpu"));
         json_object_set_new(o, "generated_linears", json_integer(rm->n_generated));
         if (r.has_ref) {
             json_object_set_new(o, "ref", json_string(ref_path));
@@ -365,6 +402,7 @@ static int cmd_run(int argc, char **argv) {
                                          {"seed", required_argument, 0, OPT_SEED},
                                          {"threads", required_argument, 0, OPT_THREADS},
                                          {"kernels", required_argument, 0, OPT_KERNELS},
+                                         {"device", required_argument, 0, OPT_DEVICE},
                                          {"ignore-eos", no_argument, 0, OPT_IGNORE_EOS},
                                          {"quiet", no_argument, 0, OPT_QUIET},
                                          {"help", no_argument, 0, OPT_HELP},
@@ -374,6 +412,7 @@ static int cmd_run(int argc, char **argv) {
     double temp = 0, top_p = 0.9;
     int quiet = 0, ignore_eos = 0, c;
     qcrt_kernels_mode kmode = QCRT_KERNELS_AUTO;
+    qcrt_device device = QCRT_DEVICE_CPU;
     while ((c = getopt_long(argc, argv, "p:n:", opts, NULL)) != -1) {
         switch (c) {
         case 'p':
@@ -408,6 +447,11 @@ static int cmd_run(int argc, char **argv) {
             if (parse_kernels(optarg, &kmode))
                 return qc_cli_usage_error(
                     run_help, "--kernels: expected auto, generated or reference, got '%s'", optarg);
+            break;
+        case OPT_DEVICE:
+            if (parse_device(optarg, &device))
+                return qc_cli_usage_error(run_help, "--device: expected cpu or cuda, got '%s'",
+                                          optarg);
             break;
         case OPT_IGNORE_EOS:
             ignore_eos = 1;
@@ -452,8 +496,8 @@ static int cmd_run(int argc, char **argv) {
                    n_ids, n_gen, m->cfg.max_pos);
         goto out;
     }
-    qcrt_model_opts mo = {.kernels = kmode, .threads = (int)threads};
-    if (!(rm = qcrt_model_from_ir_opts(m, &mo, &err))) goto out;
+    qcrt_model_opts mo = {.kernels = kmode, .threads = (int)threads, .device = device};
+    if (!(rm = runtime_model(m, &mo, &err))) goto out;
     if (!quiet) print_linears(rm);
     if (!(st = qcrt_state_new(rm, max_ctx, (int)n_ids, &err))) goto out;
     if (!(smp = qcrt_sampler_new(m->cfg.vocab, (float)temp, (float)top_p, (uint64_t)seed, &err)))

@@ -229,8 +229,13 @@ int qcrt_cuda_fn_resources(qcrt_cuda *c, qcrt_cuda_fn f, int *regs, int *local_b
 
 int qcrt_cuda_launch(qcrt_cuda *c, qcrt_cuda_fn f, unsigned grid, unsigned block,
                      unsigned shared_bytes, void **args, qc_err *err) {
-    TRY(c, c->cuLaunchKernel(f, grid, 1, 1, block, 1, 1, shared_bytes, NULL, args, NULL), err,
-        "cuLaunchKernel");
+    return qcrt_cuda_launch2(c, f, grid, 1, block, shared_bytes, args, err);
+}
+
+int qcrt_cuda_launch2(qcrt_cuda *c, qcrt_cuda_fn f, unsigned grid_x, unsigned grid_y,
+                      unsigned block, unsigned shared_bytes, void **args, qc_err *err) {
+    TRY(c, c->cuLaunchKernel(f, grid_x, grid_y, 1, block, 1, 1, shared_bytes, NULL, args, NULL),
+        err, "cuLaunchKernel");
     return 0;
 }
 

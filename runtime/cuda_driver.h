@@ -57,6 +57,9 @@ int qcrt_cuda_fn_resources(qcrt_cuda *c, qcrt_cuda_fn f, int *regs, int *local_b
 /* Queues f on grid × block threads with args (kernel parameter pointers). */
 int qcrt_cuda_launch(qcrt_cuda *c, qcrt_cuda_fn f, unsigned grid, unsigned block,
                      unsigned shared_bytes, void **args, qc_err *err);
+/* The same on a grid_x × grid_y grid (grid_y ≤ 65535). */
+int qcrt_cuda_launch2(qcrt_cuda *c, qcrt_cuda_fn f, unsigned grid_x, unsigned grid_y,
+                      unsigned block, unsigned shared_bytes, void **args, qc_err *err);
 
 int qcrt_cuda_event_new(qcrt_cuda *c, qcrt_cuda_event *e, qc_err *err);
 void qcrt_cuda_event_free(qcrt_cuda *c, qcrt_cuda_event e);

@@ -1,6 +1,7 @@
 #include "forward.h"
 
 #include "cpu_kernels.h"
+#include "cuda_model.h"
 #include "pool.h"
 #include "rope.h"
 
@@ -69,13 +70,16 @@ static qcrt_linear *quant_linear(const qc_model *m, qcrt_model *r, const qc_qlin
     qc_kernel_spec spec;
     qc_gemv_fn gemv;
     qc_gemm_fn gemm;
+    qc_gemv_prep_fn prep = NULL;
+    qc_gemv_rows_fn rows = NULL;
     if (qc_kernel_spec_from_quant(q, q->nnz > 0, q->rank, &spec, err) ||
         qcrt_cpu_kernels_find(r->kernels, &spec, &gemv, &gemm, err)) {
         qc_err_prefix(err, "%s: '%s'", m->path ? m->path : "model", ql->name);
         return NULL;
     }
-    qcrt_linear *l =
-        qcrt_linear_cpu_new(&spec, gemv, gemm, ql->packed, ql->packed_size, bias, r->pool, err);
+    if (qcrt_cpu_kernels_find_split(r->kernels, &spec, &prep, &rows)) prep = NULL, rows = NULL;
+    qcrt_linear *l = qcrt_linear_cpu_new(&spec, gemv, gemm, prep, rows, ql->packed,
+                                         ql->packed_size, bias, r->pool, err);
     if (!l) qc_err_prefix(err, "%s: '%s'", m->path ? m->path : "model", ql->name);
     r->n_generated += l != NULL;
     return l;
@@ -240,10 +244,23 @@ qcrt_model *qcrt_model_from_ir(const qc_model *m, qc_err *err) {
 }
 
 qcrt_model *qcrt_model_from_ir_opts(const qc_model *m, const qcrt_model_opts *opts, qc_err *err) {
+    int no_device;
+    return qcrt_model_from_ir_dev(m, opts, &no_device, err);
+}
+
+qcrt_model *qcrt_model_from_ir_dev(const qc_model *m, const qcrt_model_opts *opts, int *no_device,
+                                   qc_err *err) {
     const qc_config *c = &m->cfg;
     qcrt_model_opts o = opts ? *opts : (qcrt_model_opts){.kernels = QCRT_KERNELS_AUTO};
+    *no_device = 0;
     qcrt_model *r = qcrt_model_shell(m, err);
     if (!r) return NULL;
+    if (o.device == QCRT_DEVICE_CUDA) {
+        int rc = qcrt_cuda_model_new(m, &r->cuda, err);
+        *no_device = rc == QCRT_CUDA_NO_DEVICE;
+        if (rc) goto fail;
+        return r;
+    }
     if (load_kernels(m, r, &o, err)) goto fail;
     if (!(r->embed = load_tensor(m, "model.embed_tokens.weight", c->vocab, c->dim, err)) ||
         !(r->final_norm = load_tensor(m, "model.norm.weight", c->dim, 0, err)))
@@ -299,6 +316,7 @@ void qcrt_model_free(qcrt_model *m) {
     free(m->final_norm);
     qcrt_linear_free(m->lm_head);
     free(m->rope_inv_freq);
+    qcrt_cuda_model_free(m->cuda);
     /* Linears above ran kernels from the object and the pool: free those last. */
     qcrt_pool_free(m->pool);
     qcrt_cpu_kernels_free(m->kernels);
@@ -316,6 +334,7 @@ struct qcrt_state {
     float *q, *att;             /* max_batch × qd */
     float *hg, *hu;             /* max_batch × ffn */
     float *scores;              /* chunk × max_ctx attention weights */
+    struct qcrt_cuda_state *gpu; /* all of the above on the GPU, for a CUDA model */
 };
 
 void qcrt_state_free(qcrt_state *s) {
@@ -324,6 +343,7 @@ void qcrt_state_free(qcrt_state *s) {
                      s->xb2,    s->q,      s->att,      s->hg,       s->hu, s->scores};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(bufs[i]);
+    qcrt_cuda_state_free(s->gpu);
     free(s);
 }
 
@@ -355,6 +375,16 @@ qcrt_state *qcrt_state_new(const qcrt_model *m, int max_ctx, int max_batch, qc_e
     s->chunk = max_batch < ATTN_CHUNK ? max_batch : ATTN_CHUNK;
     int half = c->head_dim / 2;
     size_t nb = (size_t)max_batch;
+    if (m->cuda) { /* RoPE tables made here, everything else on the GPU */
+        if (!(s->rope_cos = alloc3((size_t)max_ctx, (size_t)half, 1, err)) ||
+            !(s->rope_sin = alloc3((size_t)max_ctx, (size_t)half, 1, err)))
+            goto fail;
+        qcrt_rope_tables(m->rope_inv_freq, half, max_ctx, s->rope_cos, s->rope_sin);
+        if (!(s->gpu = qcrt_cuda_state_new(m->cuda, max_ctx, max_batch, s->rope_cos, s->rope_sin,
+                                           err)))
+            goto fail;
+        return s;
+    }
     if (!(s->kcache = alloc3((size_t)c->n_layers, (size_t)max_ctx, (size_t)s->kvd, err)) ||
         !(s->vcache = alloc3((size_t)c->n_layers, (size_t)max_ctx, (size_t)s->kvd, err)) ||
         !(s->rope_cos = alloc3((size_t)max_ctx, (size_t)half, 1, err)) ||
@@ -366,12 +396,13 @@ qcrt_state *qcrt_state_new(const qcrt_model *m, int max_ctx, int max_batch, qc_e
         !(s->att = alloc3(nb, (size_t)s->qd, 1, err)) ||
         !(s->hg = alloc3(nb, (size_t)c->ffn_dim, 1, err)) ||
         !(s->hu = alloc3(nb, (size_t)c->ffn_dim, 1, err)) ||
-        !(s->scores = alloc3((size_t)s->chunk, (size_t)max_ctx, 1, err))) {
-        qcrt_state_free(s);
-        return NULL;
-    }
+        !(s->scores = alloc3((size_t)s->chunk, (size_t)max_ctx, 1, err)))
+        goto fail;
     qcrt_rope_tables(m->rope_inv_freq, half, max_ctx, s->rope_cos, s->rope_sin);
     return s;
+fail:
+    qcrt_state_free(s);
+    return NULL;
 }
 
 void qcrt_state_reset(qcrt_state *s) {
@@ -525,6 +556,7 @@ int qcrt_block_forward(const qcrt_model *m, const qcrt_block *b, qcrt_state *s, 
                        int n, qc_err *err) {
     if (layer < 0 || layer >= m->cfg.n_layers)
         return qc_err_set(err, "forward: layer %d out of range", layer);
+    if (m->cuda) return qc_err_set(err, "forward: single blocks run on the CPU only");
     if (n <= 0 || n > s->max_batch || n > s->max_ctx - s->pos)
         return qc_err_set(err,
                           "forward: %d tokens at position %d do not fit the state (batch %d, "
@@ -563,6 +595,11 @@ static int check_forward_args(const qcrt_model *m, const qcrt_state *s, const in
 int qcrt_forward(const qcrt_model *m, qcrt_state *s, const int32_t *tokens, int n, float *logits,
                  int all_logits, qc_err *err) {
     if (check_forward_args(m, s, tokens, n, err)) return -1;
+    if (m->cuda) {
+        if (qcrt_cuda_forward(s->gpu, s->pos, tokens, n, logits, all_logits, err)) return -1;
+        s->pos += n;
+        return 0;
+    }
     const qc_config *c = &m->cfg;
     int dim = c->dim;
     for (int t = 0; t < n; t++)

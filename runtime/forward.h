@@ -16,6 +16,7 @@ typedef struct qcrt_block {
 
 struct qcrt_cpu_kernels;
 struct qcrt_pool;
+struct qcrt_cuda_model;
 
 typedef struct qcrt_model {
     qc_config cfg;
@@ -32,6 +33,10 @@ typedef struct qcrt_model {
     struct qcrt_pool *pool;
     char kernels_name[64];
     int n_generated, n_reference;
+    /* The model on a CUDA GPU (runtime/cuda_model.h) when built for
+     * QCRT_DEVICE_CUDA: then the fields above hold no weights (blocks are
+     * zeroed, embed/final_norm/lm_head NULL) and qcrt_forward runs there. */
+    struct qcrt_cuda_model *cuda;
 } qcrt_model;
 
 /* Which implementation quantized linears use. */
@@ -42,9 +47,16 @@ typedef enum qcrt_kernels_mode {
     QCRT_KERNELS_REFERENCE, /* fake-quant reference: Ŵ dequantized to f32, BLAS */
 } qcrt_kernels_mode;
 
+/* Where the model runs. */
+typedef enum qcrt_device {
+    QCRT_DEVICE_CPU,
+    QCRT_DEVICE_CUDA, /* GPU 0 with the artifact's CUDA kernels (runtime/cuda_model.h) */
+} qcrt_device;
+
 typedef struct qcrt_model_opts {
     qcrt_kernels_mode kernels;
     int threads; /* threads of the generated kernels; 0: the online CPUs */
+    qcrt_device device;
 } qcrt_model_opts;
 
 /* Builds an f32 model from the IR: dequantizes every tensor (the whole model
@@ -56,6 +68,10 @@ qcrt_model *qcrt_model_from_ir(const qc_model *m, qc_err *err);
  * for this host, AUTO and GENERATED fail with a message naming the targets
  * and what the host lacks. qcrt_model_from_ir uses the reference. */
 qcrt_model *qcrt_model_from_ir_opts(const qc_model *m, const qcrt_model_opts *opts, qc_err *err);
+/* The same; *no_device is set to 1 when the failure is that there is no CUDA
+ * driver or GPU (device QCRT_DEVICE_CUDA), 0 otherwise. */
+qcrt_model *qcrt_model_from_ir_dev(const qc_model *m, const qcrt_model_opts *opts, int *no_device,
+                                   qc_err *err);
 void qcrt_model_free(qcrt_model *m);
 
 /* The parts of a model every block needs (config, RoPE frequencies) with no

@@ -6,6 +6,7 @@
     art["tensors"]["model.norm.weight"]   # numpy array, manifest dtype/shape
     dequantize(art, layer)           # float64 weight of a manifest layer
     art["sections"]                  # [{kind, name, target, offset, ...}]
+    art["kernels"][(name, target)]   # bytes of a kernels section
 
 Checksums are verified when the `xxhash` package is importable (XXH3-64);
 zstd sections need the `zstandard` package. Without them those checks or
@@ -49,7 +50,7 @@ def read(path):
             raise ValueError(f"{path}: name not NUL-terminated")
         return pool[off:off + n].decode("utf-8")
 
-    sections, raw = [], {}
+    sections, raw, kernels = [], {}, {}
     end = 64
     for i in range(count):
         (kind, comp, off, stored, raw_size, csum, name_off, name_len, tgt_off, tgt_len,
@@ -73,6 +74,8 @@ def read(path):
         end = off + stored
         sections.append(s)
         raw[(s["kind"], s["name"])] = body
+        if s["kind"] == "kernels":
+            kernels[(s["name"], s["target"])] = body
     manifest = json.loads(raw[("manifest", "manifest.json")])
     tensors = {}
     for (kind, name), body in raw.items():
@@ -89,7 +92,7 @@ def read(path):
         tensors[name] = a.reshape(spec["shape"])
     tokenizer = {name: body for (kind, name), body in raw.items() if kind == "tokenizer"}
     return dict(manifest=manifest, tensors=tensors, sections=sections, tokenizer=tokenizer,
-                size=len(data))
+                kernels=kernels, size=len(data))
 
 
 def unpack_codes(packed, cols, bits):
@@ -165,6 +168,69 @@ def unpack_qcpack1(blob, layer):
         extra["a"] = b[at["lr_a"]:at["lr_a"] + 2 * rows * rank].view("<f2").reshape(rows, rank)
         extra["b"] = b[at["lr_b"]:at["lr_b"] + 2 * rank * cols].view("<f2").reshape(rank, cols)
     return codes, scales, zeros, group, extra
+
+
+PLANES = {2: [2], 3: [2, 1], 4: [4], 5: [4, 1], 6: [4, 2], 7: [4, 2, 1], 8: [8]}
+
+
+def _align256(v):
+    return (v + 255) // 256 * 256
+
+
+def unpack_qccuda1(blob, layer):
+    """Layout qccuda1 (docs/artifact-format.md, the CUDA kernels' layout):
+    returns original-order codes (rows x cols) and scales and zeros per
+    packed group (float64), as unpack_qcpack1."""
+    rows, cols, bits = layer["rows"], layer["cols"], layer["bits"]
+    G = layer["group_size"] if 0 < layer["group_size"] < cols else 0
+    sym, nnz, rank = layer["symmetric"], layer.get("outliers", 0), layer.get("rank", 0)
+    assert bytes(blob[:8]) == b"QCCUDA1\0", "qccuda1 magic"
+    hdr_nnz, total = struct.unpack_from("<QQ", bytes(blob[16:32]))
+    assert hdr_nnz == nnz and total == len(blob), (hdr_nnz, total, len(blob))
+    rt_n = ((rows + 15) // 16 + 1) // 2 * 2
+    kt_n = (cols + 255) // 256
+    ng = (cols + G - 1) // G if G else 1
+    szb = 4 if sym else 8
+    permuted = layer["permuted"]
+    off, at = 64, {}
+    for name, size in (("codes", rt_n * kt_n * bits * 512), ("sz", rt_n * ng * 8 * szb),
+                       ("perm", cols * 4 if permuted else 0), ("lr_a", rows * rank * 2),
+                       ("lr_b", rank * cols * 2), ("row_ptr", (rows + 1) * 4 if nnz else 0),
+                       ("col", nnz * 4), ("val", nnz * 2)):
+        at[name] = _align256(off)
+        off = at[name] + size
+    assert _align256(off) == len(blob), "qccuda1 size"
+    b = np.asarray(blob, dtype=np.uint8)
+    o = np.arange(rows)[:, None]
+    p = np.arange(cols)[None, :]
+    rt, rr, kt, kk = o // 16, o % 16, p // 256, p % 256
+    within, e = kk % 32, kk % 4
+    mma = (kk // 32) * 2 + (within % 8) // 4  # column 32b + 8q + 4j + e: mma 2b + j
+    c16 = 2 * (within // 8) + np.where(e < 2, e, 8 + e - 2)  # its K index in the mma
+    r = rr // 8 + 2 * (c16 // 8)  # fragment register
+    lane = 4 * (rr % 8) + (c16 % 8) // 2
+    P, hi = 4 * mma + r, c16 % 2
+    words = b[at["codes"]:at["codes"] + rt_n * kt_n * bits * 512].view("<u4").astype(np.int64)
+    pc = np.zeros((rows, cols), np.int64)
+    ubase, shift = 0, 0
+    for w in PLANES[bits]:
+        n = 16 // w
+        m = P // n
+        u = ubase + m // 4
+        word = words[(((rt * kt_n + kt) * bits + u) * 512 + lane * 16 + (m % 4) * 4) // 4]
+        pc |= ((word >> (w * (P % n) + 16 * hi)) & ((1 << w) - 1)) << shift
+        ubase, shift = ubase + w, shift + w
+    perm = (b[at["perm"]:at["perm"] + 4 * cols].view("<i4").astype(np.int64) if permuted
+            else np.arange(cols))
+    codes = np.zeros((rows, cols), np.int64)
+    codes[:, perm] = pc
+    gi = np.arange(ng)[None, :]
+    rec = at["sz"] + ((o // 16 * ng + gi) * 8 + o % 8) * szb + 2 * ((o % 16) // 8)
+    half = lambda a: (b[a].astype(np.uint16) | b[a + 1].astype(np.uint16) << 8).view("<f2")  # noqa: E731
+    scales = half(rec).astype(np.float64)
+    zeros = (half(rec + 4).astype(np.float64) - 1024 if not sym
+             else np.full((rows, ng), 2.0 ** (bits - 1)))
+    return codes, scales, zeros
 
 
 def dequantize(art, layer):
