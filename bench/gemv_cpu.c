@@ -25,6 +25,7 @@
 #include <time.h>
 
 #define STREAM_BYTES (64u << 20)
+static int hot; /* --hot: one copy of each buffer (cache-resident: compute speed) */
 
 typedef struct shape {
     const char *name;
@@ -157,16 +158,19 @@ static int bench_shape(const shape *sh, int bits, const qcrt_cpu_kernels *k, int
     qc_kernel_spec s;
     if (!q || qc_kernel_spec_from_quant(q, 0, 0, &s, &err)) return -1;
     size_t size = qc_pack_size(&s, 0, &err);
-    int copies = (int)(STREAM_BYTES / size) + 1;
+    int copies = hot ? 1 : (int)(STREAM_BYTES / size) + 1;
     uint8_t **w = calloc((size_t)copies, sizeof *w);
     qcrt_linear **l = calloc((size_t)copies, sizeof *l);
     qc_gemv_fn gemv;
     qc_gemm_fn gemm;
+    qc_gemv_prep_fn prep;
+    qc_gemv_rows_fn rows;
     if (qcrt_cpu_kernels_find(k, &s, &gemv, &gemm, &err)) return -1;
+    if (qcrt_cpu_kernels_find_split(k, &s, &prep, &rows)) prep = NULL, rows = NULL;
     for (int i = 0; i < copies; i++) {
         w[i] = aligned_alloc(64, size);
         if (!w[i] || qc_pack(&s, q, NULL, NULL, w[i], size, &err)) return -1;
-        l[i] = qcrt_linear_cpu_new(&s, gemv, gemm, w[i], size, NULL, pool, &err);
+        l[i] = qcrt_linear_cpu_new(&s, gemv, gemm, prep, rows, w[i], size, NULL, pool, &err);
         if (!l[i]) return -1;
     }
     float *x = malloc((size_t)sh->in * sizeof *x), *y = malloc((size_t)sh->out * sizeof *y);
@@ -182,7 +186,7 @@ static int bench_shape(const shape *sh, int bits, const qcrt_cpu_kernels *k, int
     free(w), free(l);
 
     size_t fbytes = (size_t)(sh->out * sh->in) * sizeof(float);
-    int fcopies = (int)(STREAM_BYTES / fbytes) + 1;
+    int fcopies = hot ? 1 : (int)(STREAM_BYTES / fbytes) + 1;
     float **f = calloc((size_t)fcopies, sizeof *f);
     for (int i = 0; i < fcopies; i++) {
         f[i] = malloc(fbytes);
@@ -201,7 +205,7 @@ static int bench_shape(const shape *sh, int bits, const qcrt_cpu_kernels *k, int
 }
 
 int main(int argc, char **argv) {
-    /* gemv_cpu_bench [--target T] [--emit FILE | --so FILE] [threads...]:
+    /* gemv_cpu_bench [--target T] [--hot] [--emit FILE | --so FILE] [threads...]:
      * --emit writes the kernels (FILE, FILE.target) and exits; --so runs
      * kernels emitted earlier (e.g. on a machine without LLVM). */
     const char *target = "host", *emit = NULL, *so = NULL;
@@ -209,6 +213,8 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--target") && i + 1 < argc)
             target = argv[++i];
+        else if (!strcmp(argv[i], "--hot"))
+            hot = 1;
         else if (!strcmp(argv[i], "--emit") && i + 1 < argc)
             emit = argv[++i];
         else if (!strcmp(argv[i], "--so") && i + 1 < argc)
@@ -272,8 +278,8 @@ int main(int argc, char **argv) {
         for (int t = 0; t < nth; t++) {
             qcrt_pool *pool = qcrt_pool_new(th[t], &err);
             if (!pool) return 1;
-            printf("\nw%d g128 asym act-order, %d thread(s); weights stream from DRAM\n",
-                   bits_list[b], th[t]);
+            printf("\nw%d g128 asym act-order, %d thread(s); %s\n",
+                   bits_list[b], th[t], hot ? "one copy of each buffer (cache-resident)" : "weights stream from DRAM");
             printf("%-10s %6s %6s %9s %8s %8s %8s %7s %9s %7s\n", "layer", "out", "in", "KiB", "us",
                    "GB/s", "memcpy", "%mem", "sgemv us", "x BLAS");
             double tok_ours = 0, tok_mem = 0, tok_blas = 0;

@@ -25,6 +25,10 @@ typedef struct cg {
     LLVMValueRef fma_v, fma_s, prescale; /* intrinsics, gemv's x scale table */
     int vector_f16;                      /* <8 x half> -> <8 x float> is one instruction */
     LLVMTypeRef fma_v_ty, fma_s_ty;
+    /* AVX-512 VNNI gemv (vnni_row) */
+    int vnni;
+    LLVMTypeRef v16f32, v16i32, v64i8, dp_ty, ms_ty, ml_ty, fma16_ty, fabs_ty, rint_ty, fpsat_ty;
+    LLVMValueRef dp, ms, ml, fma16, fabs, rint, fpsat;
 } cg;
 
 static LLVMValueRef ci64(cg *g, int64_t v) {
@@ -303,6 +307,7 @@ typedef struct row_ctx {
     LLVMValueRef racc[2], corr, pacc[4]; /* gemv allocas: group / per-channel sums */
     LLVMValueRef srow;                   /* gemv: the row's scales as f32 */
     LLVMValueRef dst;                    /* gemm: f32 row in packed order */
+    LLVMValueRef racc16[2], pacc16[2];   /* VNNI gemv allocas (<16 x float>) */
 } row_ctx;
 
 static LLVMValueRef group_scale(cg *g, row_ctx *r, LLVMValueRef gi) {
@@ -579,27 +584,298 @@ static void row_pointers(cg *g, row_ctx *r, LLVMValueRef w, LLVMValueRef o) {
     r->rowz = LLVMBuildGEP2(g->B, g->i8, w, &off, 1, "rowz");
 }
 
-static void emit_gemv(cg *g) {
+/* ---- AVX-512 VNNI gemv (qc_cpu_ir_target.vnni) ----
+ * x is quantized per 64-column tile to 16-bit fixed point, X = rint(x/xs_t)
+ * with xs_t = max|x_t| / 32512, and split X = 256·hi + lo into signed bytes
+ * (hi = floor((X + 128) / 256) in [−127, 127], lo in [−128, 127]); so
+ * |x − xs_t·X| ≤ max|x_t| / 65024. Per tile: one masked load of the tile's
+ * 8·bits code bytes; vpermb gathers lane l's bit stream (pack.h) into qword
+ * l; vpmultishiftqb puts code j of lane l into byte 8l + j (masked to
+ * `bits` bits); two vpdpbusd (u8 codes × s8 hi, × s8 lo, exact in i32) give
+ * I = 256·I_hi + I_lo, which is exact and converted to f32 (|I| < 2^25) and
+ * scaled by xs_t. Per group: y += scale_g·Σ_t xs_t·I_t − scale_g·zero_g·Σx_g
+ * with Σx_g the sum of the same quantized x (Σ_t xs_t·ΣX_t). Needs whole
+ * 64-column groups (or per-channel); 2..8 bits. */
+#define VNNI_XMAX 32512.0 /* 127·256: hi stays within a signed byte */
+
+static int use_vnni(const qc_cpu_ir_target *t, const qc_kernel_spec *s) {
+    return t->vnni && s->bits >= 2 && s->bits <= 8 && s->group_size % 64 == 0;
+}
+
+static LLVMValueRef splat16(cg *g, LLVMValueRef s) {
+    LLVMValueRef one = LLVMBuildInsertElement(g->B, LLVMGetUndef(g->v16f32), s, ci32(g, 0), "");
+    return LLVMBuildShuffleVector(g->B, one, one, LLVMConstNull(g->v16i32), "");
+}
+
+/* Tile offset of byte b of lane l's bit stream (pack.h chunking). */
+static int stream_byte_at(const cg *g, int l, int b) {
+    for (int k = 0, sb = 0; k < g->nch; sb += g->widths[k], k++)
+        if (b < sb + g->widths[k]) return 8 * sb + g->widths[k] * l + (b - sb);
+    return 0;
+}
+
+/* Constant vector of n integers of type t. */
+static LLVMValueRef const_ints(const int *v, int n, LLVMTypeRef t) {
+    LLVMValueRef e[64];
+    for (int i = 0; i < n; i++)
+        e[i] = LLVMConstInt(t, (unsigned long long)v[i], 0);
+    return LLVMConstVector(e, (unsigned)n);
+}
+
+static LLVMValueRef call_n(cg *g, LLVMTypeRef ft, LLVMValueRef f, LLVMValueRef *args, int n) {
+    return LLVMBuildCall2(g->B, ft, f, args, (unsigned)n, "");
+}
+
+/* Byte pointer to the quantized x of tile t: [hi 64][lo 64], byte 8l + j
+ * holding packed column 8j + l (the order the codes come out in). */
+static LLVMValueRef vnni_xq(cg *g, row_ctx *r, LLVMValueRef t) {
+    LLVMValueRef off = mul(g, t, ci64(g, 128));
+    return LLVMBuildGEP2(g->B, g->i8, LLVMBuildBitCast(g->B, r->xs, g->p8, ""), &off, 1, "");
+}
+
+/* Per-tile x scales: after the quantized x (tiles·128 bytes = tiles·32
+ * floats) in the xs region, which holds 64 floats per tile. */
+static LLVMValueRef vnni_xt(cg *g, LLVMValueRef xs) {
+    return fptr(g, xs, ci64(g, g->L.tiles * 32));
+}
+
+/* VNNI gemv prologue: per tile, xs_t and the bytes of X (zero-padded),
+ * xsum[g] = Σ_t∈g xs_t·ΣX_t, then B·x. */
+static void gemv_prologue_vnni(cg *g, LLVMValueRef w, LLVMValueRef x, LLVMValueRef xs,
+                               LLVMValueRef xsum, LLVMValueRef t) {
     const qc_kernel_spec *s = g->s;
+    int64_t gt = s->group_size / 64; /* tiles per group, 0: one group */
+    loop lz, lt, lm, lq;
+    LLVMValueRef gi = loop_begin(g, &lz, ci64(g, 0), ci64(g, g->L.n_groups), 1);
+    LLVMBuildStore(g->B, cf32(g, 0), fptr(g, xsum, gi));
+    loop_end(g, &lz, gi);
+    LLVMValueRef m = var(g, g->f32, "xmax"), nf = var(g, g->f32, "nf");
+    LLVMValueRef isum = var(g, g->i32, "isum"), xt = vnni_xt(g, xs);
+    LLVMValueRef tile = loop_begin(g, &lt, ci64(g, 0), ci64(g, g->L.tiles), 1);
+    LLVMValueRef p0 = mul(g, tile, ci64(g, 64));
+    /* max |x| over the tile, and nf = Σ 0·x, NaN when some x is not finite
+     * (added to xs_t: a non-finite x gives a non-finite y, as the f32
+     * kernels do) */
+    LLVMBuildStore(g->B, cf32(g, 0), m);
+    LLVMBuildStore(g->B, cf32(g, 0), nf);
+    LLVMValueRef c = loop_begin(g, &lm, ci64(g, 0), ci64(g, 64), 1);
+    LLVMValueRef p = add(g, p0, c);
+    LLVMValueRef valid = LLVMBuildICmp(g->B, LLVMIntSLT, p, ci64(g, s->in), "");
+    LLVMValueRef v = x_packed(g, w, x, LLVMBuildSelect(g->B, valid, p, ci64(g, 0), ""));
+    v = LLVMBuildSelect(g->B, valid, v, cf32(g, 0), "");
+    LLVMValueRef av = call_n(g, g->fabs_ty, g->fabs, &v, 1), mo = ld(g, g->f32, m);
+    LLVMValueRef gt_ = LLVMBuildFCmp(g->B, LLVMRealOGT, av, mo, "");
+    LLVMBuildStore(g->B, LLVMBuildSelect(g->B, gt_, av, mo, ""), m);
+    LLVMValueRef z = LLVMBuildFMul(g->B, v, cf32(g, 0), "");
+    LLVMBuildStore(g->B, LLVMBuildFAdd(g->B, ld(g, g->f32, nf), z, ""), nf);
+    loop_end(g, &lm, c);
+    LLVMValueRef mx = ld(g, g->f32, m);
+    LLVMValueRef xsc = LLVMBuildFDiv(g->B, mx, cf32(g, VNNI_XMAX), "");
+    LLVMBuildStore(g->B, LLVMBuildFAdd(g->B, xsc, ld(g, g->f32, nf), ""), fptr(g, xt, tile));
+    LLVMValueRef pos = LLVMBuildFCmp(g->B, LLVMRealOGT, mx, cf32(g, 0), "");
+    LLVMValueRef inv = LLVMBuildSelect(
+        g->B, pos, LLVMBuildFDiv(g->B, cf32(g, VNNI_XMAX), mx, ""), cf32(g, 0), "");
+    LLVMBuildStore(g->B, ci32(g, 0), isum);
+    LLVMValueRef q = vnni_xq(g, &(row_ctx){.xs = xs}, tile);
+    c = loop_begin(g, &lq, ci64(g, 0), ci64(g, 64), 1);
+    p = add(g, p0, c);
+    valid = LLVMBuildICmp(g->B, LLVMIntSLT, p, ci64(g, s->in), "");
+    v = x_packed(g, w, x, LLVMBuildSelect(g->B, valid, p, ci64(g, 0), ""));
+    v = LLVMBuildSelect(g->B, valid, v, cf32(g, 0), "");
+    v = LLVMBuildFMul(g->B, v, inv, "");
+    v = call_n(g, g->rint_ty, g->rint, &v, 1);
+    LLVMValueRef X = call_n(g, g->fpsat_ty, g->fpsat, &v, 1); /* NaN -> 0 */
+    LLVMValueRef hi = LLVMBuildAShr(g->B, add(g, X, ci32(g, 128)), ci32(g, 8), "");
+    LLVMValueRef lo = LLVMBuildSub(g->B, X, LLVMBuildShl(g->B, hi, ci32(g, 8), ""), "");
+    /* column c = 8j + l goes to byte 8l + j */
+    LLVMValueRef b = add(g, mul(g, LLVMBuildAnd(g->B, c, ci64(g, 7), ""), ci64(g, 8)),
+                         LLVMBuildLShr(g->B, c, ci64(g, 3), ""));
+    LLVMBuildStore(g->B, LLVMBuildTrunc(g->B, hi, g->i8, ""),
+                   LLVMBuildGEP2(g->B, g->i8, q, &b, 1, ""));
+    b = add(g, b, ci64(g, 64));
+    LLVMBuildStore(g->B, LLVMBuildTrunc(g->B, lo, g->i8, ""),
+                   LLVMBuildGEP2(g->B, g->i8, q, &b, 1, ""));
+    LLVMBuildStore(g->B, add(g, ld(g, g->i32, isum), X), isum);
+    loop_end(g, &lq, c);
+    LLVMValueRef ts = LLVMBuildFMul(g->B, ld(g, g->f32, fptr(g, xt, tile)),
+                                    LLVMBuildSIToFP(g->B, ld(g, g->i32, isum), g->f32, ""), "");
+    LLVMValueRef xp = fptr(g, xsum, gt ? LLVMBuildUDiv(g->B, tile, ci64(g, gt), "") : ci64(g, 0));
+    LLVMBuildStore(g->B, LLVMBuildFAdd(g->B, ld(g, g->f32, xp), ts, ""), xp);
+    loop_end(g, &lt, tile);
+    if (s->rank) lowrank_bx(g, w, x, t);
+}
+
+/* acc[par] += xs_t·I_t for tile t (NULL acc: 0). */
+static void vnni_tile(cg *g, row_ctx *r, LLVMValueRef tile, LLVMValueRef acc[2], int par) {
+    int bits = g->s->bits, idx[64], ctl[64], mask[64];
+    LLVMTypeRef i1 = LLVMInt1TypeInContext(g->C);
+    LLVMValueRef mk[64];
+    for (int i = 0; i < 64; i++) {
+        mk[i] = LLVMConstInt(i1, i < 8 * bits, 0);
+        idx[i] = i % 8 < bits ? stream_byte_at(g, i / 8, i % 8) : 0;
+        ctl[i] = (i % 8) * bits;
+        mask[i] = (1 << bits) - 1;
+    }
+    LLVMValueRef off = mul(g, tile, ci64(g, 8 * bits));
+    LLVMValueRef p = LLVMBuildGEP2(g->B, g->i8, r->rowc, &off, 1, "");
+    p = LLVMBuildBitCast(g->B, p, LLVMPointerType(g->v64i8, 0), "");
+    LLVMValueRef args[4] = {p, ci32(g, 1), LLVMConstVector(mk, 64), LLVMConstNull(g->v64i8)};
+    LLVMValueRef v = call_n(g, g->ml_ty, g->ml, args, 4);
+    v = LLVMBuildShuffleVector(g->B, v, LLVMGetUndef(g->v64i8), const_ints(idx, 64, g->i32), "");
+    LLVMValueRef ms[2] = {const_ints(ctl, 64, g->i8), v};
+    v = call_n(g, g->ms_ty, g->ms, ms, 2);
+    if (bits < 8) v = LLVMBuildAnd(g->B, v, const_ints(mask, 64, g->i8), "");
+    v = LLVMBuildBitCast(g->B, v, g->v16i32, "");
+    LLVMValueRef q = vnni_xq(g, r, tile), I[2];
+    for (int h = 0; h < 2; h++) {
+        LLVMValueRef d[3] = {LLVMConstNull(g->v16i32), v,
+                             load_bytes(g, g->v16i32, q, ci64(g, 64 * h))};
+        I[h] = call_n(g, g->dp_ty, g->dp, d, 3);
+    }
+    int eight[16];
+    for (int i = 0; i < 16; i++)
+        eight[i] = 8;
+    LLVMValueRef it = add(g, LLVMBuildShl(g->B, I[0], const_ints(eight, 16, g->i32), ""), I[1]);
+    LLVMValueRef f = LLVMBuildSIToFP(g->B, it, g->v16f32, "");
+    LLVMValueRef xsv = splat16(g, ld(g, g->f32, fptr(g, vnni_xt(g, r->xs), tile)));
+    LLVMValueRef fa[3] = {f, xsv, acc[par] ? acc[par] : LLVMConstNull(g->v16f32)};
+    acc[par] = call_n(g, g->fma16_ty, g->fma16, fa, 3);
+}
+
+static LLVMValueRef sum2(cg *g, LLVMValueRef acc[2]) {
+    if (!acc[1]) return acc[0];
+    return LLVMBuildFAdd(g->B, acc[0], acc[1], "");
+}
+
+/* racc16 += scale_g·t */
+static void vnni_group_end(cg *g, row_ctx *r, LLVMValueRef gi, LLVMValueRef t, int parity) {
+    LLVMValueRef sv = splat16(g, ld(g, g->f32, fptr(g, r->srow, gi)));
+    LLVMValueRef a[3] = {sv, t, ld(g, g->v16f32, r->racc16[parity])};
+    LLVMBuildStore(g->B, call_n(g, g->fma16_ty, g->fma16, a, 3), r->racc16[parity]);
+}
+
+/* n tiles from tile t0 (a group boundary). */
+static void vnni_range(cg *g, row_ctx *r, LLVMValueRef t0, int64_t n) {
+    int bits = g->s->bits;
+    int64_t gt = g->s->group_size / 64; /* tiles per group, 0: per-channel */
+    LLVMValueRef acc[2] = {0};
+    LLVMValueRef gbase = gt ? LLVMBuildUDiv(g->B, t0, ci64(g, gt), "") : NULL;
+    if (!gt)
+        for (int a = 0; a < 2; a++)
+            acc[a] = ld(g, g->v16f32, r->pacc16[a]);
+    int parity = 0;
+    for (int64_t k = 0; k < n; k++) {
+        LLVMValueRef tile = add(g, t0, ci64(g, k));
+        if (k == 0 || (k * 8 * bits) / 64 != ((k - 1) * 8 * bits) / 64) {
+            LLVMValueRef ahead = add(g, mul(g, tile, ci64(g, 8 * bits)), ci64(g, PREFETCH));
+            prefetch(g, LLVMBuildGEP2(g->B, g->i8, r->rowc, &ahead, 1, ""));
+        }
+        vnni_tile(g, r, tile, acc, (int)(k % 2));
+        if (gt && (k % gt == gt - 1 || k == n - 1)) {
+            vnni_group_end(g, r, add(g, gbase, ci64(g, k / gt)), sum2(g, acc), parity);
+            parity ^= 1;
+            acc[0] = acc[1] = NULL;
+        }
+    }
+    if (!gt)
+        for (int a = 0; a < 2; a++)
+            LLVMBuildStore(g->B, acc[a], r->pacc16[a]);
+}
+
+/* One row: units of whole groups (unit_cols), then the tiles left; returns
+ * the row's 8-lane vector sum. */
+static LLVMValueRef vnni_row(cg *g, row_ctx *r) {
+    int64_t ut = unit_cols(g->s) / 64, tiles = g->L.tiles;
+    int64_t nu = tiles / ut, tail = tiles - nu * ut;
+    LLVMValueRef z = LLVMConstNull(g->v16f32);
+    for (int p = 0; p < 2; p++)
+        LLVMBuildStore(g->B, z, r->racc16[p]);
+    if (!g->s->group_size)
+        for (int a = 0; a < 2; a++)
+            LLVMBuildStore(g->B, z, r->pacc16[a]);
+    if (nu > 0) {
+        loop l;
+        LLVMValueRef u = loop_begin(g, &l, ci64(g, 0), ci64(g, nu), 1);
+        vnni_range(g, r, mul(g, u, ci64(g, ut)), ut);
+        loop_end(g, &l, u);
+    }
+    if (tail > 0) vnni_range(g, r, ci64(g, nu * ut), tail);
+    if (!g->s->group_size) {
+        LLVMValueRef acc[2];
+        for (int a = 0; a < 2; a++)
+            acc[a] = ld(g, g->v16f32, r->pacc16[a]);
+        vnni_group_end(g, r, ci64(g, 0), sum2(g, acc), 0);
+    }
+    LLVMValueRef v = LLVMBuildFAdd(g->B, ld(g, g->v16f32, r->racc16[0]),
+                                   ld(g, g->v16f32, r->racc16[1]), "");
+    int lo[8], hi[8];
+    for (int i = 0; i < 8; i++)
+        lo[i] = i, hi[i] = 8 + i;
+    LLVMValueRef u = LLVMGetUndef(g->v16f32);
+    return LLVMBuildFAdd(g->B, LLVMBuildShuffleVector(g->B, v, u, const_ints(lo, 8, g->i32), ""),
+                         LLVMBuildShuffleVector(g->B, v, u, const_ints(hi, 8, g->i32), ""), "");
+}
+
+/* gemv_prep(w, x, prep): the x-dependent part of the workspace (xs, xsum,
+ * B·x), once per call. */
+static LLVMValueRef emit_gemv_prep(cg *g) {
+    LLVMTypeRef params[3] = {g->p8, g->pf32, g->pf32};
+    LLVMValueRef fn = new_fn(g, "gemv_prep", params, 3, 0);
+    LLVMValueRef w = LLVMGetParam(fn, 0), x = LLVMGetParam(fn, 1), ws = LLVMGetParam(fn, 2);
+    LLVMValueRef xs = fptr(g, ws, ci64(g, g->W.xs)), xsum = fptr(g, ws, ci64(g, g->W.xsum));
+    LLVMValueRef t = fptr(g, ws, ci64(g, g->W.t_gemv));
+    if (g->vnni)
+        gemv_prologue_vnni(g, w, x, xs, xsum, t);
+    else
+        gemv_prologue(g, w, x, xs, xsum, t);
+    LLVMBuildRetVoid(g->B);
+    return fn;
+}
+
+/* gemv(w, x, y, r0, r1, ws) = gemv_prep(w, x, ws), then gemv_rows(w, x, y,
+ * r0, r1, ws, ws). */
+static void emit_gemv(cg *g, LLVMValueRef prep, LLVMValueRef rows) {
     LLVMTypeRef params[6] = {g->p8, g->pf32, g->pf32, g->i64, g->i64, g->pf32};
-    new_fn(g, "gemv", params, 6, 0);
+    LLVMValueRef fn = new_fn(g, "gemv", params, 6, 0);
+    LLVMValueRef a[7];
+    for (int i = 0; i < 6; i++)
+        a[i] = LLVMGetParam(fn, (unsigned)i);
+    a[6] = a[5];
+    LLVMValueRef pa[3] = {a[0], a[1], a[5]};
+    LLVMBuildCall2(g->B, LLVMGlobalGetValueType(prep), prep, pa, 3, "");
+    LLVMBuildCall2(g->B, LLVMGlobalGetValueType(rows), rows, a, 7, "");
+    LLVMBuildRetVoid(g->B);
+}
+
+/* gemv_rows(w, x, y, r0, r1, prep, ws): rows [r0, r1) from the prepared x
+ * in prep (gemv_prep) with scratch ws (srow, rv, rc; one per thread). */
+static LLVMValueRef emit_gemv_rows(cg *g) {
+    const qc_kernel_spec *s = g->s;
+    LLVMTypeRef params[7] = {g->p8, g->pf32, g->pf32, g->i64, g->i64, g->pf32, g->pf32};
+    LLVMValueRef fn = new_fn(g, "gemv_rows", params, 7, 0);
     /* No noalias on y and ws: loads of the pre-scaled x must stay inside the
      * row loop (as FMA memory operands) rather than be hoisted out of it into
      * more registers than there are. */
     LLVMValueRef w = LLVMGetParam(g->fn, 0), x = LLVMGetParam(g->fn, 1);
-    LLVMValueRef y = LLVMGetParam(g->fn, 2), ws = LLVMGetParam(g->fn, 5);
+    LLVMValueRef y = LLVMGetParam(g->fn, 2), prep = LLVMGetParam(g->fn, 5);
+    LLVMValueRef ws = LLVMGetParam(g->fn, 6);
     row_ctx r = {0};
-    r.xs = fptr(g, ws, ci64(g, g->W.xs));
-    r.xsum = fptr(g, ws, ci64(g, g->W.xsum));
+    r.xs = fptr(g, prep, ci64(g, g->W.xs));
+    r.xsum = fptr(g, prep, ci64(g, g->W.xsum));
     r.srow = fptr(g, ws, ci64(g, g->W.srow));
-    LLVMValueRef t = fptr(g, ws, ci64(g, g->W.t_gemv));
-    gemv_prologue(g, w, x, r.xs, r.xsum, t);
+    LLVMValueRef t = fptr(g, prep, ci64(g, g->W.t_gemv));
 
     r.racc[0] = var(g, g->v8f32, "racc0");
     r.racc[1] = var(g, g->v8f32, "racc1");
     r.corr = var(g, g->f32, "corr");
     for (int a = 0; a < 4; a++)
         r.pacc[a] = var(g, g->v8f32, "pacc");
+    if (g->vnni) {
+        for (int a = 0; a < 2; a++)
+            r.pacc16[a] = var(g, g->v16f32, "pacc16");
+        for (int p = 0; p < 2; p++)
+            r.racc16[p] = var(g, g->v16f32, "racc16");
+    }
     /* Rows in blocks: the row loop leaves each row's vector sum in rv, a
      * second loop reduces them, so no row waits for its own reduction chain
      * (an out-of-order window of one row is too short to hide it). */
@@ -612,20 +888,24 @@ static void emit_gemv(cg *g) {
     LLVMValueRef o = loop_begin(g, &l, b0, b1, 1);
     LLVMValueRef ob = LLVMBuildSub(g->B, o, b0, "");
     row_pointers(g, &r, w, o);
-    LLVMBuildStore(g->B, zv, r.racc[0]);
-    LLVMBuildStore(g->B, zv, r.racc[1]);
     gemv_row_scales(g, &r);
-    for (int a = 0; a < 4; a++)
-        LLVMBuildStore(g->B, zv, r.pacc[a]);
-    row_walk(g, &r);
-    if (!s->group_size) {
-        LLVMValueRef acc[4];
+    LLVMValueRef v;
+    if (g->vnni) {
+        v = vnni_row(g, &r);
+    } else {
+        LLVMBuildStore(g->B, zv, r.racc[0]);
+        LLVMBuildStore(g->B, zv, r.racc[1]);
         for (int a = 0; a < 4; a++)
-            acc[a] = ld(g, g->v8f32, r.pacc[a]);
-        gemv_group_end(g, &r, ci64(g, 0), tree(g, acc, 4), 0);
+            LLVMBuildStore(g->B, zv, r.pacc[a]);
+        row_walk(g, &r);
+        if (!s->group_size) {
+            LLVMValueRef acc[4];
+            for (int a = 0; a < 4; a++)
+                acc[a] = ld(g, g->v8f32, r.pacc[a]);
+            gemv_group_end(g, &r, ci64(g, 0), tree(g, acc, 4), 0);
+        }
+        v = LLVMBuildFAdd(g->B, ld(g, g->v8f32, r.racc[0]), ld(g, g->v8f32, r.racc[1]), "");
     }
-    LLVMValueRef v =
-        LLVMBuildFAdd(g->B, ld(g, g->v8f32, r.racc[0]), ld(g, g->v8f32, r.racc[1]), "");
     vstore(g, v, rv, mul(g, ob, ci64(g, 8)));
     LLVMBuildStore(g->B, ld(g, g->f32, r.corr), fptr(g, rc, ob));
     loop_end(g, &l, o);
@@ -639,6 +919,7 @@ static void emit_gemv(cg *g) {
     loop_end(g, &le, o);
     loop_end(g, &lb, b0);
     LLVMBuildRetVoid(g->B);
+    return fn;
 }
 
 /* deqrow(w, o, dst): dst[p] = scale·(code − zero) of row o for the packed
@@ -775,6 +1056,14 @@ static LLVMValueRef intrinsic(cg *g, const char *name, LLVMTypeRef t, LLVMTypeRe
     return LLVMGetIntrinsicDeclaration(g->M, id, &t, 1);
 }
 
+/* A declared function (target intrinsics without overloads). */
+static LLVMValueRef named_fn(cg *g, const char *name, LLVMTypeRef ret, LLVMTypeRef *params, int n,
+                             LLVMTypeRef *ft) {
+    *ft = LLVMFunctionType(ret, params, (unsigned)n, 0);
+    LLVMValueRef f = LLVMGetNamedFunction(g->M, name);
+    return f ? f : LLVMAddFunction(g->M, name, *ft);
+}
+
 int qc_cpu_ir_emit(LLVMModuleRef M, const qc_kernel_spec *s, const qc_cpu_ir_target *t,
                    qc_err *err) {
     cg g = {0};
@@ -801,6 +1090,27 @@ int qc_cpu_ir_emit(LLVMModuleRef M, const qc_kernel_spec *s, const qc_cpu_ir_tar
     g.pf32 = LLVMPointerType(g.f32, 0);
     g.fma_v = intrinsic(&g, "llvm.fmuladd", g.v8f32, &g.fma_v_ty);
     g.fma_s = intrinsic(&g, "llvm.fmuladd", g.f32, &g.fma_s_ty);
+    if (use_vnni(t, s)) {
+        g.vnni = 1;
+        g.v16f32 = LLVMVectorType(g.f32, 16);
+        g.v16i32 = LLVMVectorType(g.i32, 16);
+        g.v64i8 = LLVMVectorType(g.i8, 64);
+        g.fma16 = intrinsic(&g, "llvm.fmuladd", g.v16f32, &g.fma16_ty);
+        g.fabs = intrinsic(&g, "llvm.fabs", g.f32, &g.fabs_ty);
+        g.rint = intrinsic(&g, "llvm.rint", g.f32, &g.rint_ty);
+        LLVMTypeRef st[2] = {g.i32, g.f32};
+        unsigned id = LLVMLookupIntrinsicID("llvm.fptosi.sat", 15);
+        g.fpsat_ty = LLVMIntrinsicGetType(g.C, id, st, 2);
+        g.fpsat = LLVMGetIntrinsicDeclaration(M, id, st, 2);
+        LLVMTypeRef dpt[3] = {g.v16i32, g.v16i32, g.v16i32};
+        g.dp = named_fn(&g, "llvm.x86.avx512.vpdpbusd.512", g.v16i32, dpt, 3, &g.dp_ty);
+        LLVMTypeRef mst[2] = {g.v64i8, g.v64i8};
+        g.ms = named_fn(&g, "llvm.x86.avx512.pmultishift.qb.512", g.v64i8, mst, 2, &g.ms_ty);
+        LLVMTypeRef mt[2] = {g.v64i8, LLVMPointerType(g.v64i8, 0)};
+        id = LLVMLookupIntrinsicID("llvm.masked.load", 16);
+        g.ml_ty = LLVMIntrinsicGetType(g.C, id, mt, 2);
+        g.ml = LLVMGetIntrinsicDeclaration(M, id, mt, 2);
+    }
 
     /* gemv's per-slot x scale (slot_prescale). */
     LLVMValueRef ps[8];
@@ -816,7 +1126,8 @@ int qc_cpu_ir_emit(LLVMModuleRef M, const qc_kernel_spec *s, const qc_cpu_ir_tar
 
     g.B = LLVMCreateBuilderInContext(g.C);
     g.AB = LLVMCreateBuilderInContext(g.C);
-    emit_gemv(&g);
+    LLVMValueRef prep = emit_gemv_prep(&g), rows = emit_gemv_rows(&g);
+    emit_gemv(&g, prep, rows);
     emit_gemm(&g);
     LLVMDisposeBuilder(g.B);
     LLVMDisposeBuilder(g.AB);

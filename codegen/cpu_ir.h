@@ -28,6 +28,10 @@
 /* Adds the gemv and gemm kernels of s (named qc_kernel_spec_symbol) to M. */
 typedef struct qc_cpu_ir_target {
     int vector_f16; /* the target converts <8 x half> natively (F16C, NEON) */
+    int vnni;       /* x86 with AVX512-VNNI, -VBMI and -BW (vpdpbusd, vpermb,
+                       vpmultishiftqb): gemv of 2..8-bit codes in whole
+                       64-column groups runs on integer dot products with x
+                       in 16-bit fixed point per tile (cpu_ir.c) */
 } qc_cpu_ir_target;
 int qc_cpu_ir_emit(LLVMModuleRef M, const qc_kernel_spec *s, const qc_cpu_ir_target *t,
                    qc_err *err);

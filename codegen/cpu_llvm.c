@@ -74,7 +74,8 @@ static void init_targets(void) {
  * target lists those of them the host has. */
 static const char *const checkable[] = {
     "popcnt", "sse4.2", "avx",     "avx2",     "bmi",      "bmi2",     "f16c",     "fma",
-    "lzcnt",  "movbe",  "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl", "neon",
+    "lzcnt",      "movbe",      "avx512f", "avx512bw", "avx512cd", "avx512dq",
+    "avx512vl",   "avx512vbmi", "avx512vnni", "neon",
 };
 #define V3_FEATURES "avx,avx2,bmi,bmi2,f16c,fma,lzcnt,movbe,popcnt,sse4.2"
 
@@ -282,7 +283,9 @@ static LLVMModuleRef build_module(LLVMContextRef C, const qc_kernel_spec *uniq, 
     LLVMSetInitializer(g, LLVMConstStringInContext(C, t->desc, (unsigned)dl - 1, 0));
     LLVMSetGlobalConstant(g, 1);
     int x86 = !strncmp(t->triple, "x86_64", 6);
-    qc_cpu_ir_target it = {!x86 || strstr(t->desc, "f16c") != NULL};
+    qc_cpu_ir_target it = {!x86 || strstr(t->desc, "f16c") != NULL,
+                           x86 && strstr(t->desc, "avx512vnni") && strstr(t->desc, "avx512vbmi") &&
+                               strstr(t->desc, "avx512bw")};
     for (int i = 0; i < nu; i++)
         if (qc_cpu_ir_emit(M, &uniq[i], &it, err)) {
             LLVMDisposeModule(M);

@@ -166,7 +166,8 @@ static int64_t round8(int64_t v) {
 void qc_kernel_ws_layout(const qc_kernel_spec *s, qc_kernel_ws *l) {
     l->in8 = round8(s->in);
     l->xs = 0;
-    l->xsum = l->xs + l->in8;
+    /* whole 64-column tiles: the bf16 gemv stores x as 64 bf16 pairs per tile */
+    l->xsum = l->xs + (s->in + 63) / 64 * 64;
     l->srow = l->xsum + round8(n_groups_of(s));
     l->t_gemv = l->srow + round8(n_groups_of(s));
     l->rv = l->t_gemv + round8(s->rank);

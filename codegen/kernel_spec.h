@@ -81,6 +81,14 @@ int qc_kernel_specs_dedup(const qc_kernel_spec *specs, int n, qc_kernel_spec *un
  * not depend on r0/r1, so rows can be split across threads freely. */
 typedef void (*qc_gemv_fn)(const uint8_t *w, const float *x, float *y, int64_t r0, int64_t r1,
                            float *ws);
+/* gemv split in two (same results): gemv_prep(w, x, prep) writes the
+ * x-dependent part of a workspace once per call; gemv_rows(w, x, y, r0, r1,
+ * prep, ws) computes rows [r0, r1) from it with its own scratch ws (one per
+ * thread; prep is only read, so threads share it). gemv(w, x, y, r0, r1, ws)
+ * is gemv_prep(w, x, ws) then gemv_rows(w, x, y, r0, r1, ws, ws). */
+typedef void (*qc_gemv_prep_fn)(const uint8_t *w, const float *x, float *prep);
+typedef void (*qc_gemv_rows_fn)(const uint8_t *w, const float *x, float *y, int64_t r0, int64_t r1,
+                                const float *prep, float *ws);
 typedef void (*qc_gemm_fn)(const uint8_t *w, const float *x, int64_t m, float *y, int64_t r0,
                            int64_t r1, float *ws);
 
@@ -91,7 +99,8 @@ typedef void (*qc_gemm_fn)(const uint8_t *w, const float *x, int64_t m, float *y
 #define QC_GEMV_ROW_BLOCK 64
 
 /* Workspace layout (offsets in floats). gemv: xs = x permuted, scaled per
- * slot and zero-padded (in8 = in rounded up to 8), xsum = per-group sums of
+ * slot and zero-padded (in8 = in rounded up to 8; room for in rounded up to
+ * 64: the AVX-512 VNNI gemv's bytes of x and per-tile scales), xsum = per-group sums of
  * x, srow = one row's scales, t = B·x, rv/rc = per-row vector sums and
  * zero-point corrections of a block of QC_GEMV_ROW_BLOCK rows. gemm: wt =
  * QC_GEMM_ROW_TILE dequantized rows (packed column order), t = m × rank,

@@ -31,9 +31,9 @@ struct qcrt_cpu_kernels {
 /* Whether this CPU and OS support an ISA extension (cpuid; AVX and AVX-512
  * also need the OS to save their registers: XGETBV). */
 static int host_has(const char *f) {
-    unsigned a, b, c1 = 0, d, b7 = 0, c81 = 0;
+    unsigned a, b, c1 = 0, d, b7 = 0, c7 = 0, c81 = 0;
     __get_cpuid(1, &a, &b, &c1, &d);
-    __get_cpuid_count(7, 0, &a, &b7, &c81, &d);
+    __get_cpuid_count(7, 0, &a, &b7, &c7, &d);
     c81 = 0;
     __get_cpuid(0x80000001, &a, &b, &c81, &d);
     unsigned long long xcr0 = 0;
@@ -45,17 +45,20 @@ static int host_has(const char *f) {
     int ymm = (xcr0 & 6) == 6, zmm = (xcr0 & 0xe6) == 0xe6;
     static const struct {
         const char *name;
-        int reg, bit, needs; /* reg: 0 = cpuid(1).ecx, 1 = cpuid(7).ebx, 2 = 0x80000001.ecx */
+        /* reg: 0 = cpuid(1).ecx, 1 = cpuid(7).ebx, 2 = 0x80000001.ecx,
+         * 3 = cpuid(7).ecx */
+        int reg, bit, needs;
     } t[] = {
-        {"popcnt", 0, 23, 0},   {"sse4.2", 0, 20, 0},   {"avx", 0, 28, 1},
-        {"fma", 0, 12, 1},      {"f16c", 0, 29, 1},     {"movbe", 0, 22, 0},
-        {"avx2", 1, 5, 1},      {"bmi", 1, 3, 0},       {"bmi2", 1, 8, 0},
-        {"lzcnt", 2, 5, 0},     {"avx512f", 1, 16, 2},  {"avx512dq", 1, 17, 2},
-        {"avx512cd", 1, 28, 2}, {"avx512bw", 1, 30, 2}, {"avx512vl", 1, 31, 2},
+        {"popcnt", 0, 23, 0},     {"sse4.2", 0, 20, 0},   {"avx", 0, 28, 1},
+        {"fma", 0, 12, 1},        {"f16c", 0, 29, 1},     {"movbe", 0, 22, 0},
+        {"avx2", 1, 5, 1},        {"bmi", 1, 3, 0},       {"bmi2", 1, 8, 0},
+        {"lzcnt", 2, 5, 0},       {"avx512f", 1, 16, 2},  {"avx512dq", 1, 17, 2},
+        {"avx512cd", 1, 28, 2},   {"avx512bw", 1, 30, 2}, {"avx512vl", 1, 31, 2},
+        {"avx512vbmi", 3, 1, 2},  {"avx512vnni", 3, 11, 2},
     };
     for (size_t i = 0; i < sizeof t / sizeof *t; i++) {
         if (strcmp(f, t[i].name)) continue;
-        unsigned r = t[i].reg == 0 ? c1 : t[i].reg == 1 ? b7 : c81;
+        unsigned regs[4] = {c1, b7, c81, c7}, r = regs[t[i].reg];
         int os = t[i].needs == 0 || (t[i].needs == 1 ? ymm : zmm);
         return (r >> t[i].bit & 1) && os ? 1 : 0;
     }
@@ -189,6 +192,19 @@ int qcrt_cpu_kernels_find(const qcrt_cpu_kernels *k, const qc_kernel_spec *s, qc
     /* POSIX: dlsym results convert to function pointers. */
     memcpy(gemv, &f, sizeof f);
     memcpy(gemm, &g, sizeof g);
+    return 0;
+}
+
+int qcrt_cpu_kernels_find_split(const qcrt_cpu_kernels *k, const qc_kernel_spec *s,
+                                qc_gemv_prep_fn *prep, qc_gemv_rows_fn *rows) {
+    char a[160], b[160];
+    if (qc_kernel_spec_symbol(s, "gemv_prep", a, sizeof a) < 0 ||
+        qc_kernel_spec_symbol(s, "gemv_rows", b, sizeof b) < 0)
+        return 1;
+    void *f = dlsym(k->handle, a), *g = dlsym(k->handle, b);
+    if (!f || !g) return 1;
+    memcpy(prep, &f, sizeof f);
+    memcpy(rows, &g, sizeof g);
     return 0;
 }
 

@@ -30,6 +30,11 @@ qcrt_cpu_kernels *qcrt_cpu_kernels_load(const void *so, size_t size, const char 
 int qcrt_cpu_kernels_find(const qcrt_cpu_kernels *k, const qc_kernel_spec *s, qc_gemv_fn *gemv,
                           qc_gemm_fn *gemm, qc_err *err);
 
+/* The split gemv of spec s (kernel_spec.h); objects from quantc versions
+ * before it have none: returns 0 when found, 1 when absent. */
+int qcrt_cpu_kernels_find_split(const qcrt_cpu_kernels *k, const qc_kernel_spec *s,
+                                qc_gemv_prep_fn *prep, qc_gemv_rows_fn *rows);
+
 void qcrt_cpu_kernels_free(qcrt_cpu_kernels *k);
 
 #endif

@@ -52,8 +52,11 @@ struct qcrt_pool;
  * computed by one thread in a fixed order whatever the part boundaries
  * (kernel ABI), so results depend neither on T nor on scheduling.
  * pool may be NULL (one thread) and must outlive the linear; forward() is
- * not reentrant (per-thread scratch lives in the linear). */
+ * not reentrant (per-thread scratch lives in the linear). With the split
+ * gemv (prep and rows non-NULL, qcrt_cpu_kernels_find_split) x is prepared
+ * once per call instead of once per part. */
 qcrt_linear *qcrt_linear_cpu_new(const qc_kernel_spec *spec, qc_gemv_fn gemv, qc_gemm_fn gemm,
+                                 qc_gemv_prep_fn prep, qc_gemv_rows_fn rows,
                                  const uint8_t *packed, size_t packed_size, const float *bias,
                                  struct qcrt_pool *pool, qc_err *err);
 

@@ -13,12 +13,15 @@ typedef struct cpu_linear {
     qc_kernel_spec spec;
     qc_gemv_fn gemv;
     qc_gemm_fn gemm;
+    qc_gemv_prep_fn prep; /* NULL: gemv per part */
+    qc_gemv_rows_fn rows;
     const uint8_t *w;
     float *bias;
     qcrt_pool *pool;
     int threads;
     size_t ws_floats;
-    float *ws; /* threads × ws_floats */
+    float *ws;   /* threads × ws_floats */
+    float *xws;  /* the split gemv's prepared x (ws_floats) */
 } cpu_linear;
 
 typedef struct job {
@@ -40,7 +43,9 @@ static void run_part(void *arg, int p, int n, int slot) {
     int64_t out = c->spec.out, r0 = (int64_t)p * PART_ROWS;
     int64_t r1 = r0 + PART_ROWS < out ? r0 + PART_ROWS : out;
     float *ws = c->ws + (size_t)slot * c->ws_floats;
-    if (j->m == 0)
+    if (j->m == 0 && c->rows)
+        c->rows(c->w, j->x, j->y, r0, r1, c->xws, ws);
+    else if (j->m == 0)
         c->gemv(c->w, j->x, j->y, r0, r1, ws);
     else
         c->gemm(c->w, j->x, j->m, j->y, r0, r1, ws);
@@ -56,6 +61,7 @@ static void cpu_forward(const qcrt_linear *l, const float *x, int64_t n, float *
     for (int64_t i = 0; i < n; i += M_CHUNK) {
         int64_t m = n - i < M_CHUNK ? n - i : M_CHUNK;
         job j = {c, x + i * c->spec.in, y + i * c->spec.out, n == 1 ? 0 : m};
+        if (n == 1 && c->prep) c->prep(c->w, j.x, c->xws);
         qcrt_pool_run(c->pool, parts, run_part, &j);
     }
 }
@@ -64,11 +70,13 @@ static void cpu_free(qcrt_linear *l) {
     cpu_linear *c = l->impl;
     free(c->bias);
     free(c->ws);
+    free(c->xws);
     free(c);
     free(l);
 }
 
 qcrt_linear *qcrt_linear_cpu_new(const qc_kernel_spec *spec, qc_gemv_fn gemv, qc_gemm_fn gemm,
+                                 qc_gemv_prep_fn prep, qc_gemv_rows_fn rows,
                                  const uint8_t *packed, size_t packed_size, const float *bias,
                                  qcrt_pool *pool, qc_err *err) {
     if (!gemv || !gemm) {
@@ -85,6 +93,7 @@ qcrt_linear *qcrt_linear_cpu_new(const qc_kernel_spec *spec, qc_gemv_fn gemv, qc
     c->spec = *spec;
     c->gemv = gemv;
     c->gemm = gemm;
+    if (prep && rows) c->prep = prep, c->rows = rows;
     c->w = packed;
     c->pool = pool;
     c->threads = qcrt_pool_threads(pool);
@@ -92,7 +101,8 @@ qcrt_linear *qcrt_linear_cpu_new(const qc_kernel_spec *spec, qc_gemv_fn gemv, qc
     c->ws_floats = (qc_kernel_ws_floats(spec, M_CHUNK) + 15) / 16 * 16;
     size_t n = 0;
     if (qc_mul_size(c->ws_floats, (size_t)c->threads * sizeof(float), &n) ||
-        !(c->ws = aligned_alloc(64, n))) {
+        !(c->ws = aligned_alloc(64, n)) ||
+        (c->prep && !(c->xws = aligned_alloc(64, c->ws_floats * sizeof(float))))) {
         qc_err_set(err, "CPU linear: out of memory for %zu bytes of scratch", n);
         goto fail;
     }
@@ -108,6 +118,7 @@ qcrt_linear *qcrt_linear_cpu_new(const qc_kernel_spec *spec, qc_gemv_fn gemv, qc
     return l;
 fail:
     free(c->ws);
+    free(c->xws);
     free(c);
     free(l);
     return NULL;

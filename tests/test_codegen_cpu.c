@@ -13,7 +13,13 @@
  * bounded by B = Σ_c (|s|·(code + zero) + |S_oc| + Σ_k |A_ok·B_kc|)·|x_c|;
  * K = in + rank + 16 covers the group and final combines; the low-rank part
  * is two chained reductions, hence a factor 2: tol = 2·8·√K·u·B. The
- * corrupted-code check at the end shows the comparison catches one). */
+ * corrupted-code check at the end shows the comparison catches one).
+ *
+ * On hosts with AVX512-VNNI + VBMI, gemv of 2..8-bit codes in whole
+ * 64-column groups quantizes x per 64-column tile to X·xs_t with
+ * |x − X·xs_t| ≤ max|x_t| / 65024 and sums code·X exactly in integers
+ * (codegen/cpu_ir.c), which adds at most Σ_c |w_c|·max|x| / 65024 (max over
+ * the row of x: a bound for every tile's max; counted in tol). */
 #include "../codegen/cpu_llvm.h"
 #include "../codegen/pack.h"
 #include "../compiler/dequant.h"
@@ -121,6 +127,12 @@ static void free_case(tcase *t) {
     free(t->row_ptr), free(t->col), free(t->val), free(t->a), free(t->b), free(t->packed);
 }
 
+static int vnni_host; /* the host kernels have the VNNI gemv (target features) */
+
+static int vnni_gemv(const tcase *t) {
+    return vnni_host && t->bits >= 2 && t->bits <= 8 && t->group % 64 == 0;
+}
+
 /* Reference Ŵ (double) and the per-entry magnitude bound used by tol. */
 static void reference_w(const tcase *t, double *w, double *wabs) {
     int64_t n = t->out * t->in;
@@ -153,16 +165,20 @@ static void reference_w(const tcase *t, double *w, double *wabs) {
 /* Compares y (m × out) with the reference; returns the number of misses. */
 static int compare(const tcase *t, const double *w, const double *wabs, const float *x, int64_t m,
                    const float *y, const char *what) {
+    int vnni = !strcmp(what, "gemv") || !strcmp(what, "corrupt") ? vnni_gemv(t) : 0;
     double K = (double)(t->in + t->rank + 16), u = 0x1p-24, lambda = 8;
     int bad = 0;
     for (int64_t i = 0; i < m; i++)
         for (int64_t o = 0; o < t->out; o++) {
-            double ref = 0, bound = 0;
+            double ref = 0, bound = 0, wsum = 0, xmax = 0;
             for (int64_t c = 0; c < t->in; c++) {
                 ref += w[o * t->in + c] * x[i * t->in + c];
                 bound += wabs[o * t->in + c] * fabs(x[i * t->in + c]);
+                wsum += fabs(w[o * t->in + c]);
+                xmax = fmax(xmax, fabs(x[i * t->in + c]));
             }
-            double tol = 2 * lambda * sqrt(K) * u * bound + 1e-30;
+            double tol =
+                2 * lambda * sqrt(K) * u * bound + (vnni ? wsum * xmax / 65024 : 0) + 1e-30;
             double got = y[i * t->out + o];
             if (!(fabs(got - ref) <= tol)) {
                 if (bad++ < 3)
@@ -219,12 +235,17 @@ static void check_case(const tcase *t, const qcrt_cpu_kernels *k) {
     free(w), free(wabs), free(x), free(y), free(ws);
 }
 
-/* Thread counts 1, 2, 3 give bit-identical outputs through linear_cpu. */
+/* Thread counts 1, 2, 3 give bit-identical outputs through linear_cpu
+ * (which runs the split gemv: x prepared once, rows in parts), equal to the
+ * whole gemv. */
 static void check_threads(const tcase *t, const qcrt_cpu_kernels *k) {
     qc_err err = {{0}};
     qc_gemv_fn gemv;
     qc_gemm_fn gemm;
+    qc_gemv_prep_fn prep;
+    qc_gemv_rows_fn rows;
     CHECK_FATAL(!qcrt_cpu_kernels_find(k, &t->spec, &gemv, &gemm, &err));
+    CHECK_FATAL(qcrt_cpu_kernels_find_split(k, &t->spec, &prep, &rows) == 0);
     int64_t m = 70; /* crosses the 64-row chunk */
     float *x = malloc((size_t)(m * t->in) * sizeof *x), *bias = malloc((size_t)t->out * 4);
     float *y[3];
@@ -236,7 +257,8 @@ static void check_threads(const tcase *t, const qcrt_cpu_kernels *k) {
         qcrt_pool *pool = qcrt_pool_new(th, &err);
         CHECK_FATAL(pool);
         qcrt_linear *l =
-            qcrt_linear_cpu_new(&t->spec, gemv, gemm, t->packed, t->packed_size, bias, pool, &err);
+            qcrt_linear_cpu_new(&t->spec, gemv, gemm, prep, rows, t->packed, t->packed_size, bias,
+                                pool, &err);
         CHECK_FATAL(l);
         y[th - 1] = malloc((size_t)((m + 1) * t->out) * sizeof(float));
         l->forward(l, x, 1, y[th - 1]);
@@ -426,6 +448,9 @@ int main(void) {
            obj.n_kernels, obj.n_specs, obj.ir_seconds, obj.opt_seconds, obj.emit_seconds,
            obj.link_seconds, obj.so_size, obj.target);
     CHECK(!strcmp(obj.symbols[2 * (n - 1) + 1], "qck_i8ca_o33_i577_s_gemm"));
+    vnni_host = strstr(obj.target, "avx512vnni") && strstr(obj.target, "avx512vbmi");
+    printf("gemv of 2..8-bit codes in 64-column groups: %s\n",
+           vnni_host ? "AVX512-VNNI, x in 16-bit fixed point per tile" : "f32 FMA");
     qcrt_cpu_kernels *k = qcrt_cpu_kernels_load(obj.so, obj.so_size, obj.target, &err);
     CHECK_MSG(k != NULL, "load: %s", err.msg);
     if (!k) TEST_END();
