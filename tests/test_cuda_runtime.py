@@ -71,6 +71,8 @@ def check_artifact(path, what):
             check(b".target " + k["name"].encode() in ptx, f"{what}: PTX target of {m['name']}")
         check(len(body) == sum(2 * len(s["modules"]) for s in sets) + (len(man["kernels"]) - len(sets)),
               f"{what}: kernels sections")
+    if "g32" in what:
+        check(all(l["permuted"] for l in man["layers"]), f"{what}: act-order layers are permuted")
     for l in man["layers"]:
         blob = art["tensors"][l["tensors"]["cuda_packed"]]
         got = qc_artifact.unpack_qccuda1(blob, l)
@@ -94,9 +96,15 @@ def main():
             sample = f.read(20000)
         with open(text, "w") as f:
             f.write(sample)
+        # groups of 32 with act-order: permuted, several groups per row
+        g32 = os.path.join(tmp, "w4a16-g32.yaml")
+        with open(RECIPES[0]) as f:
+            body = f.read().replace("group_size: 128", "group_size: 32")
+        with open(g32, "w") as f:
+            f.write(body)
         arts = []
         for name, model in MODELS:
-            for recipe in RECIPES:
+            for recipe in RECIPES + ([g32] if name == "llama" else []):
                 out = os.path.join(tmp, f"{name}-{os.path.basename(recipe)}.qc")
                 rc, so, se = qc("compile", model, "-r", recipe, "-o", out, "--calib", CALIB,
                                 "--calib-samples", "4", "--calib-tokens", "64", "--no-gates",
