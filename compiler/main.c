@@ -74,6 +74,9 @@ static const char *eval_help =
     "  --device D         cpu (default) or cuda: run on GPU 0 with the kernels the\n"
     "                     artifact was compiled with (--target cuda:ARCH); fails\n"
     "                     (exit 1) without a CUDA driver or GPU\n"
+    "  --decode           feed each window one token at a time through the KV\n"
+    "                     cache: the batch-1 decode path (gemv kernels) that\n"
+    "                     `quantc run` uses, instead of 128-token chunks (gemm)\n"
     "  --json             print the result as JSON on stdout\n"
     "  --quiet            no progress line\n";
 
@@ -186,6 +189,7 @@ enum {
     OPT_TOP_P,
     OPT_SEED,
     OPT_BOS,
+    OPT_DECODE,
     OPT_HELP,
 };
 
@@ -270,13 +274,14 @@ static int cmd_eval(int argc, char **argv) {
                                          {"threads", required_argument, 0, OPT_THREADS},
                                          {"kernels", required_argument, 0, OPT_KERNELS},
                                          {"device", required_argument, 0, OPT_DEVICE},
+                                         {"decode", no_argument, 0, OPT_DECODE},
                                          {"json", no_argument, 0, OPT_JSON},
                                          {"quiet", no_argument, 0, OPT_QUIET},
                                          {"help", no_argument, 0, OPT_HELP},
                                          {0, 0, 0, 0}};
     const char *text = NULL, *ref_path = NULL;
     long ctx = 512, max_windows = 0, threads = 0;
-    int json = 0, quiet = !isatty(2), c;
+    int json = 0, quiet = !isatty(2), decode = 0, c;
     qcrt_kernels_mode kmode = QCRT_KERNELS_AUTO;
     qcrt_device device = QCRT_DEVICE_CPU;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -311,6 +316,9 @@ static int cmd_eval(int argc, char **argv) {
             if (parse_device(optarg, &device))
                 return qc_cli_usage_error(eval_help, "--device: expected cpu or cuda, got '%s'",
                                           optarg);
+            break;
+        case OPT_DECODE:
+            decode = 1;
             break;
         case OPT_JSON:
             json = 1;
@@ -349,7 +357,11 @@ static int cmd_eval(int argc, char **argv) {
     }
     progress_ctx pc = {qc_cli_now_s(), quiet};
     qcrt_eval_opts eo = {
-        .ctx = (int)ctx, .max_windows = (int)max_windows, .progress = eval_progress, .ud = &pc};
+        .ctx = (int)ctx,
+        .max_windows = (int)max_windows,
+        .decode = decode,
+        .progress = eval_progress,
+        .ud = &pc};
     qcrt_eval_result r;
     if (qcrt_eval_ppl(rm, rref, ids, n_ids, &eo, &r, &err)) goto out;
     double secs = qc_cli_now_s() - t0;

@@ -80,8 +80,9 @@ int qcrt_eval_ppl(const qcrt_model *m, const qcrt_model *ref, const int32_t *ids
         const int32_t *win = ids + w * ctx;
         qcrt_state_reset(a.st);
         if (ref) qcrt_state_reset(b.st);
-        for (int c0 = 0; c0 < ctx; c0 += EVAL_CHUNK) {
-            int n = ctx - c0 < EVAL_CHUNK ? ctx - c0 : EVAL_CHUNK;
+        int chunk = opts->decode ? 1 : EVAL_CHUNK;
+        for (int c0 = 0; c0 < ctx; c0 += chunk) {
+            int n = ctx - c0 < chunk ? ctx - c0 : chunk;
             if (qcrt_forward(m, a.st, win + c0, n, a.logits, 1, err)) goto done;
             if (ref && qcrt_forward(ref, b.st, win + c0, n, b.logits, 1, err)) goto done;
             for (int i = 0; i < n; i++) {

@@ -9,6 +9,7 @@
 typedef struct qcrt_eval_opts {
     int ctx;         /* window length in tokens (≥ 2) */
     int max_windows; /* 0: every whole window of the text */
+    int decode;      /* 1: one token per forward call (batch-1 decode path) */
     /* Called after each window (may be NULL): windows done, total, running
      * mean negative log-likelihood. */
     void (*progress)(void *ud, int done, int total, double nll_mean);
