@@ -5,6 +5,7 @@
  * block replaces the earlier result. */
 #include "compiler/dequant.h"
 #include "compiler/ggml_quant.h"
+#include "compiler/model.h"
 #include "compiler/pass.h"
 #include "compiler/quant.h"
 
@@ -15,13 +16,16 @@
 
 static const char *const methods[] = {"rtn", "gptq", NULL};
 
-/* "int", then the ggml block types by their GGUF names. */
+/* "int", the ggml block types by their GGUF names, then llama-quantize's
+ * per-tensor mixes (type chosen per layer by mix_type). */
 static const char *const formats[] = {
-    "int",       "gguf:q8_0", "gguf:q4_0", "gguf:q4_1", "gguf:q5_0",   "gguf:q5_1", "gguf:iq4_nl",
-    "gguf:q3_k", "gguf:q4_k", "gguf:q5_k", "gguf:q6_k", "gguf:iq4_xs", NULL};
-static const qc_dtype format_dtype[] = {QC_DT_F32,  QC_DT_Q8_0, QC_DT_Q4_0,   QC_DT_Q4_1,
-                                        QC_DT_Q5_0, QC_DT_Q5_1, QC_DT_IQ4_NL, QC_DT_Q3_K,
-                                        QC_DT_Q4_K, QC_DT_Q5_K, QC_DT_Q6_K,   QC_DT_IQ4_XS};
+    "int",       "gguf:q8_0", "gguf:q4_0",   "gguf:q4_1",   "gguf:q5_0",   "gguf:q5_1",
+    "gguf:iq4_nl", "gguf:q3_k", "gguf:q4_k", "gguf:q5_k",   "gguf:q6_k",   "gguf:iq4_xs",
+    "gguf:q4_k_m", "gguf:q3_k_m", NULL};
+enum { MIX_Q4_K_M = QC_DT_COUNT, MIX_Q3_K_M };
+static const int format_dtype[] = {QC_DT_F32,    QC_DT_Q8_0, QC_DT_Q4_0, QC_DT_Q4_1, QC_DT_Q5_0,
+                                   QC_DT_Q5_1,   QC_DT_IQ4_NL, QC_DT_Q3_K, QC_DT_Q4_K, QC_DT_Q5_K,
+                                   QC_DT_Q6_K,   QC_DT_IQ4_XS, MIX_Q4_K_M, MIX_Q3_K_M};
 
 static const qc_param_spec params[] = {
     {"method", QC_PARAM_STRING, "gptq", 1, 0, methods,
@@ -47,7 +51,8 @@ static const qc_param_spec params[] = {
      "type, exactly as llama.cpp decodes it (its own blocks and scales: bits, group_size, "
      "symmetric and the clip search do not apply; a type whose block does not divide a row "
      "falls back as llama-quantize does, e.g. q4_k -> q5_0; with act_order or static_groups GPTQ "
-     "fits the blocks up front)"},
+     "fits the blocks up front); gguf:q4_k_m, gguf:q3_k_m: the type llama-quantize's Q4_K_M / "
+     "Q3_K_M give each linear (by projection and layer index; lm_head Q6_K)"},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
@@ -69,11 +74,28 @@ static void note_hessian(qc_calib_linear *l, const qc_gptq_opts *o, const qc_gpt
                  n ? "; " : "", (long long)info->dead_inputs);
 }
 
-static qc_dtype format_of(const qc_params *p) {
+/* A qc_dtype, or MIX_*. */
+static int format_of(const qc_params *p) {
     const char *f = qc_params_str(p, "format");
     for (int i = 0; formats[i]; i++)
         if (!strcmp(f, formats[i])) return format_dtype[i];
     return QC_DT_F32;
+}
+
+/* llama.cpp's llama_tensor_get_type for Q4_K_M and Q3_K_M (src/llama-quant.cpp
+ * as llama-cpp-python 0.3.36 vendors it; dense models other than Falcon and
+ * 70B): linear `kind` of block i of n (i == n: lm_head, the output tensor). */
+static int more_bits(int i, int n) {
+    return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2;
+}
+
+static qc_dtype mix_type(int mix, const char *kind, int i, int n) {
+    if (i >= n) return QC_DT_Q6_K;
+    int v = !strcmp(kind, "v_proj"), down = !strcmp(kind, "down_proj");
+    if (mix == MIX_Q4_K_M) return (v || down) && more_bits(i, n) ? QC_DT_Q6_K : QC_DT_Q4_K;
+    if (v) return i < 2 ? QC_DT_Q5_K : QC_DT_Q4_K;
+    if (down) return i < n / 16 ? QC_DT_Q5_K : QC_DT_Q4_K;
+    return !strcmp(kind, "o_proj") ? QC_DT_Q4_K : QC_DT_Q3_K;
 }
 
 /* A copy of l's Hessian for GPTQ to factor (H is shared by the linears
@@ -161,7 +183,9 @@ done:
     return 0;
 }
 
-static int quantize_linear(const qc_params *p, qc_calib_linear *l, qc_err *err) {
+/* block: the block index (n_layers for lm_head); n_layers: the model's. */
+static int quantize_linear(const qc_params *p, qc_calib_linear *l, int block, int n_layers,
+                           qc_err *err) {
     double t0 = now();
     /* A failed run leaves no earlier result behind to be taken for this one. */
     qc_quant_state_free(l->q);
@@ -171,9 +195,10 @@ static int quantize_linear(const qc_params *p, qc_calib_linear *l, qc_err *err) 
     free(l->blocks);
     l->blocks = NULL;
     l->note[0] = 0;
-    qc_dtype gguf = format_of(p);
+    int gguf = format_of(p);
+    if (gguf >= QC_DT_COUNT) gguf = mix_type(gguf, l->kind, block, n_layers);
     if (gguf != QC_DT_F32) {
-        if (quantize_ggml(p, l, gguf, err)) return -1;
+        if (quantize_ggml(p, l, (qc_dtype)gguf, err)) return -1;
         l->seconds = now() - t0;
         return 0;
     }
@@ -229,12 +254,25 @@ done:
     return 0;
 }
 
+/* The mixes need the layer count, which blocks do not carry: kept here. */
+static int run_model(const qc_pass_ctx *ctx, const qc_params *p, struct qc_model *m, qc_err *err) {
+    (void)p;
+    int *n = qc_malloc(sizeof *n, err);
+    if (!n) return -1;
+    *n = m->cfg.n_layers;
+    *ctx->state = n;
+    return 0;
+}
+
 static int run_block(const qc_pass_ctx *ctx, const qc_params *p, qc_calib_block *b, qc_err *err) {
-    (void)ctx;
+    const int *n_layers = ctx->state ? *ctx->state : NULL;
+    if (format_of(p) >= QC_DT_COUNT && !n_layers)
+        return qc_err_set(err, "quantize: format %s: layer count unknown",
+                          qc_params_str(p, "format"));
     for (int i = 0; i < b->n_linears; i++) {
         qc_calib_linear *l = &b->linears[i];
         if (!l->targeted) continue;
-        if (quantize_linear(p, l, err))
+        if (quantize_linear(p, l, b->index, n_layers ? *n_layers : 0, err))
             return qc_err_prefix(err, "quantize: block %d: %s", b->index, l->name);
     }
     return 0;
@@ -245,4 +283,6 @@ const qc_pass qc_pass_quantize = {
     .doc = "round weights to group-wise integer codes (RTN or GPTQ), with a clip search for scales",
     .params = params,
     .run_block = run_block,
+    .run_model = run_model,
+    .free_state = free,
 };

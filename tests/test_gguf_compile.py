@@ -14,6 +14,9 @@ llama-quantize does: q4_k -> Q5_0, q3_k -> Q4_0, iq4_xs -> IQ4_NL, q6_k -> Q8_0)
   its own dequantized weights (relative 1e-5: the report's 8 digits, sums in
   another order), so the reader's values are quantc's;
 - GPTQ lowers the mean output error below RTN's at 4 bits;
+- format gguf:q4_k_m / gguf:q3_k_m: every linear in the type llama-quantize's
+  Q4_K_M / Q3_K_M gives it (the rule of llama-quant.cpp, written again here),
+  after the fallbacks, and the export evaluates to the artifact's perplexity;
 - recipes/gguf-*.yaml pass `quantc recipe check`;
 - refusals, each naming the layer and the feature, no output file: outliers
   or lowrank with a GGUF format (compile), rotate's online Hadamard with a
@@ -84,11 +87,12 @@ def compile_export(tmp, name, passes, want_type, source=None):
     if rc:
         return None
     ts = read(out)
+    want = want_type if callable(want_type) else lambda b, l: want_type
     for b in range(2):
         for l in LINEARS:
             t = ts.get(f"blk.{b}.{l}.weight")
-            check(t is not None and t[0] == want_type,
-                  f"{name}: blk.{b}.{l}.weight is {t and t[0]}, want {want_type}")
+            check(t is not None and t[0] == want(b, l),
+                  f"{name}: blk.{b}.{l}.weight is {t and t[0]}, want {want(b, l)}")
     # rotate unties the head (the final norm folds into it): then it is F32;
     # a tied head of a compile is not written (llama.cpp reads token_embd).
     check(ts.get("output.weight", ("F32",))[0] == "F32" and
@@ -97,10 +101,13 @@ def compile_export(tmp, name, passes, want_type, source=None):
     text = os.path.join(tmp, "sample.txt")
     a, g = ppl(art, text), ppl(out, text)
     check(a is not None and a == g, f"{name}: artifact ppl {a} != exported GGUF ppl {g}")
-    print(f"{name}: {want_type}, artifact and export ppl {a} / {g}")
+    print(f"{name}: {want_type if not callable(want_type) else 'mix'}, artifact and export ppl "
+          f"{a} / {g}")
     report = json.load(open(rep))
     for l in report["layers"]:
-        check(l.get("format") == want_type, f"{name}: {l['name']}: report format {l.get('format')}")
+        b, mod = int(l["name"].split(".")[2]), l["name"].split(".", 3)[3]
+        w = want(b, next(k for k, v in HF.items() if v == mod))
+        check(l.get("format") == w, f"{name}: {l['name']}: report format {l.get('format')}, {w}")
     return report, ts
 
 
@@ -117,7 +124,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         with open(os.path.join(tmp, "sample.txt"), "wb") as f:
             f.write(open(os.path.join(DATA, "wikitext2-test.raw.txt"), "rb").read()[:4000])
-        for t in ("q4_k", "q3_k", "iq4_xs", "q8_0"):
+        for t in ("q4_k", "q3_k", "iq4_xs", "q8_0", "q4_k_m", "q3_k_m"):
             rc, so, se = qc("recipe", "check", os.path.join(ROOT, "recipes", f"gguf-{t}.yaml"),
                             "--model", SRC)
             check(rc == 0, f"recipe check gguf-{t}: {se}")
@@ -128,6 +135,19 @@ def main():
                            f"\"gguf:{fmt}\", act_order: false }}\n", want)
         compile_export(tmp, "act-q4_1", rot + "  - quantize: { method: gptq, format: "
                        "\"gguf:q4_1\", act_order: true }\n", "Q4_1")
+        # llama-quantize's Q4_K_M / Q3_K_M per-tensor types (llama-quant.cpp
+        # llama_tensor_get_type, 2 layers), then the 32-wide fallbacks.
+        def more_bits(i, n):
+            return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+        fb = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0", "Q3_K": "Q4_0"}
+        def q4_k_m(b, l):
+            return fb["Q6_K" if l in ("attn_v", "ffn_down") and more_bits(b, 2) else "Q4_K"]
+        def q3_k_m(b, l):
+            return fb[{"attn_v": "Q5_K" if b < 2 else "Q4_K", "ffn_down": "Q5_K" if b < 2 // 16
+                       else "Q4_K", "attn_output": "Q4_K"}.get(l, "Q3_K")]
+        for fmt, want in (("q4_k_m", q4_k_m), ("q3_k_m", q3_k_m)):
+            compile_export(tmp, f"rot-{fmt}", rot + f"  - quantize: {{ method: gptq, format: "
+                           f"\"gguf:{fmt}\", act_order: false }}\n", want)
 
         # Without rotate the exported values line up with the source weights.
         src = read(SRC)
