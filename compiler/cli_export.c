@@ -101,8 +101,8 @@ static int export_ct(const qc_model *m, const char *out, int fallback, size_t sh
     if (qc_ct_export(m, &o, out, &st, err)) return -1;
     if (quiet) return 0;
     printf("wrote %s: %d tensors in %d safetensors file%s, %.1f MiB; %d linears pack-quantized "
-           "(%.3f bits per weight with scales and zero points), %d written dense (%.1f MiB), "
-           "%.1f s\n",
+           "(%.3f bits per weight with scales and zero points), %d written dense (%.1f MiB; "
+           "exactly the weights quantc evaluates), %.1f s\n",
            out, st.tensors, st.files, st.files == 1 ? "" : "s", st.bytes / (1 << 20), st.packed,
            st.bits_per_weight, st.dense, st.dense_bytes / (1 << 20), qc_cli_now_s() - t0);
     printf("tokenizer: %s\n", st.tokenizer);

@@ -42,6 +42,12 @@ typedef struct item {
     int shard;
 } item;
 
+/* Why the fallback wrote layers dense: the first such layer and a count. */
+typedef struct reason {
+    char why[256], first[160];
+    int n;
+} reason;
+
 /* One quantization scheme (compressed-tensors config group). */
 typedef struct scheme {
     int bits, group, symmetric, act_order; /* group 0 = per channel */
@@ -59,6 +65,8 @@ typedef struct exporter {
     json_t *ignore; /* linears written unquantized */
     qcrt_artifact *a;
     json_t *manifest;
+    reason reasons[8];
+    int n_reasons;
     int head_quantized;
     int f32_model; /* the full-precision tensors are (written as) F32 */
     double packed_bits, packed_params;
@@ -210,6 +218,20 @@ static int plan_packed(exporter *x, const char *module, const qc_quant_state *q,
     return scheme_of(x, q, module, err);
 }
 
+/* Tallies the fallback's reasons; notes say each once with a count. */
+static void count_reason(exporter *x, const char *module, const char *why) {
+    for (int i = 0; i < x->n_reasons; i++)
+        if (!strcmp(x->reasons[i].why, why)) {
+            x->reasons[i].n++;
+            return;
+        }
+    if (x->n_reasons == (int)(sizeof x->reasons / sizeof *x->reasons)) return;
+    reason *r = &x->reasons[x->n_reasons++];
+    snprintf(r->why, sizeof r->why, "%s", why);
+    snprintf(r->first, sizeof r->first, "%s", module);
+    r->n = 1;
+}
+
 static int plan_dense(exporter *x, const char *name, const char *module, const qc_quant_state *q,
                       const qc_tensor *t, const char *why, qc_err *err) {
     int64_t rows = q ? q->rows : t->shape[0], cols = q ? q->cols : t->shape[1];
@@ -220,7 +242,7 @@ static int plan_dense(exporter *x, const char *name, const char *module, const q
     it->online = qc_model_online_hadamard(x->m, name);
     x->st->dense += why != NULL;
     x->st->dense_bytes += (double)it->e.nbytes;
-    if (why) note(x->st, "%s written dense F32 (fallback: %s)", module, why);
+    if (why) count_reason(x, module, why);
     return json_array_append_new(x->ignore, json_string(module)) ? -1 : 0;
 }
 
@@ -687,6 +709,10 @@ int qc_ct_export(const qc_model *m, const qc_ct_export_opts *o, const char *dir,
     if (rc == 0 && !x.manifest)
         rc = x.a ? qc_err_set(err, "%s: unreadable manifest", m->path) : -1;
     if (rc == 0) rc = plan(&x, err);
+    for (int i = 0; rc == 0 && i < x.n_reasons; i++)
+        note(st, "%d layer%s written dense F32 by the fallback (%s%s): %s", x.reasons[i].n,
+             x.reasons[i].n > 1 ? "s" : "", x.reasons[i].n > 1 ? "first " : "",
+             x.reasons[i].first, x.reasons[i].why);
     if (rc == 0 && x.n_schemes == 0)
         note(st, "no linear is pack-quantized: config.json has no quantization_config (a dense "
                  "model)");
