@@ -60,7 +60,8 @@ static const char *export_help =
     "\n"
     "  --format F          gguf or compressed-tensors\n"
     "  -o, --output PATH   output file (gguf) or directory (compressed-tensors)\n"
-    "  --fallback dequantize  write what the format cannot express densely\n"
+    "  --fallback dequantize  write what the format cannot express as dense F32\n"
+    "                      weights (also for --format gguf)\n"
     "  --max-shard-size N[K|M|G]  bytes per safetensors file (default 4G); more\n"
     "                      files come with model.safetensors.index.json\n";
 
@@ -119,6 +120,10 @@ static int export_gguf(const qc_model *m, const qc_gguf_export_opts *o, const ch
                "(%d fell back to another type), %.1f s\n",
                out, st.tensors, st.copied, st.file_bytes / (1 << 20), st.bits_per_weight,
                st.fallbacks, qc_cli_now_s() - t0);
+    if (!quiet && st.dense)
+        printf("note: %d layers written dense F32 by --fallback dequantize (%.1f MiB; exactly the "
+               "weights quantc evaluates)\n",
+               st.dense, st.dense_bytes / (1 << 20));
     return 0;
 }
 
@@ -127,7 +132,10 @@ int qc_cli_export_to(const qc_model *m, const char *format, const char *out, int
     double t0 = qc_cli_now_s();
     if (!strcmp(format, "compressed-tensors"))
         return export_ct(m, out, fallback, 0, quiet, t0, err);
-    qc_gguf_export_opts o = {.linear = QC_DT_Q4_K, .embed = QC_DT_Q4_K, .output = QC_DT_Q6_K};
+    qc_gguf_export_opts o = {.linear = QC_DT_Q4_K,
+                             .embed = QC_DT_Q4_K,
+                             .output = QC_DT_Q6_K,
+                             .fallback_dequantize = fallback};
     return export_gguf(m, &o, out, quiet, t0, err);
 }
 
@@ -204,9 +212,10 @@ int qc_cli_export(int argc, char **argv) {
     if (ct && gguf_opts)
         return qc_cli_usage_error(export_help, "%s",
                                   "--type, --embed-type and --output-type are GGUF options");
-    if (!ct && (fallback || shard))
+    if (!ct && shard)
         return qc_cli_usage_error(export_help, "%s",
-                                  "--fallback and --max-shard-size are compressed-tensors options");
+                                  "--max-shard-size is a compressed-tensors option");
+    o.fallback_dequantize = fallback;
     if (optind + 1 < argc)
         return qc_cli_usage_error(export_help, "unexpected argument '%s'", argv[optind + 1]);
     if (!embed_set) o.embed = o.linear;

@@ -5,7 +5,7 @@
 #include "atomic_file.h"
 #include "dequant.h"
 #include "ggml_quant.h"
-#include "hadamard.h"
+#include "dense_weight.h"
 #include "limits.h"
 #include "quant.h"
 #include "safetensors_write.h"
@@ -38,7 +38,6 @@ typedef struct item {
     kind k;
     const qc_tensor *t;   /* K_TENSOR, K_DENSE of a block-typed weight */
     const qc_quant_state *q;
-    int online;           /* K_DENSE: online Hadamard size to fold in, or 0 */
     int shard;
 } item;
 
@@ -239,7 +238,6 @@ static int plan_dense(exporter *x, const char *name, const char *module, const q
     item *it = &x->items[x->n - 1];
     it->q = q;
     it->t = t;
-    it->online = qc_model_online_hadamard(x->m, name);
     x->st->dense += why != NULL;
     x->st->dense_bytes += (double)it->e.nbytes;
     if (why) count_reason(x, module, why);
@@ -353,22 +351,6 @@ static int fill_zero(const qc_quant_state *q, uint8_t *buf, qc_err *err) {
     return 0;
 }
 
-static int fill_dense(const item *it, uint8_t *buf, qc_err *err) {
-    float *w = (float *)buf;
-    if (it->q)
-        qc_quant_dequantize(it->q, w);
-    else if (qc_tensor_to_f32(it->t, w, err))
-        return -1;
-    if (it->online) {
-        /* y = W'·(T x) = (W' T) x, T = H/sqrt(n): each row r becomes Tᵀ W'[r]. */
-        qc_hadamard *h = qc_hadamard_new(it->online, err);
-        if (!h) return -1;
-        qc_hadamard_apply(h, w, it->e.shape[0], 1, 1.0f / sqrtf((float)it->online));
-        qc_hadamard_free(h);
-    }
-    return 0;
-}
-
 static int fill(void *ud, int i, const qc_stw_entry *e, uint8_t *buf, qc_err *err) {
     const exporter *x = ud;
     const item *it = &x->items[i];
@@ -401,7 +383,8 @@ static int fill(void *ud, int i, const qc_stw_entry *e, uint8_t *buf, qc_err *er
         return 0;
     }
     case K_DENSE:
-        return fill_dense(it, buf, err);
+        return qc_dense_weight(x->m, it->e.name, it->e.shape[0], it->e.shape[1], (float *)buf,
+                               err);
     }
     return qc_err_set(err, "unknown entry kind");
 }

@@ -1,5 +1,6 @@
 /* Model -> GGUF for llama.cpp (see gguf_export.h). */
 #include "gguf_export.h"
+#include "dense_weight.h"
 #include "dequant.h"
 #include "ggml_quant.h"
 #include "gguf_write.h"
@@ -150,6 +151,11 @@ static int add_vector(exporter *e, const char *src, const char *gname, int64_t n
     return qc_gguf_w_tensor(e->w, gname, 0, 1, &n, x, (size_t)n * 4, err);
 }
 
+/* Is `name` a weight GGUF cannot hold as compiled (the fallback writes it dense)? */
+static int needs_dense(const qc_model *m, const char *name) {
+    return qc_model_quant(m, name) || qc_model_online_hadamard(m, name) > 0;
+}
+
 static int add_linear(exporter *e, int l, const char *hf, const char *gg, int64_t rows,
                       int64_t cols, int permute_heads, qc_err *err) {
     char src[192], dst[96];
@@ -158,8 +164,18 @@ static int add_linear(exporter *e, int l, const char *hf, const char *gg, int64_
     const qc_tensor *t = qc_model_find(e->m, src);
     if (copy_as_compiled(e, t) && t->shape[0] == rows && t->shape[1] == cols)
         return add_blocks(e, t, dst, permute_heads, 1, err);
-    float *x = load(e->m, src, rows * cols, err);
+    int dense = needs_dense(e->m, src);
+    float *x = dense ? qc_malloc((size_t)(rows * cols) * sizeof *x, err)
+                     : load(e->m, src, rows * cols, err);
     if (!x) return -1;
+    if (dense && qc_dense_weight(e->m, src, rows, cols, x, err)) {
+        free(x);
+        return -1;
+    }
+    if (dense) {
+        e->st->dense++;
+        e->st->dense_bytes += 4.0 * (double)(rows * cols);
+    }
     if (permute_heads) {
         float *tmp = qc_malloc((size_t)(rows * cols) * sizeof *tmp, err);
         if (!tmp) {
@@ -169,7 +185,7 @@ static int add_linear(exporter *e, int l, const char *hf, const char *gg, int64_
         permute_rows(x, rows, cols, permute_heads, tmp);
         free(tmp);
     }
-    return add_matrix(e, src, dst, x, rows, cols, e->o->linear, 1, err);
+    return add_matrix(e, src, dst, x, rows, cols, dense ? QC_DT_F32 : e->o->linear, 1, err);
 }
 
 static int add_block(exporter *e, int l, const char *arch, qc_err *err) {
@@ -310,7 +326,8 @@ static int copy_tokenizer(exporter *e, qc_err *err) {
 /* A compiled model's compression GGUF cannot hold: group-wise integer
  * codes (quantize format int), their sparse outliers and low-rank factors,
  * online transforms. The message names the first layer and the feature. */
-static int refuse_inexpressible(const qc_model *m, qc_err *err) {
+static int refuse_inexpressible(const qc_model *m, const qc_gguf_export_opts *o, qc_err *err) {
+    if (o->fallback_dequantize) return 0;
     for (int i = 0; i < m->n_quant; i++) {
         const qc_quant_state *q = m->quant[i].q;
         const char *what = q->nnz    ? "sparse outliers (outliers pass)"
@@ -318,13 +335,15 @@ static int refuse_inexpressible(const qc_model *m, qc_err *err) {
                                      : "group-wise integer codes (quantize format int)";
         return qc_err_set(err,
                           "%s: %s: %s cannot be written to GGUF; compile with quantize format "
-                          "gguf:TYPE (e.g. recipes/gguf-q4_k.yaml) and without outliers/lowrank",
+                          "gguf:TYPE (e.g. recipes/gguf-q4_k.yaml) and without outliers/lowrank, "
+                          "or export with --fallback dequantize (dense F32)",
                           m->path, m->quant[i].name, what);
     }
     if (m->n_online > 0)
         return qc_err_set(err,
                           "%s: %s: an online Hadamard (rotate's online transform) cannot be "
-                          "expressed in GGUF; compile with rotate without online transforms",
+                          "expressed in GGUF; compile with rotate without online transforms, or "
+                          "export with --fallback dequantize (dense F32, the transform folded in)",
                           m->path, m->online[0].name);
     return 0;
 }
@@ -336,7 +355,7 @@ int qc_gguf_export(const qc_model *m, const qc_gguf_export_opts *o, const char *
     const char *arch = c->arch == QC_ARCH_QWEN2   ? "qwen2"
                        : c->arch == QC_ARCH_QWEN3 ? "qwen3"
                                                   : "llama";
-    if (refuse_inexpressible(m, err)) return -1;
+    if (refuse_inexpressible(m, o, err)) return -1;
     exporter e = {.m = m, .o = o, .st = st, .compiled = !strcmp(m->format, "artifact")};
     if (!(e.w = qc_gguf_writer_new(err))) return -1;
     int rc = add_metadata(&e, arch, err) || copy_tokenizer(&e, err);
@@ -358,7 +377,16 @@ int qc_gguf_export(const qc_model *m, const qc_gguf_export_opts *o, const char *
         /* A tied head is written too when its type differs from the embedding's. */
         const char *src = c->tied_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
         const qc_tensor *ht = qc_model_find(m, "lm_head.weight");
-        if (!c->tied_embeddings && copy_as_compiled(&e, ht)) {
+        if (needs_dense(m, "lm_head.weight")) {
+            /* The fallback: a quantized head (tied or not) as its dense weight. */
+            float *h = qc_malloc((size_t)c->vocab * (size_t)c->dim * sizeof *h, err);
+            rc = h && !qc_dense_weight(m, "lm_head.weight", c->vocab, c->dim, h, err)
+                     ? add_matrix(&e, "lm_head.weight", "output.weight", h, c->vocab, c->dim,
+                                  QC_DT_F32, 0, err)
+                     : (free(h), -1);
+            st->dense++;
+            st->dense_bytes += 4.0 * (double)c->vocab * c->dim;
+        } else if (!c->tied_embeddings && copy_as_compiled(&e, ht)) {
             rc = add_blocks(&e, ht, "output.weight", 0, 0, err);
         } else if (c->tied_embeddings && e.compiled && !o->output_given) {
             /* llama.cpp then reads token_embd, as quantc did. */

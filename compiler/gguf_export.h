@@ -19,7 +19,8 @@
  * written unless output_given (llama.cpp then reads the embedding, as
  * quantc does). Refused with the layer and the feature named: group-wise
  * integer codes (format int), sparse outliers, low-rank factors, online
- * transforms. The tokenizer comes from the GGUF source, or from the
+ * transforms -- unless fallback_dequantize, which writes such layers as
+ * dense F32 (online transform folded in). The tokenizer comes from the GGUF source, or from the
  * artifact's copy of it.
  *
  * Not yet: HF (tokenizer.json) sources -- their tokenizer would need
@@ -32,6 +33,10 @@
 typedef struct qc_gguf_export_opts {
     qc_dtype linear, embed, output;
     int output_given; /* output was chosen by the user (not a default) */
+    /* Write layers GGUF cannot express (integer codes, outliers, low-rank,
+     * online Hadamard) as dense F32 weights, exactly what quantc evaluates,
+     * instead of refusing (compiler/dense_weight.h). */
+    int fallback_dequantize;
     /* Per linear input column importance (e.g. diag XᵀX), or NULL: looked up
      * by weight name; returns NULL when none. */
     const float *(*importance)(void *ud, const char *weight_name, int64_t cols);
@@ -41,6 +46,8 @@ typedef struct qc_gguf_export_opts {
 typedef struct qc_gguf_export_stats {
     int tensors, fallbacks;
     int copied;             /* tensors of a compiled model written unchanged */
+    int dense;              /* layers written dense F32 by the fallback */
+    double dense_bytes;
     double bits_per_weight; /* over the linears (block scales included) */
     double file_bytes;
 } qc_gguf_export_stats;

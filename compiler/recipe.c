@@ -447,7 +447,7 @@ static const qc_param_spec export_specs[] = {
     {"format", QC_PARAM_STRING, NULL, 0, -1, export_formats, "export format"},
     {"path", QC_PARAM_STRING, NULL, 0, -1, NULL, "output path"},
     {"fallback", QC_PARAM_STRING, "none", 0, -1, fallback_values,
-     "compressed-tensors: layers the format cannot express are refused (none) or written dense"},
+     "layers the format cannot express are refused (none) or written as dense F32 weights"},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 

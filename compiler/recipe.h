@@ -57,7 +57,7 @@ typedef struct qc_recipe_pass {
 
 typedef struct qc_recipe_export {
     char *format, *path;     /* as written: "gguf" or "compressed-tensors" */
-    int fallback_dequantize; /* fallback: dequantize (compressed-tensors) */
+    int fallback_dequantize; /* fallback: dequantize */
     int line, col;
 } qc_recipe_export;
 

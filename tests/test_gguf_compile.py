@@ -20,7 +20,9 @@ llama-quantize does: q4_k -> Q5_0, q3_k -> Q4_0, iq4_xs -> IQ4_NL, q6_k -> Q8_0)
 - recipes/gguf-*.yaml pass `quantc recipe check`;
 - refusals, each naming the layer and the feature, no output file: outliers
   or lowrank with a GGUF format (compile), rotate's online Hadamard with a
-  GGUF format (compile), exporting integer codes (format int).
+  GGUF format (compile), exporting integer codes (format int); with
+  --fallback dequantize those layers (and an online Hadamard, folded in) are
+  written F32 and the export evaluates to the artifact's perplexity.
 Skips (77) without numpy/gguf or the calibration text."""
 import json
 import os
@@ -185,6 +187,28 @@ def main():
         rc, so, se = qc("export", art, "--gguf", out)
         check(rc == 1 and "model.layers.0.self_attn.q_proj" in se and "integer codes" in se and
               not os.path.exists(out), f"int export: want a refusal: {rc} {se.strip()}")
+        # --fallback dequantize: those layers dense F32, the weights quantc evaluates (an
+        # online Hadamard folded in: equal up to f32 rounding of W'·H/sqrt(n)).
+        text = os.path.join(tmp, "sample.txt")
+        onl = os.path.join(tmp, "online-int.qc")
+        rc, so, se = qc("compile", SRC, "-r", recipe(tmp, "online-int", "  - rotate: { online: "
+                        "[down_proj] }\n  - quantize: { method: rtn, bits: 4, group_size: 32 }\n"),
+                        "-o", onl, "--target", "none", "--quiet")
+        check(rc == 0, f"online-int compile: {se}")
+        for a, tol in ((art, 0.0), (onl, 1e-5)):
+            out = a[:-3] + "-dense.gguf"
+            rc, so, se = qc("export", a, "--gguf", out, "--fallback", "dequantize", "--embed-type",
+                            "F32", "--output-type", "F32")
+            check(rc == 0 and "14 layers written dense F32" in so, f"{a} fallback: {rc} {so} {se}")
+            if rc:
+                continue
+            ts = read(out)
+            check(all(ts[f"blk.{b}.{l}.weight"][0] == "F32" for b in range(2) for l in LINEARS),
+                  f"{a} fallback: linears not F32")
+            pa, pg = ppl(a, text), ppl(out, text)
+            check(pa is not None and pg is not None and abs(pg / pa - 1) <= tol,
+                  f"{a} fallback: artifact ppl {pa} vs dense GGUF {pg}")
+            print(f"fallback {os.path.basename(a)}: artifact ppl {pa}, dense GGUF {pg}")
     return finish()
 
 
