@@ -5,6 +5,7 @@
 #include "atomic_file.h"
 #include "dequant.h"
 #include "ggml_quant.h"
+#include "gguf_hf_tokenizer.h"
 #include "dense_weight.h"
 #include "limits.h"
 #include "quant.h"
@@ -135,8 +136,7 @@ static const char *inexpressible(const qc_model *m, const char *name, const qc_q
         return "an online Hadamard on its input (rotate's online transform; compile with rotate "
                "without online:)";
     if (t) {
-        snprintf(buf, n,
-                 "GGUF block type %s (quantize format gguf:*; export it with --format gguf)",
+        snprintf(buf, n, "GGUF block type %s (quantize format gguf:*; export it as GGUF)",
                  qc_dtype_name(t->dtype));
         return buf;
     }
@@ -276,6 +276,22 @@ static int plan_weight(exporter *x, const char *name, const qc_quant_state *q, c
                       x->m->path, module, why);
 }
 
+/* Is block-typed linear weight `name` quantc's compile (quantize format
+ * gguf:*), not a GGUF source's weight the recipe left alone (the compile
+ * report says method "none")? Without a report: assume compiled. */
+static int compiled_block(const exporter *x, const char *name) {
+    json_t *cal = json_object_get(json_object_get(x->manifest, "metrics"), "calibration");
+    json_t *layers = json_object_get(cal, "layers"), *l;
+    if (!json_is_array(layers)) return 1;
+    size_t i, n = strlen(name) - 7; /* less ".weight" */
+    json_array_foreach(layers, i, l) {
+        const char *ln = json_string_value(json_object_get(l, "name"));
+        const char *method = json_string_value(json_object_get(l, "method"));
+        if (ln && strlen(ln) == n && !strncmp(ln, name, n)) return !method || strcmp(method, "none");
+    }
+    return 0;
+}
+
 static int plan(exporter *x, qc_err *err) {
     const qc_model *m = x->m;
     for (int i = 0; i < m->n_tensors; i++)
@@ -286,7 +302,8 @@ static int plan(exporter *x, qc_err *err) {
     for (int i = 0; i < m->n_tensors; i++) {
         const qc_tensor *t = &m->tensors[i];
         if (qc_model_quant(m, t->name)) continue;
-        if (is_block_type(t->dtype) && t->n_dims == 2 && is_linear(t->name)) {
+        if (is_block_type(t->dtype) && t->n_dims == 2 && is_linear(t->name) &&
+            compiled_block(x, t->name)) {
             if (plan_weight(x, t->name, NULL, t, err)) return -1;
             continue;
         }
@@ -562,6 +579,48 @@ static int write_shards(exporter *x, const char *dir, qc_err *err) {
     return rc;
 }
 
+/* A GGUF source's tokenizer (the artifact's tokenizer.gguf section) as
+ * tokenizer.json + tokenizer_config.json where gguf_hf_tokenizer.h converts
+ * it, and generation_config.json with its BOS/EOS ids. */
+static int write_gguf_tokenizer(exporter *x, const qcrt_section *s, const char *dir, qc_err *err) {
+    qc_ct_export_stats *st = x->st;
+    void *owned = NULL;
+    const uint8_t *d = qcrt_artifact_section_data(x->a, s, &owned, err);
+    qc_gguf *g = d ? qc_gguf_parse(d, s->raw_size, "tokenizer.gguf", err) : NULL;
+    json_t *tok = NULL, *cfg = NULL;
+    char why[256] = "";
+    int rc = g ? qc_gguf_hf_tokenizer(g, x->m->cfg.max_pos, &tok, &cfg, why, sizeof why, err) : -1;
+    if (rc == 1) {
+        snprintf(st->tokenizer, sizeof st->tokenizer,
+                 "none written (the source is a GGUF file: %s); copy the tokenizer files of the "
+                 "Hugging Face model it was made from into the directory",
+                 why);
+        rc = 0;
+    } else if (rc == 0) {
+        rc = write_json(dir, "tokenizer.json", tok, err) ||
+                     write_json(dir, "tokenizer_config.json", cfg, err)
+                 ? -1
+                 : 0;
+        snprintf(st->tokenizer, sizeof st->tokenizer,
+                 "tokenizer.json and tokenizer_config.json converted from the GGUF metadata "
+                 "(byte-level BPE)");
+    }
+    const qc_config *c = &x->m->cfg;
+    json_t *gen = rc == 0 ? json_object() : NULL;
+    if (gen && c->bos_id >= 0) json_object_set_new(gen, "bos_token_id", json_integer(c->bos_id));
+    if (gen && c->eos_id >= 0) json_object_set_new(gen, "eos_token_id", json_integer(c->eos_id));
+    if (gen && json_object_size(gen)) {
+        rc = write_json(dir, "generation_config.json", gen, err);
+        if (rc == 0) note(st, "generation_config.json holds the GGUF's BOS/EOS ids");
+    }
+    json_decref(gen);
+    json_decref(tok);
+    json_decref(cfg);
+    qc_gguf_free(g);
+    free(owned);
+    return rc;
+}
+
 /* Copies the artifact's tokenizer sections, and tokenizer/generation files
  * from the source directory recorded in its provenance when it still
  * exists. */
@@ -582,15 +641,12 @@ static int write_tokenizer(exporter *x, const char *dir, qc_err *err) {
     json_t *prov = json_object_get(x->manifest, "provenance");
     const char *src = json_string_value(json_object_get(prov, "source"));
     const char *fmt = json_string_value(json_object_get(prov, "source_format"));
-    int gguf = qcrt_artifact_find(a, QCRT_SEC_TOKENIZER, "tokenizer.gguf") != NULL;
+    const qcrt_section *gs = qcrt_artifact_find(a, QCRT_SEC_TOKENIZER, "tokenizer.gguf");
     if (n_tok)
         snprintf(st->tokenizer, sizeof st->tokenizer,
                  "the source's tokenizer files, from the artifact");
-    else if (gguf)
-        snprintf(st->tokenizer, sizeof st->tokenizer,
-                 "none written: the source is a GGUF file whose tokenizer (GGUF metadata) quantc "
-                 "does not convert to tokenizer.json; copy the tokenizer files of the Hugging "
-                 "Face model the GGUF was made from into the directory");
+    else if (gs && rc == 0)
+        rc = write_gguf_tokenizer(x, gs, dir, err);
     else
         snprintf(st->tokenizer, sizeof st->tokenizer, "none: the artifact has none");
     static const char *const aux[] = {"generation_config.json", "special_tokens_map.json",

@@ -327,7 +327,7 @@ static int add_added(qc_tokenizer *t, int id, const char *s, size_t n, int speci
 }
 
 /* Is every character of s one of the 256 characters of the byte alphabet? */
-static int in_byte_alphabet(const char *s, size_t n) {
+int qc_tok_in_byte_alphabet(const char *s, size_t n) {
     for (size_t i = 0; i < n;) {
         uint32_t cp;
         i += utf8_next((const unsigned char *)s + i, n - i, &cp);
@@ -357,7 +357,8 @@ static int build_added(qc_tokenizer *t, const qc_tok_spec *s, qc_err *err) {
         for (int i = 0; i < d->n_tokens; i++) {
             int ty = d->types[i];
             if (ty != 3 && ty != 4) continue;
-            if (ty == 3 && t->byte_level && !in_byte_alphabet(t->text[i], t->text_len[i])) continue;
+            if (ty == 3 && t->byte_level && !qc_tok_in_byte_alphabet(t->text[i], t->text_len[i]))
+                continue;
             if (add_added(t, i, t->text[i], t->text_len[i], ty == 3, err)) return -1;
         }
     }

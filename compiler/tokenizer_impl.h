@@ -59,4 +59,8 @@ typedef struct qc_tok_spec {
 
 qc_tokenizer *qc_tokenizer_build(const qc_tok_spec *s, qc_err *err);
 
+/* 1 when every character of the UTF-8 text s (n bytes) is in GPT-2's byte
+ * alphabet (a GGUF control token spelled otherwise is a mislabel). */
+int qc_tok_in_byte_alphabet(const char *s, size_t n);
+
 #endif
