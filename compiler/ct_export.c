@@ -101,9 +101,9 @@ static int add_item(exporter *x, const char *name, const char *suffix, const cha
     snprintf(it->e.name, len, "%s%s", name, suffix);
     if (qc_mul_size((size_t)d0, (size_t)(n_dims > 1 ? d1 : 1), &nbytes) ||
         qc_mul_size(nbytes, qc_stw_dtype_size(dtype), &nbytes)) {
+        qc_err_set(err, "%s: %lld x %lld too large", it->e.name, (long long)d0, (long long)d1);
         free(it->e.name);
-        return qc_err_set(err, "%s: %lld x %lld too large", it->e.name, (long long)d0,
-                          (long long)d1);
+        return -1;
     }
     it->e.dtype = dtype;
     it->e.n_dims = n_dims;
