@@ -16,14 +16,19 @@
  *                          per little-endian word (compressed-tensors stores
  *                          the signed value q = code − 2^(b−1) offset by
  *                          2^(b−1): the same bits)
- *   MOD.weight_scale       F16 rows × groups (F32 when a scale is not an
- *                          f16 value); groups = 1 for per-channel
+ *   MOD.weight_scale       rows × groups (groups = 1 per-channel): F32 in an
+ *                          F32 model (the loader dequantizes in the scale's
+ *                          dtype, so the weights stay exactly quantc's),
+ *                          else F16 (F32 when a scale is not an f16 value)
  *   MOD.weight_zero_point  asymmetric only: I32 ceil(rows·b/32) × groups,
  *                          each column's zeros packed as above along rows
  *   MOD.weight_shape       I64 [rows, cols]
+ * Any width 2..8 is written (3, 5, 6, 7 bits straddle words: the dense
+ * packing of compressed-tensors 0.20; older releases read only widths that
+ * divide 32 the same way, and vLLM's WNA16 kernels take 4 and 8 bits).
  * Other tensors keep the dtype the artifact stores (F32/F16/BF16); GGUF
- * block types outside the linears (a GGUF source's embedding) are written
- * as F32, exactly.
+ * block types of a GGUF source that the compile did not quantize (its
+ * embedding, linears the recipe left out) are written as F32, exactly.
  *
  * The format cannot express, and the export refuses with the layer and
  * feature named: online transforms (rotate's online Hadamard), sparse

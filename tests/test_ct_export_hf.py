@@ -5,7 +5,9 @@ the `compressed-tensors` package's own decompressor and Hugging Face
 (a multi-GB download, so not in CI): skips (77) with a message without them.
 
 For compiles of the tiny models (llama w4 g32 asymmetric with act-order and
-static groups, qwen3 w4 g16 symmetric, qwen2 w8 per-channel with q/k/v
+static groups, qwen3 w4 g16 symmetric, qwen3 w3 g16 asymmetric (3-bit values
+straddle int32 words: compressed-tensors 0.20's dense packing), qwen2 w8
+per-channel with q/k/v
 biases, llama rotated (absorbed) + GPTQ w4, llama with an online Hadamard on
 down_proj written dense by --fallback dequantize, and a sharded export):
   1. compressed_tensors' PackedQuantizationCompressor.decompress of every
@@ -125,6 +127,8 @@ def main():
          "act_order: true, static_groups: true }\n", [], (True,)),
         ("qwen3_w4g16", "qwen3", "  - quantize: { bits: 4, group_size: 16, symmetric: true, "
          "act_order: false }\n", [], (False, True)),
+        ("qwen3_w3g16", "qwen3", "  - quantize: { bits: 3, group_size: 16, symmetric: false, "
+         "act_order: false }\n", [], (True,)),
         ("qwen2_w8ch", "qwen2", "  - quantize: { bits: 8, group_size: 0, symmetric: true, "
          "act_order: false }\n", [], (False,)),
         ("llama_rot_w4", "llama", "  - rotate: { seed: 1 }\n  - quantize: { bits: 4, "
