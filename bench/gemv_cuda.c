@@ -16,7 +16,12 @@
  * The weight codes are random bytes (speed does not depend on them; the
  * kernels' correctness is tests/test_codegen_cuda.c's job).
  * Usage: gemv_cuda_bench [batches]   (needs libcublas.so.13 or .12 on
- * the library path for the cuBLAS column; without it that column is "-"). */
+ * the library path for the cuBLAS column; without it that column is "-").
+ *
+ * gemv_cuda_bench [batches] gemm: the prefill GEMM instead (the gemmT entry
+ * points, T as the runtime picks it: the fewest tokens per block covering
+ * the batch, at most 64), batches of 16, 64 and 256 tokens, against cuBLAS
+ * f16 GemmEx (f32 accumulation) on the same shapes, each timed as above. */
 #include "../codegen/cuda_nvrtc.h"
 #include "../codegen/cuda_pack.h"
 #include "../compiler/dequant.h"
@@ -116,6 +121,112 @@ static int op_gemv(void *p, int i, qc_err *err) {
     return qcrt_cuda_launch(c->cu, c->fn, c->k->grid, c->k->block, 0, args, err);
 }
 
+/* GEMM context: the same, plus the batch and the gemmT function. */
+typedef struct gemm_ctx {
+    gemv_ctx g;
+    int n;
+} gemm_ctx;
+
+static int op_gemm(void *p, int i, qc_err *err) {
+    gemm_ctx *c = p;
+    int T = c->n <= 8 ? 8 : c->n <= 16 ? 16 : c->n <= 32 ? 32 : 64;
+    void *args[] = {&c->g.w[i], &c->g.x, &c->g.y, &c->g.ws, &c->n};
+    return qcrt_cuda_launch2(c->g.cu, c->g.fn, c->g.k->gemm_grid, (unsigned)((c->n + T - 1) / T),
+                             c->g.k->block, 0, args, err);
+}
+
+static int op_cublas_gemm(void *p, int i, qc_err *err) {
+    gemm_ctx *c = p;
+    float alpha = 1, beta = 0;
+    /* Y (out × n, column-major) = Wᵀ-as-stored · X (in × n) */
+    int r = c->g.blas->gemm_ex(c->g.blas->handle, 1, 0, c->g.out, c->n, c->g.in, &alpha,
+                               (const void *)(uintptr_t)c->g.w[i], 2, c->g.in,
+                               (const void *)(uintptr_t)c->g.x, 2, c->g.in, &beta,
+                               (void *)(uintptr_t)c->g.y, 2, c->g.out, 68, -1);
+    return r ? qc_err_set(err, "cublasGemmEx: status %d", r) : 0;
+}
+
+static uint8_t *random_blob(const qc_kernel_spec *s, size_t *size);
+static qcrt_dptr *upload_copies(qcrt_cuda *cu, const void *host, size_t bytes, int copies);
+static void free_copies(qcrt_cuda *cu, qcrt_dptr *d, int copies);
+static int n_copies(size_t bytes);
+static qc_nvrtc_cache *cache;
+
+/* The GEMM table (see the top comment). */
+static void gemm_table(qcrt_cuda *cu, timer *t, cublas *blas, int have_blas) {
+    qc_err err = {{0}};
+    const int shapes[4][2] = {{4096, 4096}, {14336, 4096}, {4096, 14336}, {28672, 8192}};
+    const int batches[3] = {16, 64, 256};
+    printf("%-6s %-13s %5s %10s %10s %10s %9s %6s\n", "format", "out x in", "batch", "gemm us",
+           "TFLOP/s", "cuBLAS us", "speedup", "regs");
+    for (int bits = 4; bits >= 3; bits--)
+        for (int si = 0; si < 4; si++) {
+            qc_kernel_spec s = {.format = QC_KFMT_INT,
+                                .bits = bits,
+                                .group_size = 128,
+                                .out = shapes[si][0],
+                                .in = shapes[si][1]};
+            const qc_cuda_kernel *k;
+            const qc_cuda_binary *bin =
+                qc_nvrtc_cache_get(cache, &s, qcrt_cuda_device(cu)->arch, &k, NULL, &err);
+            qcrt_cuda_module *m;
+            if (!bin || qcrt_cuda_module_load(cu, bin->cubin, &m, &err)) die("NVRTC/module", &err);
+            gemm_ctx c = {
+                .g = {.cu = cu, .k = k, .out = (int)s.out, .in = (int)s.in, .blas = blas}};
+            uint8_t *blob = random_blob(&s, &c.g.bytes);
+            int copies = n_copies(c.g.bytes);
+            c.g.w = upload_copies(cu, blob, c.g.bytes, copies);
+            size_t xb = (size_t)s.in * 256 * 2, yb = (size_t)s.out * 256 * 4;
+            uint16_t *xh = malloc(xb);
+            for (size_t i = 0; i < xb / 2; i++)
+                xh[i] = qc_f32_to_f16((float)((int)(next() % 2001) - 1000) * 1e-3f);
+            size_t wb = (size_t)s.out * (size_t)s.in * 2;
+            int bc = n_copies(wb);
+            qcrt_dptr *wf = NULL;
+            if (have_blas) {
+                uint16_t *wh = malloc(wb);
+                for (size_t i = 0; i < wb / 2; i++)
+                    wh[i] = qc_f32_to_f16((float)((int)(next() % 2001) - 1000) * 1e-4f);
+                wf = upload_copies(cu, wh, wb, bc);
+                free(wh);
+            }
+            if (qcrt_cuda_alloc(cu, xb, &c.g.x, &err) ||
+                qcrt_cuda_upload(cu, c.g.x, xh, xb, &err) ||
+                qcrt_cuda_alloc(cu, yb, &c.g.y, &err) || qcrt_cuda_alloc(cu, 64, &c.g.ws, &err))
+                die("alloc", &err);
+            for (int bi = 0; bi < 3; bi++) {
+                c.n = batches[bi];
+                char name[160];
+                int T = c.n <= 8 ? 8 : c.n <= 16 ? 16 : c.n <= 32 ? 32 : 64, regs = 0, local = 0;
+                snprintf(name, sizeof name, "%s%d", k->gemm, T);
+                if (qcrt_cuda_function(cu, m, name, &c.g.fn, &err) ||
+                    qcrt_cuda_fn_resources(cu, c.g.fn, &regs, &local, &err))
+                    die("function", &err);
+                float ms = time_op(t, op_gemm, &c, copies), mb = 0;
+                if (have_blas) {
+                    gemm_ctx cb = c;
+                    cb.g.w = wf;
+                    mb = time_op(t, op_cublas_gemm, &cb, bc);
+                }
+                char shape[32], bus[16] = "-", sp[16] = "-";
+                snprintf(shape, sizeof shape, "%dx%d", (int)s.out, (int)s.in);
+                if (have_blas) {
+                    snprintf(bus, sizeof bus, "%.1f", (double)mb * 1e3);
+                    snprintf(sp, sizeof sp, "%.2fx", (double)(mb / ms));
+                }
+                printf("w%dg128 %-13s %5d %10.1f %10.1f %10s %9s %4d%s\n", bits, shape, c.n,
+                       (double)ms * 1e3, 2.0 * s.out * s.in * c.n / (ms * 1e-3) / 1e12, bus, sp,
+                       regs, local ? " spills" : "");
+                fflush(stdout);
+            }
+            free_copies(cu, c.g.w, copies);
+            if (wf) free_copies(cu, wf, bc);
+            qcrt_cuda_free(cu, c.g.x), qcrt_cuda_free(cu, c.g.y), qcrt_cuda_free(cu, c.g.ws);
+            qcrt_cuda_module_free(cu, m);
+            free(blob), free(xh);
+        }
+}
+
 static int op_copy(void *p, int i, qc_err *err) {
     gemv_ctx *c = p;
     return qcrt_cuda_copy(c->cu, c->dst, c->w[i], c->bytes, err);
@@ -137,13 +248,13 @@ static int op_cublas(void *p, int i, qc_err *err) {
  * blocks per SM}; [0] is
  * replaced by the default. */
 static qc_cuda_gemv_opts variants[] = {
-    {0, 0, 0, 0}, {1, 16, 0, 0}, {1, 8, 0, 0}, {1, 8, 1, 0}, {1, 4, 0, 0}, {2, 8, 0, 0},
+    {0, 0, 0, 0, 0}, {1, 16, 0, 0, 0}, {1, 8, 0, 0, 0},
+    {1, 8, 1, 0, 0}, {1, 4, 0, 0, 0},  {2, 8, 0, 0, 0},
 };
 #define NVARIANTS (int)(sizeof variants / sizeof variants[0])
 
 /* Times the GEMV of spec s with launch shape o (NULL: the default); *regs gets its registers per
  * thread (negative: spills). */
-static qc_nvrtc_cache *cache;
 static float time_variant(timer *t, gemv_ctx *c, int copies, const qc_kernel_spec *s,
                           const qc_cuda_gemv_opts *o, int *regs) {
     qc_err err = {{0}};
@@ -232,13 +343,19 @@ int main(int argc, char **argv) {
     timer t = {cu, NULL, NULL, malloc((size_t)iters * sizeof(float)), iters};
     if (!cache || qcrt_cuda_event_new(cu, &t.a, &err) || qcrt_cuda_event_new(cu, &t.b, &err))
         die("setup", &err);
+    if (argc > 2 && !strcmp(argv[2], "gemm")) {
+        gemm_table(cu, &t, &blas, have_blas);
+        argc = 0; /* skip the GEMV table */
+    }
     const int shapes[4][2] = {{4096, 4096}, {14336, 4096}, {4096, 14336}, {28672, 8192}};
     const int bits[2] = {4, 3};
-    printf("%-6s %-13s %9s %9s %9s %8s %8s %9s %9s %8s %5s\n", "format", "out x in", "MB",
-           "gemv us", "GB/s", "copy us", "copyGB/s", "bw/copy", "cuBLAS us", "speedup", "regs");
-    printf("(bw/copy = GEMV weight bytes/s over copy (read+write) bytes/s; best = the fastest "
-           "launch shape rtb/warps/prefetch/minblocks)\n");
-    for (int bi = 0; bi < 2; bi++)
+    if (argc)
+        printf("%-6s %-13s %9s %9s %9s %8s %8s %9s %9s %8s %5s\n", "format", "out x in", "MB",
+               "gemv us", "GB/s", "copy us", "copyGB/s", "bw/copy", "cuBLAS us", "speedup", "regs");
+    if (argc)
+        printf("(bw/copy = GEMV weight bytes/s over copy (read+write) bytes/s; best = the fastest "
+               "launch shape rtb/warps/prefetch/minblocks)\n");
+    for (int bi = 0; bi < 2 && argc; bi++)
         for (int si = 0; si < 4; si++) {
             qc_kernel_spec s = {.format = QC_KFMT_INT,
                                 .bits = bits[bi],
@@ -263,8 +380,8 @@ int main(int argc, char **argv) {
             int regs = 0, best = 0;
             for (int v = 0; v < NVARIANTS; v++) {
                 int r;
-                if (!v) qc_cuda_gemv_default_opts(&s, &variants[0]);
-                float ms = time_variant(&t, &c, copies, &s, v ? &variants[v] : NULL, &r);
+                if (!v) qc_cuda_gemv_default_opts(&s, &variants[0]), variants[0].gemm = 0;
+                float ms = time_variant(&t, &c, copies, &s, &variants[v], &r);
                 if (!v) t_gemv = ms, regs = r;
                 if (!v || ms < t_best) t_best = ms, best = v;
                 fprintf(stderr,

@@ -17,7 +17,7 @@ typedef struct qc_cuda_module {
     int is_forward;
     qc_kernel_spec spec;    /* linear modules */
     qc_cuda_gemv_opts opts; /* their GEMV launch shape */
-    char gemv[128], lrt[128];
+    char gemv[128], lrt[128], gemm[128];
     qc_cuda_binary bin;
 } qc_cuda_module;
 

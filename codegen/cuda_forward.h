@@ -11,24 +11,31 @@
  *     elements (qc_cuda_x_stride), whose padding stays zero;
  *   - `meta` is a device int array: meta[0] = position of the first token of
  *     the batch (so a captured decode step reads the position from memory);
- *   - token t of a batch is blockIdx.y unless said otherwise.
+ *   - token t of a batch is blockIdx.y unless said otherwise; no parameter
+ *     depends on the position, so one decode step can be captured in a CUDA
+ *     graph and replayed for every token.
  *
  *   qcf_embed(const int *tok, const float *table, float *x, int dim)
  *       grid (1, n), x[t] = table[tok[t]]
- *   qcf_rmsnorm(const float *x, const float *w, u16 *y, int dim, int ys, float eps)
- *       grid (1, n), block 256: y[t] = f16(x[t] / sqrt(mean(x[t]²) + eps) · w)
- *   qcf_headnorm(float *x, const float *w, int heads, int hd, int xs, float eps)
- *       grid (heads, n), block 32: RMSNorm of each head of x[t] in place
- *   qcf_rope(float *x, const float *cos, const float *sin, const int *meta,
- *            int heads, int hd, int xs)
- *       grid (heads, n), block hd/2: rotate-half RoPE at position meta[0] + t
+ *   qcf_rmsnorm(float *x, const float *res, const float *w, u16 *y, int dim, int ys,
+ *               float eps)
+ *       grid (1, n), block 256: x[t] += res[t] when res is non-NULL (the
+ *       residual add, fused), then y[t] = f16(x[t] / sqrt(mean(x[t]²) + eps) · w)
+ *   qcf_qprep(float *q, const float *w, const float *cos, const float *sin,
+ *             const int *meta, int heads, int hd, float eps)
+ *       grid (heads, n), block 32: per head of q[t] in place, RMSNorm with w
+ *       when non-NULL (qk-norm), then rotate-half RoPE at position meta[0] + t
+ *   qcf_kvstore(const float *kn, const float *vn, float *kc, float *vc, const float *w,
+ *               const float *cos, const float *sin, const int *meta, int kv_heads, int hd,
+ *               float eps)
+ *       grid (kv_heads, n), block 32: the new keys (qk-norm, RoPE) and values of
+ *       token t into cache row meta[0] + t of the layer's kc/vc
  *   qcf_attention(const float *q, const float *kc, const float *vc, u16 *out,
  *                 const int *meta, int heads, int kv_heads, int hd, int os, float scale)
  *       grid (heads, n), block QCF_ATTN_THREADS: causal softmax(q·Kᵀ·scale)·V over
  *       cache rows 0 .. meta[0] + t (kc/vc: the layer's [ctx][kv_heads·hd])
  *   qcf_swiglu(const float *g, const float *u, u16 *h, int ffn, int hs)
  *       grid (ceil(ffn/256), n): h[t] = f16(silu(g[t]) ⊙ u[t])
- *   qcf_add(float *x, const float *y, long long count)     x += y
  *   qcf_bias(float *y, const float *b, int out)            grid (ceil(out/256), n)
  *   qcf_dense1 / qcf_dense8(const u16 *w, const u16 *x, float *y, int out, int in,
  *                           int xs, int n)

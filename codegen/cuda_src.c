@@ -202,11 +202,12 @@ static void emit_ldx(sbuf *b, const qc_kernel_spec *s) {
  * of periods past `in` are not read). */
 static void emit_load_tile(sbuf *b, const qc_kernel_spec *s) {
     emit(b,
+         "template <int R>\n"
          "__device__ __forceinline__ void load_tile(const u8 *__restrict__ w, long long rt0, "
          "int kt, int lane,\n"
-         "    u32 (&c)[RTB][4 * BITS], u32 (&sz)[RTB][NPER][SZW]) {\n"
+         "    u32 (&c)[R][4 * BITS], u32 (&sz)[R][NPER][SZW]) {\n"
          "#pragma unroll\n"
-         "    for (int r = 0; r < RTB; r++) {\n"
+         "    for (int r = 0; r < R; r++) {\n"
          "        const u8 *base = w + CODES_OFF + ((rt0 + r) * KT + kt) * (BITS * 512ull) + "
          "lane * 16;\n"
          "#pragma unroll\n"
@@ -226,6 +227,31 @@ static void emit_load_tile(sbuf *b, const qc_kernel_spec *s) {
          s->group_size ? "col0 / GROUP" : "0");
 }
 
+/* The sparse outlier and low-rank terms of output row o for the token whose
+ * x and t = B·x are at xexpr and wsexpr (inside the final loops of both
+ * kernels). */
+static void emit_extras(sbuf *b, const qc_kernel_spec *s, const char *indent, const char *xexpr,
+                        const char *wsexpr) {
+    if (s->outliers)
+        emit(b,
+             "%sconst u16 *xt = %s;\n"
+             "%sconst int *row_ptr = (const int *)(w + ROWPTR_OFF);\n"
+             "%sconst int *col = (const int *)(w + COL_OFF);\n"
+             "%sconst u64 nnz = *(const u64 *)(w + 16);\n"
+             "%sconst u16 *val = (const u16 *)(w + ((COL_OFF + 4 * nnz + 255) & ~255ull));\n"
+             "%sfor (int k = row_ptr[o]; k < row_ptr[o + 1]; k++) sum += h2f(val[k]) * "
+             "h2f(xt[col[k]]);\n",
+             indent, xexpr, indent, indent, indent, indent, indent);
+    if (s->rank)
+        emit(b,
+             "%sconst float *wst = %s;\n"
+             "%sconst u16 *lra = (const u16 *)(w + LRA_OFF) + o * RANK;\n"
+             "%sfor (int k = 0; k < RANK; k++) sum += h2f(lra[k]) * wst[k];\n",
+             indent, wsexpr, indent, indent);
+    else
+        emit(b, "%s(void)ws;\n", indent);
+}
+
 /* The loop over this warp's K tiles (each: per scale period, fresh mma
  * accumulators, then scaled into the row sums), then the block's reduction
  * and the outlier and low-rank additions. */
@@ -242,11 +268,11 @@ static void emit_gemv(sbuf *b, const qc_kernel_spec *s, const char *name, int mi
          "    const int *perm = (const int *)(w + PERM_OFF);\n"
          "    float acc[RTB][2] = {};\n"
          "    u32 c[RTB][4 * BITS], sz[RTB][NPER][SZW];\n"
-         "    if (warp < KT) load_tile(w, rt0, warp, lane, c, sz);\n"
+         "    if (warp < KT) load_tile<RTB>(w, rt0, warp, lane, c, sz);\n"
          "#pragma unroll 1\n"
          "    for (int kt = warp; kt < KT; kt += KW) {\n"
          "        u32 cn[RTB][4 * BITS], szn[RTB][NPER][SZW];\n"
-         "        if (PREFETCH && kt + KW < KT) load_tile(w, rt0, kt + KW, lane, cn, szn);\n"
+         "        if (PREFETCH && kt + KW < KT) load_tile<RTB>(w, rt0, kt + KW, lane, cn, szn);\n"
          "        const bool tail = (IN %% 256) != 0 && kt == KT - 1;\n"
          "#pragma unroll\n"
          "        for (int pi = 0; pi < NPER; pi++) {\n"
@@ -291,7 +317,7 @@ static void emit_gemv(sbuf *b, const qc_kernel_spec *s, const char *name, int mi
          "                    for (int i = 0; i < SZW; i++) sz[r][pi][i] = szn[r][pi][i];\n"
          "            }\n"
          "        } else if (kt + KW < KT) {\n"
-         "            load_tile(w, rt0, kt + KW, lane, c, sz);\n"
+         "            load_tile<RTB>(w, rt0, kt + KW, lane, c, sz);\n"
          "        }\n"
          "    }\n",
          min_blocks ? "__launch_bounds__(KW * 32, MINB)" : "__launch_bounds__(KW * 32)", name,
@@ -311,22 +337,95 @@ static void emit_gemv(sbuf *b, const qc_kernel_spec *s, const char *name, int mi
             "        if (o >= OUT) break;\n"
             "        float sum = 0;\n"
             "        for (int v = 0; v < KW; v++) sum += red[v][i];\n");
-    if (s->outliers)
-        emit(b, "        const int *row_ptr = (const int *)(w + ROWPTR_OFF);\n"
-                "        const int *col = (const int *)(w + COL_OFF);\n"
-                "        const u64 nnz = *(const u64 *)(w + 16);\n"
-                "        const u16 *val = (const u16 *)(w + ((COL_OFF + 4 * nnz + 255) & "
-                "~255ull));\n"
-                "        for (int k = row_ptr[o]; k < row_ptr[o + 1]; k++) sum += h2f(val[k]) * "
-                "h2f(x[col[k]]);\n");
-    if (s->rank)
-        emit(b, "        const u16 *lra = (const u16 *)(w + LRA_OFF) + o * RANK;\n"
-                "        for (int k = 0; k < RANK; k++) sum += h2f(lra[k]) * ws[k];\n");
-    else
-        emit(b, "        (void)ws;\n");
+    emit_extras(b, s, "        ", "x", "ws");
     emit(b, "        y[o] = sum;\n"
             "    }\n"
             "}\n");
+}
+
+/* The prefill GEMM: like the GEMV, but the mma's 8 B columns are 8 tokens
+ * (lane g loads token g's x where the GEMV loads x for every lane), and each
+ * decoded weight fragment is applied to NT such tiles of 8 tokens, so the
+ * weights are read and decoded once per NT·8 tokens. One row tile per
+ * block; lane (g, q) accumulates rows g, g + 8 × tokens 2q, 2q + 1 of each
+ * tile. Entry points for NT = 1, 2, 4, 8 (8 .. 64 tokens per block). */
+static void emit_gemm(sbuf *b, const qc_kernel_spec *s, const char *name) {
+    emit(b,
+         "\ntemplate <int NT>\n"
+         "__device__ __forceinline__ void gemm_body(const u8 *__restrict__ w, const u16 "
+         "*__restrict__ x,\n"
+         "    float *__restrict__ y, const float *__restrict__ ws, int n) {\n"
+         "    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, "
+         "q = lane & 3;\n"
+         "    const long long rt0 = blockIdx.x, t0 = (long long)blockIdx.y * NT * 8;\n"
+         "    const int *perm = (const int *)(w + PERM_OFF);\n"
+         "    float acc[NT][4] = {};\n"
+         "    u32 c[1][4 * BITS], sz[1][NPER][SZW];\n"
+         "#pragma unroll 1\n"
+         "    for (int kt = warp; kt < KT; kt += KW) {\n"
+         "        load_tile<1>(w, rt0, kt, lane, c, sz);\n"
+         "        const bool tail = (IN %% 256) != 0 && kt == KT - 1;\n"
+         "#pragma unroll\n"
+         "        for (int pi = 0; pi < NPER; pi++) {\n"
+         "            if ((IN %% 256) != 0 && kt * 256 + pi * PERIOD >= IN) break;\n"
+         "            float d[NT][4] = {};\n"
+         "            u32 zb[2];\n"
+         "#pragma unroll\n"
+         "            for (int i = 0; i < 2; i++) zb[i] = zbias(%s);\n"
+         "#pragma unroll\n"
+         "            for (int jj = 0; jj < PERIOD / 32; jj++) {\n"
+         "                const int j = pi * (PERIOD / 16) + 2 * jj;\n"
+         "                u32 a[2][4];\n"
+         "#pragma unroll\n"
+         "                for (int h = 0; h < 2; h++)\n"
+         "#pragma unroll\n"
+         "                    for (int i = 0; i < 4; i++) a[h][i] = dequant(c[0], 4 * (j + h) + i, "
+         "zb[i & 1]);\n"
+         "#pragma unroll\n"
+         "                for (int t = 0; t < NT; t++) {\n"
+         "                    const long long tok = t0 + t * 8 + g;\n"
+         "                    u32 xv[4] = {0, 0, 0, 0};\n"
+         "                    if (tok < n) ldx8(x + tok * XS, perm, kt * 256 + j * 16 + 8 * q, "
+         "tail, xv);\n"
+         "                    mma(d[t], a[0], xv[0], xv[1]);\n"
+         "                    mma(d[t], a[1], xv[2], xv[3]);\n"
+         "                }\n"
+         "            }\n"
+         "            const float s0 = h2f(sz[0][pi][0] & 0xffff), s1 = h2f(sz[0][pi][0] >> 16);\n"
+         "#pragma unroll\n"
+         "            for (int t = 0; t < NT; t++) {\n"
+         "                acc[t][0] += s0 * d[t][0], acc[t][1] += s0 * d[t][1];\n"
+         "                acc[t][2] += s1 * d[t][2], acc[t][3] += s1 * d[t][3];\n"
+         "            }\n"
+         "        }\n"
+         "    }\n"
+         "    __shared__ float red[KW][16][NT * 8];\n"
+         "#pragma unroll\n"
+         "    for (int t = 0; t < NT; t++) {\n"
+         "        red[warp][g][t * 8 + 2 * q] = acc[t][0], red[warp][g][t * 8 + 2 * q + 1] = "
+         "acc[t][1];\n"
+         "        red[warp][g + 8][t * 8 + 2 * q] = acc[t][2], red[warp][g + 8][t * 8 + 2 * q + 1] "
+         "= acc[t][3];\n"
+         "    }\n"
+         "    __syncthreads();\n"
+         "    for (int i = threadIdx.x; i < 16 * NT * 8; i += KW * 32) {\n"
+         "        const long long o = rt0 * 16 + i / (NT * 8), tt = t0 + i %% (NT * 8);\n"
+         "        if (o >= OUT || tt >= n) continue;\n"
+         "        float sum = 0;\n"
+         "        for (int v = 0; v < KW; v++) sum += red[v][i / (NT * 8)][i %% (NT * 8)];\n",
+         s->symmetric ? "ZSYM" : "(i ? sz[0][pi][1] >> 16 : sz[0][pi][1] & 0xffff) * 0x10001u");
+    emit_extras(b, s, "        ", "x + tt * XS", "ws + tt * RANK");
+    emit(b, "        y[tt * OUT + o] = sum;\n"
+            "    }\n"
+            "}\n");
+    for (int nt = 1; nt <= 8; nt *= 2)
+        emit(b,
+             "extern \"C\" __global__ void __launch_bounds__(KW * 32)\n"
+             "%s%d(const u8 *__restrict__ w, const u16 *__restrict__ x, float *__restrict__ y,\n"
+             "    const float *__restrict__ ws, int n) {\n"
+             "    gemm_body<%d>(w, x, y, ws, n);\n"
+             "}\n",
+             name, 8 * nt, nt);
 }
 
 /* t = B·x for the low-rank correction: one block per rank index. */
@@ -362,6 +461,7 @@ void qc_cuda_gemv_default_opts(const qc_kernel_spec *s, qc_cuda_gemv_opts *o) {
     o->max_warps = 8;
     o->prefetch = s && qc_cuda_planes(s->bits, width, offset) > 1;
     o->min_blocks = 0;
+    o->gemm = 1;
 }
 
 int qc_cuda_src_gemv_opts(const qc_kernel_spec *s, const qc_cuda_gemv_opts *o, qc_cuda_kernel *k,
@@ -370,7 +470,7 @@ int qc_cuda_src_gemv_opts(const qc_kernel_spec *s, const qc_cuda_gemv_opts *o, q
     qc_cuda_layout l;
     if (qc_cuda_layout_get(s, 0, &l, err)) return -1;
     if ((o->rtb != 1 && o->rtb != 2) || o->max_warps < 1 || o->max_warps > 32 ||
-        o->min_blocks < 0 || o->min_blocks > 32)
+        o->min_blocks < 0 || o->min_blocks > 32 || (o->gemm != 0 && o->gemm != 1))
         return qc_err_set(err,
                           "CUDA codegen: %d row tiles per block, %d warps, %d blocks per SM "
                           "(1..2, 1..32, 0..32)",
@@ -378,9 +478,11 @@ int qc_cuda_src_gemv_opts(const qc_kernel_spec *s, const qc_cuda_gemv_opts *o, q
     char id[96];
     if (qc_kernel_spec_id(s, id, sizeof id) < 0) return qc_err_set(err, "CUDA codegen: spec id");
     snprintf(k->gemv, sizeof k->gemv, "qck_%s_cuda_gemv", id);
+    if (o->gemm) snprintf(k->gemm, sizeof k->gemm, "qck_%s_cuda_gemm", id);
     if (s->rank) snprintf(k->lrt, sizeof k->lrt, "qck_%s_cuda_lrt", id);
     int kw = l.k_tiles < o->max_warps ? (int)l.k_tiles : o->max_warps;
     k->grid = (unsigned)(l.row_tiles / o->rtb);
+    k->gemm_grid = (unsigned)((s->out + 15) / 16);
     k->block = 32u * (unsigned)kw;
     k->lrt_grid = (unsigned)s->rank;
     k->lrt_block = s->rank ? 256 : 0;
@@ -395,6 +497,7 @@ int qc_cuda_src_gemv_opts(const qc_kernel_spec *s, const qc_cuda_gemv_opts *o, q
     emit_ldx(&b, s);
     emit_load_tile(&b, s);
     emit_gemv(&b, s, k->gemv, o->min_blocks);
+    if (o->gemm) emit_gemm(&b, s, k->gemm);
     if (s->rank) emit_lrt(&b, k->lrt);
     if (b.oom) {
         free(b.p);

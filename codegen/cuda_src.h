@@ -17,7 +17,12 @@
  * Several tokens in one launch: a grid of (grid, n) blocks (lrt: (lrt_grid,
  * n)) applies the kernel to token t = blockIdx.y at x + t·XS, y + t·out and
  * ws + t·rank, XS = qc_cuda_x_stride (in rounded up to 8, so every token's
- * x stays 16-byte aligned); ws then holds n·ws_floats floats. */
+ * x stays 16-byte aligned); ws then holds n·ws_floats floats.
+ *   gemmT: void <gemm>T(const u8 *w, const u16 *x, float *y, const float *ws, int n)
+ *         T = 8, 16, 32, 64: the same products for n tokens (x, y, ws as
+ *         above) on a (gemm_grid, ceil(n / T)) grid of `block` threads: a
+ *         tensor-core GEMM whose B columns are 8 tokens, each decoded weight
+ *         fragment applied to T tokens (lrt first when rank > 0). */
 #ifndef QC_CUDA_SRC_H
 #define QC_CUDA_SRC_H
 
@@ -29,7 +34,9 @@ typedef struct qc_cuda_kernel {
     char *src; /* NUL-terminated CUDA C source, owned */
     size_t src_len;
     char gemv[128], lrt[128]; /* entry points; lrt is "" without low-rank */
+    char gemm[128];           /* prefix of the GEMM entry points gemm8, gemm16, gemm32, gemm64 */
     unsigned grid, block, lrt_grid, lrt_block;
+    unsigned gemm_grid; /* GEMM blocks along the rows (block: `block` threads) */
     size_t ws_floats;
 } qc_cuda_kernel;
 
@@ -37,9 +44,11 @@ typedef struct qc_cuda_kernel {
  * x fragment for 32 rows), warps per block splitting K (at most max_warps,
  * at most the K tiles), and whether a warp loads its next K tile's codes
  * before computing the current one (more bytes in flight); min_blocks > 0
- * caps registers so that many blocks fit on one multiprocessor. */
+ * caps registers so that many blocks fit on one multiprocessor; gemm: also
+ * emit the GEMM entry points (k->gemm is "" without them; they triple the
+ * NVRTC time of a spec). */
 typedef struct qc_cuda_gemv_opts {
-    int rtb, max_warps, prefetch, min_blocks;
+    int rtb, max_warps, prefetch, min_blocks, gemm;
 } qc_cuda_gemv_opts;
 
 /* The shape qc_cuda_src_gemv uses (chosen from H100 measurements,

@@ -529,16 +529,19 @@ static int read_cuda_module(lctx *c, json_t *jm, const char *target, size_t i, s
     if (json_unpack(jm, "{s:s, s:s, s:s}", "name", &name, "ptx", &ptx, "cubin", &cubin) != 0 ||
         strlen(name) >= 96 ||
         (strcmp(name, "forward") &&
-         json_unpack(launch, "{s:i, s:i, s:i, s:i}", "row_tiles", &md->rtb, "warps", &md->warps,
-                     "prefetch", &md->prefetch, "min_blocks", &md->min_blocks) != 0) ||
+         json_unpack(launch, "{s:i, s:i, s:i, s:i, s?i}", "row_tiles", &md->rtb, "warps",
+                     &md->warps, "prefetch", &md->prefetch, "min_blocks", &md->min_blocks,
+                     "gemm", &md->gemm) != 0) ||
         md->rtb < 1 || md->rtb > 2 || md->warps < 1 || md->warps > 32 || md->prefetch < 0 ||
-        md->prefetch > 1 || md->min_blocks < 0 || md->min_blocks > 32)
+        md->prefetch > 1 || md->min_blocks < 0 || md->min_blocks > 32 || md->gemm < 0 ||
+        md->gemm > 1)
         return qc_err_set(c->err,
                           "%s: manifest.json: kernels[%zu].modules[%zu] needs name, ptx, cubin and "
                           "(kernel modules) launch {row_tiles 1..2, warps 1..32, prefetch 0..1, "
-                          "min_blocks 0..32}",
+                          "min_blocks 0..32, gemm 0..1}",
                           c->path, i, k);
-    const qcrt_section *sp = kernels_section(c, ptx, target), *sc = kernels_section(c, cubin, target);
+    const qcrt_section *sp = kernels_section(c, ptx, target);
+    const qcrt_section *sc = kernels_section(c, cubin, target);
     if (!sp || !sc)
         return qc_err_set(c->err, "%s: manifest.json: kernels[%zu]: no kernels section '%s' for "
                                   "target '%s'",

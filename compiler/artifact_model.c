@@ -531,10 +531,11 @@ static int generate_cuda(wctx *c, const qc_artifact_model_opts *o, qc_cuda_objec
             json_t *j = json_pack("{s:s, s:s, s:s}", "name", md->name, "ptx", ptx, "cubin", cubin);
             if (j && !md->is_forward)
                 json_object_update_new(
-                    j, json_pack("{s:s, s:s, s:{s:i, s:i, s:i, s:i}}", "gemv", md->gemv, "lrt",
-                                 md->lrt, "launch", "row_tiles", md->opts.rtb, "warps",
-                                 md->opts.max_warps, "prefetch", md->opts.prefetch, "min_blocks",
-                                 md->opts.min_blocks));
+                    j, json_pack("{s:s, s:s, s:s, s:{s:i, s:i, s:i, s:i, s:i}}", "gemv", md->gemv,
+                                 "lrt", md->lrt, "gemm", md->gemm, "launch", "row_tiles",
+                                 md->opts.rtb, "warps", md->opts.max_warps, "prefetch",
+                                 md->opts.prefetch, "min_blocks", md->opts.min_blocks, "gemm",
+                                 md->opts.gemm));
             if (!j || json_array_append_new(mods, j)) {
                 json_decref(mods);
                 return qc_err_set(c->err, "out of memory");

@@ -190,7 +190,8 @@ static int parse_targets(char **items, int n_items, const char *where, const cha
         const char *t = items[i];
         if (!strcmp(t, "none") && n_items == 1) return 0;
         if (!strncmp(t, "cuda:", 5)) {
-            if (qc_nvrtc_arch_check(t + 5, err)) return qc_err_prefix(err, "%s: target '%s'", where, t);
+            if (qc_nvrtc_arch_check(t + 5, err))
+                return qc_err_prefix(err, "%s: target '%s'", where, t);
             for (int k = 0; k < *n_archs; k++)
                 if (!strcmp(archs[k], t + 5))
                     return qc_err_set(err, "%s: target '%s' is listed twice", where, t);

@@ -49,7 +49,7 @@ typedef struct qc_cuda_module_ref {
     size_t ptx_size;        /* including the NUL */
     const uint8_t *cubin;   /* ELF for the set's arch */
     size_t cubin_size;
-    int rtb, warps, prefetch, min_blocks; /* GEMV launch shape (qc_cuda_gemv_opts) */
+    int rtb, warps, prefetch, min_blocks, gemm; /* launch shape (qc_cuda_gemv_opts) */
 } qc_cuda_module_ref;
 
 typedef struct qc_cuda_kernel_set {

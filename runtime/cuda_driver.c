@@ -56,7 +56,15 @@ enum {
     X(cuEventDestroy, "cuEventDestroy_v2", (void *))                                               \
     X(cuEventRecord, "cuEventRecord", (void *, void *))                                            \
     X(cuEventSynchronize, "cuEventSynchronize", (void *))                                          \
-    X(cuEventElapsedTime, "cuEventElapsedTime", (float *, void *, void *))
+    X(cuEventElapsedTime, "cuEventElapsedTime", (float *, void *, void *))                         \
+    X(cuStreamCreate, "cuStreamCreate", (void **, unsigned))                                       \
+    X(cuStreamDestroy, "cuStreamDestroy_v2", (void *))                                             \
+    X(cuStreamBeginCapture, "cuStreamBeginCapture_v2", (void *, int))                              \
+    X(cuStreamEndCapture, "cuStreamEndCapture", (void *, void **))                                 \
+    X(cuGraphInstantiate, "cuGraphInstantiateWithFlags", (void **, void *, unsigned long long))    \
+    X(cuGraphDestroy, "cuGraphDestroy", (void *))                                                  \
+    X(cuGraphLaunch, "cuGraphLaunch", (void *, void *))                                            \
+    X(cuGraphExecDestroy, "cuGraphExecDestroy", (void *))
 
 struct qcrt_cuda {
     void *lib;
@@ -66,6 +74,9 @@ struct qcrt_cuda {
     CUdevice dev;
     CUcontext ctx;
     qcrt_cuda_info info;
+    void *stream;  /* where work is queued: NULL (the legacy stream), or capture */
+    void *capture; /* the stream graphs are captured on and launched on (blocking,
+                      so the legacy stream's synchronous copies wait for it) */
 };
 
 struct qcrt_cuda_module {
@@ -146,6 +157,7 @@ int qcrt_cuda_open(int ordinal, qcrt_cuda **out, qc_err *err) {
 void qcrt_cuda_close(qcrt_cuda *c) {
     if (!c) return;
     c->cuCtxSynchronize();
+    if (c->capture) c->cuStreamDestroy(c->capture);
     c->cuPrimaryCtxRelease(c->dev);
     dlclose(c->lib);
     free(c);
@@ -234,9 +246,38 @@ int qcrt_cuda_launch(qcrt_cuda *c, qcrt_cuda_fn f, unsigned grid, unsigned block
 
 int qcrt_cuda_launch2(qcrt_cuda *c, qcrt_cuda_fn f, unsigned grid_x, unsigned grid_y,
                       unsigned block, unsigned shared_bytes, void **args, qc_err *err) {
-    TRY(c, c->cuLaunchKernel(f, grid_x, grid_y, 1, block, 1, 1, shared_bytes, NULL, args, NULL),
+    TRY(c,
+        c->cuLaunchKernel(f, grid_x, grid_y, 1, block, 1, 1, shared_bytes, c->stream, args, NULL),
         err, "cuLaunchKernel");
     return 0;
+}
+
+int qcrt_cuda_capture_begin(qcrt_cuda *c, qc_err *err) {
+    if (!c->capture) TRY(c, c->cuStreamCreate(&c->capture, 0), err, "cuStreamCreate");
+    TRY(c, c->cuStreamBeginCapture(c->capture, 2 /* CU_STREAM_CAPTURE_MODE_RELAXED */), err,
+        "cuStreamBeginCapture");
+    c->stream = c->capture;
+    return 0;
+}
+
+int qcrt_cuda_capture_end(qcrt_cuda *c, int discard, qcrt_cuda_graph *g, qc_err *err) {
+    void *graph = NULL;
+    CUresult r = c->cuStreamEndCapture(c->capture, &graph);
+    c->stream = NULL;
+    *g = NULL;
+    if (!r && !discard) r = c->cuGraphInstantiate(g, graph, 0);
+    if (graph) c->cuGraphDestroy(graph);
+    if (r) return fail(c, r, err, "CUDA graph capture");
+    return 0;
+}
+
+int qcrt_cuda_graph_launch(qcrt_cuda *c, qcrt_cuda_graph g, qc_err *err) {
+    TRY(c, c->cuGraphLaunch(g, c->capture), err, "cuGraphLaunch");
+    return 0;
+}
+
+void qcrt_cuda_graph_free(qcrt_cuda *c, qcrt_cuda_graph g) {
+    if (g) c->cuGraphExecDestroy(g);
 }
 
 int qcrt_cuda_event_new(qcrt_cuda *c, qcrt_cuda_event *e, qc_err *err) {

@@ -61,6 +61,18 @@ int qcrt_cuda_launch(qcrt_cuda *c, qcrt_cuda_fn f, unsigned grid, unsigned block
 int qcrt_cuda_launch2(qcrt_cuda *c, qcrt_cuda_fn f, unsigned grid_x, unsigned grid_y,
                       unsigned block, unsigned shared_bytes, void **args, qc_err *err);
 
+/* CUDA graphs (a fixed sequence of launches replayed with one call): between
+ * capture_begin and capture_end, launches are recorded instead of run
+ * (synchronous copies must not be made in between); capture_end
+ * instantiates them (discard: 1 drops them, after a failed launch). A
+ * launched graph runs after the work queued before it, and synchronous
+ * copies made after graph_launch wait for it. */
+typedef void *qcrt_cuda_graph; /* CUgraphExec */
+int qcrt_cuda_capture_begin(qcrt_cuda *c, qc_err *err);
+int qcrt_cuda_capture_end(qcrt_cuda *c, int discard, qcrt_cuda_graph *g, qc_err *err);
+int qcrt_cuda_graph_launch(qcrt_cuda *c, qcrt_cuda_graph g, qc_err *err);
+void qcrt_cuda_graph_free(qcrt_cuda *c, qcrt_cuda_graph g);
+
 int qcrt_cuda_event_new(qcrt_cuda *c, qcrt_cuda_event *e, qc_err *err);
 void qcrt_cuda_event_free(qcrt_cuda *c, qcrt_cuda_event e);
 int qcrt_cuda_event_record(qcrt_cuda *c, qcrt_cuda_event e, qc_err *err);

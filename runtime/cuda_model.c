@@ -17,9 +17,10 @@
 /* A linear on the GPU: a generated kernel on a CUDA blob, or the dense
  * kernel on f16 weights (out × xs, zero padded). */
 typedef struct glinear {
-    int64_t out, in, xs; /* xs: f16 elements between tokens of x (round8(in)) */
+    int64_t out, in, xs;    /* xs: f16 elements between tokens of x (round8(in)) */
     qcrt_cuda_fn gemv, lrt; /* generated; NULL for dense */
-    unsigned grid, block, lrt_grid, lrt_block;
+    qcrt_cuda_fn gemm[4];   /* generated GEMM for 8, 16, 32, 64 tokens per block */
+    unsigned grid, block, lrt_grid, lrt_block, gemm_grid;
     int rank;
     qcrt_dptr w, bias; /* bias f32 (out) or 0 */
 } glinear;
@@ -29,10 +30,10 @@ typedef struct gblock {
     glinear q, k, v, o, gate, up, down;
 } gblock;
 
-enum { F_EMBED, F_RMSNORM, F_HEADNORM, F_ROPE, F_ATTN, F_SWIGLU, F_ADD, F_BIAS, F_DENSE1, F_DENSE8, F_N };
-static const char *const fwd_names[F_N] = {"qcf_embed", "qcf_rmsnorm", "qcf_headnorm", "qcf_rope",
-                                           "qcf_attention", "qcf_swiglu", "qcf_add", "qcf_bias",
-                                           "qcf_dense1", "qcf_dense8"};
+enum { F_EMBED, F_RMSNORM, F_QPREP, F_KVSTORE, F_ATTN, F_SWIGLU, F_BIAS, F_DENSE1, F_DENSE8, F_N };
+static const char *const fwd_names[F_N] = {"qcf_embed",   "qcf_rmsnorm",   "qcf_qprep",
+                                           "qcf_kvstore", "qcf_attention", "qcf_swiglu",
+                                           "qcf_bias",    "qcf_dense1",    "qcf_dense8"};
 
 struct qcrt_cuda_model {
     qcrt_cuda *cu;
@@ -50,10 +51,11 @@ struct qcrt_cuda_model {
 struct qcrt_cuda_state {
     qcrt_cuda_model *g;
     int max_ctx, max_batch;
-    qcrt_dptr kc, vc, cos, sin;   /* [layer][ctx][kvd] f32; [ctx][hd/2] */
-    qcrt_dptr x, y, q, hg, hu;    /* f32: n × dim, dim, qd, ffn, ffn */
-    qcrt_dptr xd, xa, xf;         /* f16 linear inputs: n × round8(dim / qd / ffn) */
+    qcrt_dptr kc, vc, cos, sin;        /* [layer][ctx][kvd] f32; [ctx][hd/2] */
+    qcrt_dptr x, y, q, kn, vn, hg, hu; /* f32: n × dim, dim, qd, kvd, kvd, ffn, ffn */
+    qcrt_dptr xd, xa, xf;              /* f16 linear inputs: n × round8(dim / qd / ffn) */
     qcrt_dptr ws, logits, tok, meta;
+    qcrt_cuda_graph decode; /* one token with logits, captured on first use */
 };
 
 static int64_t round8(int64_t v) {
@@ -74,8 +76,8 @@ static int arch_number(const char *a, char *suffix) {
 static const qc_cuda_kernel_set *pick_set(const qc_model *m, const char *dev, int *use_ptx,
                                           qc_err *err) {
     char ds, ss;
-    int dn = arch_number(dev, &ds), force_ptx = getenv("QUANTC_CUDA_PTX") &&
-                                                !strcmp(getenv("QUANTC_CUDA_PTX"), "1");
+    int dn = arch_number(dev, &ds),
+        force_ptx = getenv("QUANTC_CUDA_PTX") && !strcmp(getenv("QUANTC_CUDA_PTX"), "1");
     const qc_cuda_kernel_set *best = NULL;
     for (int pass = 0; pass < 3 && !best; pass++)
         for (int i = 0; i < m->n_cuda && !best; i++) {
@@ -171,16 +173,21 @@ static int generated_linear(qcrt_cuda_model *g, const qc_qlinear *ql, glinear *l
     int mi = -1;
     for (int i = 0; i < g->set->n_mods && mi < 0; i++)
         if (!strcmp(g->set->mods[i].name, id)) mi = i;
-    if (mi < 0)
-        return qc_err_set(err, "no CUDA kernel %s in the %s kernel set", id, g->set->arch);
+    if (mi < 0) return qc_err_set(err, "no CUDA kernel %s in the %s kernel set", id, g->set->arch);
     const qc_cuda_module_ref *r = &g->set->mods[mi];
-    qc_cuda_gemv_opts o = {r->rtb, r->warps, r->prefetch, r->min_blocks};
+    qc_cuda_gemv_opts o = {r->rtb, r->warps, r->prefetch, r->min_blocks, r->gemm};
     qc_cuda_kernel k;
     if (qc_cuda_src_gemv_opts(&spec, &o, &k, err)) return -1;
     int rc = qcrt_cuda_function(g->cu, g->mods[mi], k.gemv, &l->gemv, err);
     if (rc == 0 && k.lrt[0]) rc = qcrt_cuda_function(g->cu, g->mods[mi], k.lrt, &l->lrt, err);
+    for (int t = 0; rc == 0 && k.gemm[0] && t < 4; t++) {
+        char name[160];
+        snprintf(name, sizeof name, "%s%d", k.gemm, 8 << t);
+        rc = qcrt_cuda_function(g->cu, g->mods[mi], name, &l->gemm[t], err);
+    }
     l->out = spec.out, l->in = spec.in, l->xs = qc_cuda_x_stride(&spec);
     l->grid = k.grid, l->block = k.block, l->lrt_grid = k.lrt_grid, l->lrt_block = k.lrt_block;
+    l->gemm_grid = k.gemm_grid;
     l->rank = spec.rank;
     qc_cuda_kernel_free(&k);
     if (rc == 0) rc = upload(g, ql->cuda_packed, ql->cuda_packed_size, &l->w, err);
@@ -225,8 +232,9 @@ static int load_block(qcrt_cuda_model *g, const qc_model *m, int i, gblock *b, q
                                        "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
                                        "mlp.down_proj"};
     glinear *ls[7] = {&b->q, &b->k, &b->v, &b->o, &b->gate, &b->up, &b->down};
-    const int64_t shape[7][2] = {{qd, c->dim},      {kvd, c->dim},     {kvd, c->dim}, {c->dim, qd},
-                                 {c->ffn_dim, c->dim}, {c->ffn_dim, c->dim}, {c->dim, c->ffn_dim}};
+    const int64_t shape[7][2] = {{qd, c->dim},        {kvd, c->dim},        {kvd, c->dim},
+                                 {c->dim, qd},        {c->ffn_dim, c->dim}, {c->ffn_dim, c->dim},
+                                 {c->dim, c->ffn_dim}};
     char name[192], bias[192];
     snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", i);
     if (upload_tensor(g, m, name, c->dim, 0, &b->attn_norm, err)) return -1;
@@ -318,8 +326,9 @@ const char *qcrt_cuda_model_describe(const qcrt_cuda_model *g) {
 
 void qcrt_cuda_state_free(qcrt_cuda_state *s) {
     if (!s) return;
-    qcrt_dptr p[] = {s->kc, s->vc, s->cos, s->sin, s->x,  s->y,      s->q,   s->hg,
-                     s->hu, s->xd, s->xa,  s->xf,  s->ws, s->logits, s->tok, s->meta};
+    qcrt_cuda_graph_free(s->g->cu, s->decode);
+    qcrt_dptr p[] = {s->kc, s->vc, s->cos, s->sin, s->x,  s->y,  s->q,      s->kn,  s->vn,
+                     s->hg, s->hu, s->xd,  s->xa,  s->xf, s->ws, s->logits, s->tok, s->meta};
     for (size_t i = 0; i < sizeof p / sizeof *p; i++)
         qcrt_cuda_free(s->g->cu, p[i]);
     free(s);
@@ -352,6 +361,7 @@ qcrt_cuda_state *qcrt_cuda_state_new(qcrt_cuda_model *g, int max_ctx, int max_ba
         qcrt_cuda_upload(cu, s->sin, sin_t, (size_t)max_ctx * half * 4, err) ||
         zalloc(cu, nb, (size_t)c->dim, 4, &s->x, err) ||
         zalloc(cu, nb, (size_t)c->dim, 4, &s->y, err) || zalloc(cu, nb, qd, 4, &s->q, err) ||
+        zalloc(cu, nb, kvd, 4, &s->kn, err) || zalloc(cu, nb, kvd, 4, &s->vn, err) ||
         zalloc(cu, nb, (size_t)c->ffn_dim, 4, &s->hg, err) ||
         zalloc(cu, nb, (size_t)c->ffn_dim, 4, &s->hu, err) ||
         zalloc(cu, nb, (size_t)round8(c->dim), 2, &s->xd, err) ||
@@ -379,13 +389,21 @@ static int linear(qcrt_cuda_state *s, const glinear *l, qcrt_dptr x, qcrt_dptr y
             if (qcrt_cuda_launch2(g->cu, l->lrt, l->lrt_grid, (unsigned)n, l->lrt_block, 0, a, err))
                 return -1;
         }
-        void *a[] = {(void *)&l->w, &x, &y, &s->ws};
-        rc = qcrt_cuda_launch2(g->cu, l->gemv, l->grid, (unsigned)n, l->block, 0, a, err);
+        if (n == 1 || !l->gemm[0]) { /* one launch, blockIdx.y = token */
+            void *a[] = {(void *)&l->w, &x, &y, &s->ws};
+            rc = qcrt_cuda_launch2(g->cu, l->gemv, l->grid, (unsigned)n, l->block, 0, a, err);
+        } else { /* the GEMM with the fewest tokens per block that cover n, at most 64 */
+            int t = n <= 8 ? 0 : n <= 16 ? 1 : n <= 32 ? 2 : 3;
+            void *a[] = {(void *)&l->w, &x, &y, &s->ws, &n};
+            rc = qcrt_cuda_launch2(g->cu, l->gemm[t], l->gemm_grid,
+                                   (unsigned)((n + (8 << t) - 1) / (8 << t)), l->block, 0, a, err);
+        }
     } else {
         int out = (int)l->out, in = (int)l->in, xs = (int)l->xs;
         void *a[] = {(void *)&l->w, &x, &y, &out, &in, &xs, &n};
-        rc = qcrt_cuda_launch2(g->cu, g->f[n == 1 ? F_DENSE1 : F_DENSE8], (unsigned)(l->out + 7) / 8,
-                               n == 1 ? 1u : (unsigned)(n + 7) / 8, 256, 0, a, err);
+        rc =
+            qcrt_cuda_launch2(g->cu, g->f[n == 1 ? F_DENSE1 : F_DENSE8], (unsigned)(l->out + 7) / 8,
+                              n == 1 ? 1u : (unsigned)(n + 7) / 8, 256, 0, a, err);
     }
     if (rc == 0 && l->bias) {
         int out = (int)l->out;
@@ -396,90 +414,87 @@ static int linear(qcrt_cuda_state *s, const glinear *l, qcrt_dptr x, qcrt_dptr y
     return rc;
 }
 
-static int rmsnorm(qcrt_cuda_state *s, qcrt_dptr x, qcrt_dptr w, qcrt_dptr y, int n,
-                   qc_err *err) {
+/* x += res (when non-zero), then y = f16(RMSNorm(x)·w), n rows. */
+static int rmsnorm(qcrt_cuda_state *s, qcrt_dptr res, qcrt_dptr w, int n, qc_err *err) {
     int dim = s->g->cfg.dim, ys = (int)round8(dim);
     float eps = s->g->cfg.norm_eps;
-    void *a[] = {&x, &w, &y, &dim, &ys, &eps};
+    void *a[] = {&s->x, &res, &w, &s->xd, &dim, &ys, &eps};
     return qcrt_cuda_launch2(s->g->cu, s->g->f[F_RMSNORM], 1, (unsigned)n, 256, 0, a, err);
 }
 
-static int add(qcrt_cuda_state *s, int n, qc_err *err) {
-    long long count = (long long)n * s->g->cfg.dim;
-    void *a[] = {&s->x, &s->y, &count};
-    return qcrt_cuda_launch(s->g->cu, s->g->f[F_ADD], (unsigned)((count + 255) / 256), 256, 0, a,
-                            err);
-}
-
-/* qk-norm (qwen3) and RoPE of n rows of `heads` heads at x (row stride xs). */
-static int norm_rope(qcrt_cuda_state *s, qcrt_dptr x, qcrt_dptr norm, int heads, int n,
-                     qc_err *err) {
-    const qc_config *c = &s->g->cfg;
-    int hd = c->head_dim, xs = heads * hd;
-    float eps = c->norm_eps;
-    if (norm) {
-        void *a[] = {&x, &norm, &heads, &hd, &xs, &eps};
-        if (qcrt_cuda_launch2(s->g->cu, s->g->f[F_HEADNORM], (unsigned)heads, (unsigned)n, 32, 0,
-                              a, err))
-            return -1;
-    }
-    void *a[] = {&x, &s->cos, &s->sin, &s->meta, &heads, &hd, &xs};
-    return qcrt_cuda_launch2(s->g->cu, s->g->f[F_ROPE], (unsigned)heads, (unsigned)n,
-                             (unsigned)hd / 2, 0, a, err);
-}
-
-/* One block as runtime/forward.c's block_forward: attention with the new
- * tokens' keys and values written straight into the cache, then SwiGLU. */
-static int block(qcrt_cuda_state *s, int l, int pos, int n, qc_err *err) {
+/* One block as runtime/forward.c's block_forward, its input already normed
+ * into xd; the residual adds are fused into the next RMSNorm (next: the
+ * next block's input norm, or the final norm). New keys and values go to
+ * the cache at the position in meta, so nothing here depends on it. */
+static int block(qcrt_cuda_state *s, int l, int n, qcrt_dptr next, qc_err *err) {
     qcrt_cuda_model *g = s->g;
     const qc_config *c = &g->cfg;
     const gblock *b = &g->blocks[l];
     int heads = c->n_heads, kvh = c->n_kv_heads, hd = c->head_dim;
-    int kvd = kvh * hd, os = (int)round8((int64_t)heads * hd), ffn = c->ffn_dim;
-    int hs = (int)round8(ffn);
-    size_t layer = (size_t)l * s->max_ctx * kvd * 4;
+    int os = (int)round8((int64_t)heads * hd), ffn = c->ffn_dim, hs = (int)round8(ffn);
+    size_t layer = (size_t)l * s->max_ctx * kvh * hd * 4;
     qcrt_dptr kl = s->kc + layer, vl = s->vc + layer;
-    qcrt_dptr krow = kl + (size_t)pos * kvd * 4, vrow = vl + (size_t)pos * kvd * 4;
-    float scale = 1.0f / sqrtf((float)hd);
-    if (rmsnorm(s, s->x, b->attn_norm, s->xd, n, err) || linear(s, &b->q, s->xd, s->q, n, err) ||
-        linear(s, &b->k, s->xd, krow, n, err) || linear(s, &b->v, s->xd, vrow, n, err) ||
-        norm_rope(s, s->q, b->q_norm, heads, n, err) || norm_rope(s, krow, b->k_norm, kvh, n, err))
+    float scale = 1.0f / sqrtf((float)hd), eps = c->norm_eps;
+    if (linear(s, &b->q, s->xd, s->q, n, err) || linear(s, &b->k, s->xd, s->kn, n, err) ||
+        linear(s, &b->v, s->xd, s->vn, n, err))
         return -1;
-    void *a[] = {&s->q, &kl, &vl, &s->xa, &s->meta, &heads, &kvh, &hd, &os, &scale};
-    if (qcrt_cuda_launch2(g->cu, g->f[F_ATTN], (unsigned)heads, (unsigned)n, QCF_ATTN_THREADS, 0,
-                          a, err) ||
-        linear(s, &b->o, s->xa, s->y, n, err) || add(s, n, err) ||
-        rmsnorm(s, s->x, b->ffn_norm, s->xd, n, err) ||
-        linear(s, &b->gate, s->xd, s->hg, n, err) || linear(s, &b->up, s->xd, s->hu, n, err))
-        return -1;
+    void *qp[] = {&s->q, (void *)&b->q_norm, &s->cos, &s->sin, &s->meta, &heads, &hd, &eps};
+    void *kv[] = {&s->kn,   &s->vn, &kl, &vl, (void *)&b->k_norm, &s->cos, &s->sin,
+                  &s->meta, &kvh,   &hd, &eps};
+    void *at[] = {&s->q, &kl, &vl, &s->xa, &s->meta, &heads, &kvh, &hd, &os, &scale};
     void *sw[] = {&s->hg, &s->hu, &s->xf, &ffn, &hs};
-    if (qcrt_cuda_launch2(g->cu, g->f[F_SWIGLU], (unsigned)(ffn + 255) / 256, (unsigned)n, 256, 0,
+    if (qcrt_cuda_launch2(g->cu, g->f[F_QPREP], (unsigned)heads, (unsigned)n, 32, 0, qp, err) ||
+        qcrt_cuda_launch2(g->cu, g->f[F_KVSTORE], (unsigned)kvh, (unsigned)n, 32, 0, kv, err) ||
+        qcrt_cuda_launch2(g->cu, g->f[F_ATTN], (unsigned)heads, (unsigned)n, QCF_ATTN_THREADS, 0,
+                          at, err) ||
+        linear(s, &b->o, s->xa, s->y, n, err) || rmsnorm(s, s->y, b->ffn_norm, n, err) ||
+        linear(s, &b->gate, s->xd, s->hg, n, err) || linear(s, &b->up, s->xd, s->hu, n, err) ||
+        qcrt_cuda_launch2(g->cu, g->f[F_SWIGLU], (unsigned)(ffn + 255) / 256, (unsigned)n, 256, 0,
                           sw, err) ||
-        linear(s, &b->down, s->xf, s->y, n, err) || add(s, n, err))
+        linear(s, &b->down, s->xf, s->y, n, err) || rmsnorm(s, s->y, next, n, err))
         return -1;
     return 0;
+}
+
+/* The launches of one forward pass of n tokens (tokens and position in
+ * tok/meta); logits of the last `rows` tokens into s->logits (0: none). */
+static int launches(qcrt_cuda_state *s, int n, int rows, qc_err *err) {
+    qcrt_cuda_model *g = s->g;
+    const qc_config *c = &g->cfg;
+    int dim = c->dim;
+    void *a[] = {&s->tok, &g->embed, &s->x, &dim};
+    if (qcrt_cuda_launch2(g->cu, g->f[F_EMBED], 1, (unsigned)n, 256, 0, a, err) ||
+        rmsnorm(s, 0, g->blocks[0].attn_norm, n, err))
+        return -1;
+    for (int l = 0; l < c->n_layers; l++)
+        if (block(s, l, n, l + 1 < c->n_layers ? g->blocks[l + 1].attn_norm : g->final_norm, err))
+            return -1;
+    qcrt_dptr last = s->xd + (size_t)(n - rows) * (size_t)round8(dim) * 2;
+    return rows ? linear(s, &g->head, last, s->logits, rows, err) : 0;
 }
 
 int qcrt_cuda_forward(qcrt_cuda_state *s, int pos, const int32_t *tokens, int n, float *logits,
                       int all_logits, qc_err *err) {
     qcrt_cuda_model *g = s->g;
-    const qc_config *c = &g->cfg;
-    int meta[4] = {pos, n, 0, 0}, dim = c->dim;
+    int meta[4] = {pos, n, 0, 0}, rows = !logits ? 0 : all_logits ? n : 1;
     if (n <= 0 || n > s->max_batch || pos < 0 || pos + n > s->max_ctx)
         return qc_err_set(err, "CUDA forward: %d tokens at position %d do not fit the state", n,
                           pos);
     if (qcrt_cuda_upload(g->cu, s->tok, tokens, (size_t)n * 4, err) ||
         qcrt_cuda_upload(g->cu, s->meta, meta, sizeof meta, err))
         return -1;
-    void *a[] = {&s->tok, &g->embed, &s->x, &dim};
-    if (qcrt_cuda_launch2(g->cu, g->f[F_EMBED], 1, (unsigned)n, 256, 0, a, err)) return -1;
-    for (int l = 0; l < c->n_layers; l++)
-        if (block(s, l, pos, n, err)) return -1;
-    if (!logits) return qcrt_cuda_sync(g->cu, err);
-    int rows = all_logits ? n : 1;
-    qcrt_dptr last = s->x + (size_t)(n - rows) * dim * 4;
-    if (rmsnorm(s, last, g->final_norm, s->xd, rows, err) ||
-        linear(s, &g->head, s->xd, s->logits, rows, err))
+    const char *ng = getenv("QUANTC_CUDA_NO_GRAPH");
+    if (n == 1 && rows == 1 && !(ng && !strcmp(ng, "1"))) {
+        /* decode: the same launches every token, replayed as one graph */
+        if (!s->decode) {
+            if (qcrt_cuda_capture_begin(g->cu, err)) return -1;
+            int rc = launches(s, 1, 1, err);
+            if (qcrt_cuda_capture_end(g->cu, rc != 0, &s->decode, rc ? NULL : err) || rc) return -1;
+        }
+        if (qcrt_cuda_graph_launch(g->cu, s->decode, err)) return -1;
+    } else if (launches(s, n, rows, err)) {
         return -1;
-    return qcrt_cuda_download(g->cu, logits, s->logits, (size_t)rows * c->vocab * 4, err);
+    }
+    if (!rows) return qcrt_cuda_sync(g->cu, err);
+    return qcrt_cuda_download(g->cu, logits, s->logits, (size_t)rows * g->cfg.vocab * 4, err);
 }

@@ -16,7 +16,12 @@
  * Code: the kernel set whose architecture matches the GPU (its CUBIN), else
  * one of the same major version and lower minor (binary compatible), else
  * the PTX of an older plain architecture, which the driver JIT-compiles;
- * QUANTC_CUDA_PTX=1 in the environment forces the PTX. */
+ * QUANTC_CUDA_PTX=1 in the environment forces the PTX.
+ *
+ * Decode steps (one token, its logits) are captured once per state as a
+ * CUDA graph and replayed: every launch reads the position from device
+ * memory, so the graph stays valid; QUANTC_CUDA_NO_GRAPH=1 launches them one
+ * by one instead (for comparison). */
 #ifndef QCRT_CUDA_MODEL_H
 #define QCRT_CUDA_MODEL_H
 

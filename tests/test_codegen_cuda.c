@@ -238,9 +238,89 @@ done:
     return bad < 0 ? 1 : bad;
 }
 
+static float *rand_x(int64_t n, double lo);
+
+/* The GEMM entry point gemm<T> on n tokens of random x against the
+ * reference of each token (the GEMV's tolerance); returns bad rows. */
+static int run_gemm(qcrt_cuda *cu, qc_nvrtc_cache *cache, const gcase *t, int n, int T) {
+    qc_err err = {{0}};
+    char id[96], name[160];
+    qc_kernel_spec_id(&t->spec, id, sizeof id);
+    const qc_cuda_kernel *k;
+    const qc_cuda_binary *bin =
+        qc_nvrtc_cache_get(cache, &t->spec, qcrt_cuda_device(cu)->arch, &k, NULL, &err);
+    CHECK_MSG(bin, "%s", err.msg);
+    if (!bin) return 1;
+    snprintf(name, sizeof name, "%s%d", k->gemm, T);
+    int64_t xs = qc_cuda_x_stride(&t->spec);
+    float *x = rand_x(xs * n, 0);
+    uint16_t *xh = calloc((size_t)(xs * n), sizeof *xh);
+    size_t ybytes = (size_t)(t->out * n + 64) * sizeof(float);
+    float *y = malloc(ybytes), *xt = malloc((size_t)t->in * sizeof *xt);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t c = 0; c < t->in; c++)
+            xh[i * xs + c] = qc_f32_to_f16(x[i * xs + c]);
+    qcrt_cuda_module *m = NULL;
+    qcrt_cuda_fn fg = NULL, fl = NULL;
+    qcrt_dptr dw = 0, dx = 0, dy = 0, dws = 0;
+    int bad = -1, nn = n;
+    if (qcrt_cuda_module_load(cu, bin->cubin, &m, &err) ||
+        qcrt_cuda_function(cu, m, name, &fg, &err) ||
+        (k->lrt[0] && qcrt_cuda_function(cu, m, k->lrt, &fl, &err)) ||
+        qcrt_cuda_alloc(cu, t->blob_size, &dw, &err) ||
+        qcrt_cuda_alloc(cu, (size_t)(xs * n) * 2, &dx, &err) ||
+        qcrt_cuda_alloc(cu, ybytes, &dy, &err) ||
+        qcrt_cuda_alloc(cu, (k->ws_floats * n + 1) * sizeof(float), &dws, &err) ||
+        qcrt_cuda_upload(cu, dw, t->blob, t->blob_size, &err) ||
+        qcrt_cuda_upload(cu, dx, xh, (size_t)(xs * n) * 2, &err) ||
+        qcrt_cuda_memset(cu, dy, 0xff, ybytes, &err))
+        goto done;
+    if (fl) {
+        void *args[] = {&dw, &dx, &dws};
+        if (qcrt_cuda_launch2(cu, fl, k->lrt_grid, (unsigned)n, k->lrt_block, 0, args, &err))
+            goto done;
+    }
+    void *args[] = {&dw, &dx, &dy, &dws, &nn};
+    if (qcrt_cuda_launch2(cu, fg, k->gemm_grid, (unsigned)((n + T - 1) / T), k->block, 0, args,
+                          &err) ||
+        qcrt_cuda_sync(cu, &err) || qcrt_cuda_download(cu, y, dy, ybytes, &err))
+        goto done;
+    bad = 0;
+    int P = t->spec.group_size && t->spec.group_size < 256 ? t->spec.group_size : 256;
+    double K = (double)(t->in + t->rank + 16);
+    for (int64_t i = 0; i < n; i++) {
+        for (int64_t c = 0; c < t->in; c++)
+            xt[c] = qc_f16_to_f32(xh[i * xs + c]);
+        for (int64_t o = 0; o < t->out; o++) {
+            double ref, bound, got = y[i * t->out + o];
+            reference(t, xt, o, &ref, &bound);
+            double tol = (1.1 * P * 0x1p-23 + 2 * 8 * sqrt(K) * 0x1p-24) * bound + 1e-30;
+            if (!(fabs(got - ref) <= tol) && bad++ < 3)
+                fprintf(stderr, "  %s gemm%d token %lld row %lld: got %.9g want %.9g\n", id, T,
+                        (long long)i, (long long)o, got, ref);
+        }
+    }
+    for (int i = 0; i < 64; i++) { /* nothing written past n tokens */
+        uint32_t v;
+        memcpy(&v, &y[t->out * n + i], 4);
+        bad += v != 0xffffffffu;
+    }
+done:
+    if (bad < 0) CHECK_MSG(0, "%s gemm%d: %s", id, T, err.msg);
+    qcrt_cuda_free(cu, dw), qcrt_cuda_free(cu, dx), qcrt_cuda_free(cu, dy), qcrt_cuda_free(cu, dws);
+    qcrt_cuda_module_free(cu, m);
+    free(x), free(xh), free(y), free(xt);
+    return bad < 0 ? 1 : bad;
+}
+
+/* The default launch shape without the GEMM entry points (a third of the
+ * NVRTC time; run_gemm compiles the default with them). */
 static int run_case(qcrt_cuda *cu, qc_nvrtc_cache *cache, const gcase *t, const float *x,
                     int verbose) {
-    return run_case_opts(cu, cache, t, x, verbose, NULL);
+    qc_cuda_gemv_opts o;
+    qc_cuda_gemv_default_opts(&t->spec, &o);
+    o.gemm = 0;
+    return run_case_opts(cu, cache, t, x, verbose, &o);
 }
 
 static float *rand_x(int64_t n, double lo) {
@@ -322,13 +402,21 @@ int main(void) {
         qc_kernel_spec_id(&cs[i].spec, id, sizeof id);
         CHECK_MSG(run_case(cu, cache, &cs[i], x, 1) == 0, "%s", id);
         /* every launch shape the bench tries, on a third of the cases */
-        const qc_cuda_gemv_opts shapes_[3] = {{2, 8, 1, 0}, {2, 16, 0, 0}, {1, 8, 1, 4}};
+        const qc_cuda_gemv_opts shapes_[3] = {{2, 8, 1, 0, 0}, {2, 16, 0, 0, 0}, {1, 8, 1, 4, 0}};
         if (i % 3 == 0 || i >= n - 10)
             for (int v = 0; v < 3; v++)
                 CHECK_MSG(run_case_opts(cu, cache, &cs[i], x, 1, &shapes_[v]) == 0,
                           "%s with %d row tiles, %d warps, prefetch %d", id, shapes_[v].rtb,
                           shapes_[v].max_warps, shapes_[v].prefetch);
         free(x);
+        /* the GEMM entry points: n not a multiple of T, one token, several blocks */
+        const int ns[3] = {13, 1, 70};
+        for (int T = 8; T <= 64 && (i % 3 == 0 || i >= n - 10); T *= 2)
+            for (int v = 0; v < 3; v++) {
+                if (cs[i].out * cs[i].in > 1 << 22 && (v != 0 || T != 64)) continue;
+                CHECK_MSG(run_gemm(cu, cache, &cs[i], ns[v], T) == 0, "%s: gemm%d on %d tokens", id,
+                          T, ns[v]);
+            }
     }
     check_corrupt(cu, cache, &cs[corrupt_a]);
     check_corrupt(cu, cache, &cs[corrupt_b]);

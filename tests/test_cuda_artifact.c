@@ -34,8 +34,8 @@ typedef struct edit {
 static json_t *cuda_set(json_t *man) {
     json_t *ks = json_object_get(man, "kernels"), *k;
     size_t i;
-    json_array_foreach(ks, i, k) if (!strcmp(json_string_value(json_object_get(k, "device")),
-                                             "cuda")) return k;
+    json_array_foreach(
+        ks, i, k) if (!strcmp(json_string_value(json_object_get(k, "device")), "cuda")) return k;
     return NULL;
 }
 

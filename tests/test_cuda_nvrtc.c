@@ -103,8 +103,11 @@ int main(void) {
         for (int i = 0; i < n; i++) {
             int hit = -1;
             const qc_cuda_kernel *k = NULL;
+            qc_cuda_gemv_opts o; /* GEMM entry points: in qc_cuda_codegen below */
+            qc_cuda_gemv_default_opts(&specs[i], &o);
+            o.gemm = 0;
             const qc_cuda_binary *b =
-                qc_nvrtc_cache_get(cache, &specs[i], archs[a], &k, &hit, &err);
+                qc_nvrtc_cache_get_opts(cache, &specs[i], &o, archs[a], &k, &hit, &err);
             CHECK_MSG(b != NULL, "%s", err.msg);
             if (!b) continue;
             CHECK(hit == (i == n - 1));
@@ -131,15 +134,15 @@ int main(void) {
         qc_cuda_object o;
         CHECK_MSG(!qc_cuda_codegen(specs, n, archs[a], &o, &err), "%s", err.msg);
         CHECK(o.n_mods == n && o.mods[0].is_forward && !strcmp(o.arch, archs[a]));
-        static const char *const fwd[] = {"qcf_embed", "qcf_rmsnorm", "qcf_headnorm",
-                                          "qcf_rope",  "qcf_attention", "qcf_swiglu",
-                                          "qcf_add",   "qcf_bias",    "qcf_dense1",
-                                          "qcf_dense8"};
+        static const char *const fwd[] = {"qcf_embed",   "qcf_rmsnorm",   "qcf_qprep",
+                                          "qcf_kvstore", "qcf_attention", "qcf_swiglu",
+                                          "qcf_bias",    "qcf_dense1",    "qcf_dense8"};
         for (size_t i = 0; o.n_mods > 0 && i < sizeof fwd / sizeof *fwd; i++)
             CHECK_MSG(strstr(o.mods[0].bin.ptx, fwd[i]), "forward module lacks %s", fwd[i]);
         for (int i = 1; i < o.n_mods; i++)
             CHECK(!memcmp(o.mods[i].bin.cubin, "\177ELF", 4) &&
-                  strstr(o.mods[i].bin.ptx, o.mods[i].gemv) && strstr(o.mods[i].gemv, o.mods[i].name));
+                  strstr(o.mods[i].bin.ptx, o.mods[i].gemv) &&
+                  strstr(o.mods[i].gemv, o.mods[i].name));
         printf("%s: forward module %.2f s, %d modules %.2f s in all\n", archs[a],
                o.n_mods ? o.mods[0].bin.seconds : 0, o.n_mods, o.seconds);
         qc_cuda_object_free(&o);
