@@ -434,6 +434,9 @@ static qc_pass_ctx pass_ctx(driver *d, int p) {
                        .quiet = 1,
                        .state = &d->pass_state[p],
                        .walk_fp = walk_fp,
+                       .calib_ids = d->ids,
+                       .calib_samples = d->samples,
+                       .calib_tokens = d->tokens,
                        .driver = d,
                        .recipe_pass = &d->r->passes[p]};
     for (int i = 0; i < d->r->n_passes && !ctx.quantize; i++)

@@ -122,6 +122,10 @@ typedef struct qc_pass_ctx {
      * statistics (targeted set from this pass's globs). Model-level passes
      * use it for statistics of every block before block 0 is compressed. */
     int (*walk_fp)(const struct qc_pass_ctx *ctx, qc_block_visit visit, void *ud, qc_err *err);
+    /* The calibration token ids (calib_samples × calib_tokens), for passes
+     * that measure the model itself (allocate's KL probe). */
+    const int32_t *calib_ids;
+    int calib_samples, calib_tokens;
     void *driver;            /* the calibration driver, for walk_fp */
     const void *recipe_pass; /* the qc_recipe_pass being run, for walk_fp's targeting */
 } qc_pass_ctx;

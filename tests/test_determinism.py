@@ -6,8 +6,9 @@ quantc's --threads).
 The committed tiny models are too small for OpenBLAS to use more than one
 thread, so this test writes a wider random llama (hidden 512, ffn 1536,
 2 blocks, the tiny llama's byte-level tokenizer) where BLAS calls do split
-across threads, and compiles it with a GPTQ act-order recipe and with
-rotate + smooth + outliers + GPTQ + lowrank, with CPU kernels generated."""
+across threads, and compiles it with a GPTQ act-order recipe (CPU kernels
+generated), with rotate + smooth + outliers + GPTQ + lowrank, and with
+rotate + allocate (KL-measured sensitivities) + GPTQ."""
 import json
 import os
 import shutil
@@ -74,6 +75,10 @@ def main():
             "mixed": "  - rotate: {online: [down_proj]}\n  - smooth: {alpha: 0.5}\n"
                      "  - outliers: {fraction: 0.005}\n"
                      "  - quantize: {method: gptq, bits: 3, group_size: 64}\n  - lowrank: {rank: 8}\n",
+            # allocate's KL probe and GPTQ candidates decide widths: a last-bit
+            # difference there would flip a width
+            "allocate": "  - rotate: {}\n  - allocate: {budget_bits: 3.285, candidates: [2, 3, 4]}\n"
+                        "  - quantize: {method: gptq, bits: 3, group_size: 128}\n",
         }
         for name, passes in recipes.items():
             recipe = os.path.join(tmp, name + ".yaml")
