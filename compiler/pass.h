@@ -72,6 +72,9 @@ typedef struct qc_calib_linear {
     int modified;      /* set by a pass that changed w or bias: the driver writes them back to
                           the IR (qc_model_set_f32) so the model stays consistent */
     int bits_override; /* > 0: the bit width quantize uses instead of its `bits` (allocate) */
+    /* With bits_override > 0: the group size quantize uses instead of its
+     * `group_size` (0: per output channel). */
+    int group_override;
     /* Outputs of quantizing passes: */
     qc_quant_state *q; /* owned; NULL until a quantizer runs */
     float *deq;        /* rows × cols dequantized weight (owned), or NULL */

@@ -1,24 +1,26 @@
 /* The `allocate` pass (mixed precision: HAWQ-V3, Yao et al. 2021; SliM-LLM,
- * Huang et al. 2024): choose a bit width per linear under an average
- * budget, then let quantize use it (qc_calib_linear.bits_override).
+ * Huang et al. 2024): choose a bit width (and group size) per linear under
+ * an average budget, then let quantize use it (qc_calib_linear.bits_override,
+ * group_override).
  *
- * Each candidate width b of linear l is quantized as the quantize pass
- * would (its method, GPTQ or RTN, group size, symmetry, clip search, act
- * order; `quantizer: rtn` forces round-to-nearest) on the full-precision
- * model's statistics, giving Ŵ_l(b), and its sensitivity e_l(b) is one of:
+ * Each option b of linear l, a candidate width (× a group size from
+ * group_sizes, else quantize's), is quantized as the quantize pass would
+ * (its method, GPTQ or RTN, symmetry, clip search, act order; `quantizer:
+ * rtn` forces round-to-nearest) on the full-precision model's statistics,
+ * giving Ŵ_l(b), and its sensitivity e_l(b) is one of:
  *   kl (the default): the loss increase measured on the model itself: the
  *     mean KL divergence of the next-token distribution when only Ŵ_l(b)
  *     replaces W_l in the full-precision model (compiler/kl_probe.h), on
  *     kl_samples calibration samples of kl_tokens tokens. This weighs each
  *     layer's error by its effect downstream. Only the widths in kl_bits
- *     are run (by default 3): another width's KL is the nearest measured
- *     one's scaled by the ratio of their Hessian errors (second order, KL ≈
- *     ½δᵀFδ with δ ∝ the output error). Measured on SmolLM2-135M (rotate,
- *     GPTQ g128, every layer at 2, 3 and 4 bits): KL(2)/KL(3) over
- *     e(2)/e(3) has median 1.00 (10th-90th percentile 0.84-1.26), KL(4)/
- *     KL(3) over e(4)/e(3) 0.98 (0.83-1.21); per weight, v_proj is the
- *     most sensitive linear (5-20× q_proj), then k_proj and the MLP of the
- *     first and last blocks. At 3.21 bits this allocation beats uniform 3
+ *     are run (by default 3), in quantize's group size: another option's
+ *     KL is the nearest (in bits) measured one's scaled by the ratio of
+ *     their Hessian errors (second order, KL ≈ ½δᵀFδ with δ ∝ the output
+ *     error). Measured on SmolLM2-135M (rotate, GPTQ g128, every layer at
+ *     2, 3 and 4 bits): KL(2)/KL(3) over e(2)/e(3) has median 1.00 (10th-
+ *     90th percentile 0.84-1.26), KL(4)/KL(3) over e(4)/e(3) 0.98
+ *     (0.83-1.21); per weight, v_proj is the most sensitive linear (5-20×
+ *     q_proj), then k_proj and the MLP of the first and last blocks. At 3.21 bits this allocation beats uniform 3
  *     bits (PPL 40.16 vs 42.31); hessian loses to it (51.37).
  *   hessian: the output error on the calibration inputs, tr(ΔW H ΔWᵀ) =
  *     ‖XΔWᵀ‖²/N, relative to the layer's output energy tr(W H Wᵀ) (error:
@@ -54,7 +56,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_OPTS 8
+#define MAX_OPTS 16
 
 static const char *const error_kinds[] = {"relative", "absolute", NULL};
 static const char *const sensitivity_kinds[] = {"hessian", "kl", NULL};
@@ -64,7 +66,10 @@ static const qc_param_spec params[] = {
     {"budget_bits", QC_PARAM_FLOAT, NULL, 1, 16, NULL,
      "average bits per weight over the targeted linears, overheads included (met within 0.01)"},
     {"candidates", QC_PARAM_INT_LIST, "[2, 3, 4, 8]", 2, 8, NULL,
-     "bit widths to choose from (group size and symmetry: the quantize pass's)"},
+     "bit widths to choose from (symmetry: the quantize pass's)"},
+    {"group_sizes", QC_PARAM_INT_LIST, "[]", 0, 65536, NULL,
+     "group sizes to choose from with each width (0 = per output channel); [] = the quantize "
+     "pass's group size"},
     {"sensitivity", QC_PARAM_STRING, "kl", 1, 0, sensitivity_kinds,
      "kl: the KL divergence of the model's next-token distribution with only that layer "
      "quantized, measured (costs about n_layers/2 block forwards and one lm_head over kl_samples "
@@ -91,14 +96,14 @@ typedef struct item {
     double cost[MAX_OPTS], error[MAX_OPTS];
     double herr[MAX_OPTS]; /* tr(ΔW H ΔWᵀ) */
     int stream[MAX_OPTS];  /* kl: the probe's stream of each option, or -1 */
-    int bits;              /* chosen */
+    int bits, group;       /* chosen */
 } item;
 
 typedef struct alloc_state {
     item *items;
     int n;
-    int opts[MAX_OPTS], n_opts;
-    qc_quant_format fmt; /* bits filled per option */
+    int opts[MAX_OPTS], groups[MAX_OPTS], n_opts; /* option o: opts[o] bits, groups[o] */
+    qc_quant_format fmt; /* symmetry; bits and group size filled per option */
     qc_clip_search clip;
     int act_order;
     qc_gptq_opts gptq; /* set when candidates are quantized with GPTQ */
@@ -119,13 +124,14 @@ static void free_state(void *p) {
     free(s);
 }
 
-/* Storage bits of a rows × cols linear at b bits (qc_quant_storage_bits). */
-static double storage_bits(const alloc_state *s, int64_t rows, int64_t cols, int b) {
-    int64_t g = s->fmt.group_size ? (cols + s->fmt.group_size - 1) / s->fmt.group_size : 1;
+/* Storage bits of a rows × cols linear at b bits in groups of gs columns
+ * (qc_quant_storage_bits). */
+static double storage_bits(const alloc_state *s, int64_t rows, int64_t cols, int b, int gs) {
+    int64_t g = gs ? (cols + gs - 1) / gs : 1;
     double groups = (double)rows * (double)g;
     double bits = (double)rows * (double)cols * b + groups * 16;
     if (!s->fmt.symmetric) bits += groups * b;
-    if (s->act_order && s->fmt.group_size) bits += 32.0 * (double)cols;
+    if (s->act_order && gs) bits += 32.0 * (double)cols;
     return bits;
 }
 
@@ -166,7 +172,8 @@ static int quantize_candidate(const alloc_state *s, const qc_calib_linear *l,
 }
 
 /* Fills it's costs and Hessian errors, and for kl the perturbations of the
- * probed options (pert[*np...], their weights in deqs[o], owned by the caller). */
+ * probed options (pert[*np...], their weights in deqs[o], owned by the
+ * caller; NULL for the other options). */
 static int sensitivities(alloc_state *s, const qc_calib_linear *l, item *it, float **deqs,
                          qc_kl_perturb *pert, int *np, qc_err *err) {
     size_t n = (size_t)(l->rows * l->cols), c = (size_t)l->cols;
@@ -187,6 +194,7 @@ static int sensitivities(alloc_state *s, const qc_calib_linear *l, item *it, flo
     for (int o = 0; o < s->n_opts; o++) {
         qc_quant_format f = s->fmt;
         f.bits = s->opts[o];
+        f.group_size = s->groups[o];
         it->stream[o] = -1;
         if (!(deqs[o] = qc_malloc(n * sizeof(float), err)) ||
             quantize_candidate(s, l, &f, diag, deqs[o], err))
@@ -195,10 +203,13 @@ static int sensitivities(alloc_state *s, const qc_calib_linear *l, item *it, flo
             d[i] = l->w[i] - deqs[o][i];
         it->herr[o] = hessian_norm(d, hf, l->rows, (int64_t)c, t);
         it->error[o] = it->herr[o] / energy;
-        it->cost[o] = storage_bits(s, l->rows, l->cols, s->opts[o]);
+        it->cost[o] = storage_bits(s, l->rows, l->cols, s->opts[o], s->groups[o]);
         if (s->probe && s->probed[o]) {
             it->stream[o] = qc_kl_probe_count(s->probe) + *np;
             pert[(*np)++] = (qc_kl_perturb){l->kind, deqs[o], l->bias};
+        } else { /* only the probe needs Ŵ after this */
+            free(deqs[o]);
+            deqs[o] = NULL;
         }
     }
     rc = 0;
@@ -333,16 +344,29 @@ static int run_model(const qc_pass_ctx *ctx, const qc_params *p, struct qc_model
     if (!qp) return qc_err_set(err, "needs a quantize pass in the recipe (its format)");
     if (!ctx->walk_fp || !ctx->state) return qc_err_set(err, "needs the calibration driver");
     const qc_param_value *cands = qc_params_get(p, "candidates");
+    const qc_param_value *gsv = qc_params_get(p, "group_sizes");
     double budget = qc_params_float(p, "budget_bits");
-    if (cands->n < 1 || cands->n > MAX_OPTS)
-        return qc_err_set(err, "candidates: 1 to %d bit widths, got %d", MAX_OPTS, cands->n);
+    int qgroup = (int)qc_params_int(qp, "group_size"), n_groups = gsv->n ? gsv->n : 1;
+    if (cands->n < 1 || cands->n * n_groups > MAX_OPTS)
+        return qc_err_set(err, "candidates × group_sizes: 1 to %d options, got %d × %d", MAX_OPTS,
+                          cands->n, n_groups);
+    for (int k = 0; k < gsv->n; k++)
+        if (gsv->ilist[k] != 0 && gsv->ilist[k] < 8)
+            return qc_err_set(err, "group_sizes: %lld: use 0 (per-channel) or at least 8",
+                              (long long)gsv->ilist[k]);
     alloc_state *s = qc_calloc(1, sizeof *s, err);
     if (!s) return -1;
-    s->n_opts = cands->n;
+    *ctx->state = s; /* freed by the driver, also on error */
+    for (int c = 0; c < cands->n; c++)
+        for (int g = 0; g < n_groups; g++, s->n_opts++) {
+            s->opts[s->n_opts] = (int)cands->ilist[c];
+            s->groups[s->n_opts] = gsv->n ? (int)gsv->ilist[g] : qgroup;
+        }
+    /* kl probes the group size quantize has (if listed, else the first). */
+    int pgroup = s->groups[0];
     for (int o = 0; o < s->n_opts; o++)
-        s->opts[o] = (int)cands->ilist[o];
-    s->fmt =
-        (qc_quant_format){4, (int)qc_params_int(qp, "group_size"), qc_params_bool(qp, "symmetric")};
+        if (s->groups[o] == qgroup) pgroup = qgroup;
+    s->fmt = (qc_quant_format){4, qgroup, qc_params_bool(qp, "symmetric")};
     s->clip =
         (qc_clip_search){qc_params_bool(qp, "clip_search"), (float)qc_params_float(qp, "clip_min"),
                          (int)qc_params_int(qp, "clip_steps")};
@@ -357,14 +381,15 @@ static int run_model(const qc_pass_ctx *ctx, const qc_params *p, struct qc_model
                              qc_params_bool(qp, "static_groups"),
                              s->clip,
                              NULL};
-    *ctx->state = s; /* freed by the driver, also on error */
     const qc_param_value *kb = qc_params_get(p, "kl_bits");
-    int min_o = 0, any = 0;
+    int min_o = -1, any = 0;
     for (int o = 0; o < s->n_opts; o++) {
-        if (s->opts[o] < s->opts[min_o]) min_o = o;
         for (int k = 0; k < o; k++)
-            if (s->opts[k] == s->opts[o])
-                return qc_err_set(err, "candidates: %d bits listed twice", s->opts[o]);
+            if (s->opts[k] == s->opts[o] && s->groups[k] == s->groups[o])
+                return qc_err_set(err, "%d bits in groups of %d listed twice", s->opts[o],
+                                  s->groups[o]);
+        if (s->groups[o] != pgroup) continue;
+        if (min_o < 0 || s->opts[o] < s->opts[min_o]) min_o = o;
         for (int k = 0; k < kb->n; k++)
             s->probed[o] |= kb->ilist[k] == s->opts[o];
         any |= s->probed[o];
@@ -414,6 +439,7 @@ static int run_model(const qc_pass_ctx *ctx, const qc_params *p, struct qc_model
     double used = 0;
     for (int i = 0; i < s->n; i++) {
         s->items[i].bits = s->opts[choice[i]];
+        s->items[i].group = s->groups[choice[i]];
         used += cost[i * s->n_opts + choice[i]];
     }
     s->achieved = used / params;
@@ -436,16 +462,20 @@ static int run_block(const qc_pass_ctx *ctx, const qc_params *p, qc_calib_block 
         qc_calib_linear *l = &b->linears[i];
         if (!l->targeted) continue;
         for (int k = 0; k < s->n; k++)
-            if (strcmp(s->items[k].name, l->name) == 0) l->bits_override = s->items[k].bits;
+            if (strcmp(s->items[k].name, l->name) == 0) {
+                l->bits_override = s->items[k].bits;
+                l->group_override = s->items[k].group;
+            }
     }
     return 0;
 }
 
 const qc_pass qc_pass_allocate = {
     .name = "allocate",
-    .doc = "choose a bit width per linear under an average bit budget (overheads included) from "
-           "each width's Hessian-weighted output error or measured KL divergence on a "
-           "full-precision pre-pass, solved exactly (knapsack DP); quantize uses the chosen widths",
+    .doc = "choose a bit width (and group size) per linear under an average bit budget "
+           "(overheads included) from each option's measured KL divergence or Hessian-weighted "
+           "output error on a full-precision pre-pass, solved exactly (knapsack DP); quantize "
+           "uses the chosen formats",
     .params = params,
     .run_block = run_block,
     .run_model = run_model,

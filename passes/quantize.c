@@ -202,10 +202,10 @@ static int quantize_linear(const qc_params *p, qc_calib_linear *l, int block, in
         l->seconds = now() - t0;
         return 0;
     }
-    /* allocate (mixed precision) may have chosen this linear's width. */
+    /* allocate (mixed precision) may have chosen this linear's width and group. */
     int bits = l->bits_override > 0 ? l->bits_override : (int)qc_params_int(p, "bits");
-    qc_quant_format fmt = {bits, (int)qc_params_int(p, "group_size"),
-                           qc_params_bool(p, "symmetric")};
+    int group = l->bits_override > 0 ? l->group_override : (int)qc_params_int(p, "group_size");
+    qc_quant_format fmt = {bits, group, qc_params_bool(p, "symmetric")};
     qc_clip_search clip = {qc_params_bool(p, "clip_search"), (float)qc_params_float(p, "clip_min"),
                            (int)qc_params_int(p, "clip_steps")};
     int gptq = strcmp(qc_params_str(p, "method"), "gptq") == 0;

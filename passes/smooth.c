@@ -112,8 +112,10 @@ static int group_error(const group *g, const float *s, const float *hf, const qc
         int bits = l->bits_override > 0 ? l->bits_override
                    : qp                 ? (int)qc_params_int(qp, "bits")
                                         : 4;
-        qc_quant_format f = {bits, qp ? (int)qc_params_int(qp, "group_size") : 128,
-                             qp ? qc_params_bool(qp, "symmetric") : 0};
+        int gs = l->bits_override > 0 ? l->group_override
+                 : qp                 ? (int)qc_params_int(qp, "group_size")
+                                      : 128;
+        qc_quant_format f = {bits, gs, qp ? qc_params_bool(qp, "symmetric") : 0};
         qc_clip_search clip = {0, 1, 1};
         float *ws = qc_malloc(n * sizeof(float), err), *deq = qc_malloc(n * sizeof(float), err);
         float *t = qc_malloc(n * sizeof(float), err);

@@ -20,12 +20,14 @@
  *     X, and computes hessian: e_l(b) = ‖X ΔWᵀ‖² / ‖X Wᵀ‖² from X itself (the
  *     pass uses H = XᵀX/N), and kl: the KL divergence of the whole model with
  *     Ŵ_l(b) in place of W_l (tests/kl_ref.h), 8 bits extrapolated as
- *     KL(3)·e(8)/e(3). The pass's widths must be optimal for these errors:
- *     its summed error equals the optimum found by brute force over all
- *     3^14 choices, with costs rounded up to the DP's units (0.004/n bits
- *     per weight) as the pass does, to 1e-3 relative (the pass's f32
- *     products and log-softmax vs f64 here: measured ~1e-4 on the KLs of
- *     test_kl_probe). */
+ *     KL(3)·e(8)/e(3) (and, measuring 3 bits only, KL(2) = KL(3)·e(2)/e(3));
+ *     group-size candidates (g16 and g32 with 2 and 3 bits, block 0
+ *     targeted) likewise, g16 scaled from g32. The pass's widths and group
+ *     sizes must be optimal for these errors: its summed error equals the
+ *     optimum found by brute force over all 3^14 (4^7) choices, with costs
+ *     rounded up to the DP's units (0.004/n bits per weight) as the pass
+ *     does, to 1e-3 relative (the pass's f32 products and log-softmax vs f64
+ *     here: measured ~1e-4 on the KLs of test_kl_probe). */
 #include "compiler/allocate.h"
 #include "compiler/calibrate.h"
 #include "compiler/model.h"
@@ -159,11 +161,14 @@ static void test_model(void) {
 
 /* ---- (4) sensitivities end to end ---- */
 
-enum { E_SAMPLES = 2, E_TOKENS = 40, E_ITEMS = 14, E_OPTS = 3 };
+enum { E_SAMPLES = 2, E_TOKENS = 40, E_ITEMS = 14, E_NOPT = 6, E_MAXC = 4 };
 static const char *const e_kinds[7][2] = {
     {"q_proj", "self_attn.q_proj"}, {"k_proj", "self_attn.k_proj"}, {"v_proj", "self_attn.v_proj"},
     {"o_proj", "self_attn.o_proj"}, {"gate_proj", "mlp.gate_proj"}, {"up_proj", "mlp.up_proj"},
     {"down_proj", "mlp.down_proj"}};
+/* The (bits, group size) options the test quantizes every layer at; KL is
+ * measured for the first three. */
+static const int e_opt[E_NOPT][2] = {{2, 32}, {3, 32}, {4, 32}, {8, 32}, {2, 16}, {3, 16}};
 
 /* The driver's calibration windows (compiler/calibrate.c make_samples:
  * splitmix64 from the seed, start = next % span). */
@@ -190,25 +195,28 @@ static void capture_forward(const qcrt_linear *l, const float *x, int64_t n, flo
 
 typedef struct e_item {
     int64_t rows, cols;
-    double cost[E_OPTS], herr[E_OPTS], rel[E_OPTS], kl[E_OPTS];
+    double cost[E_NOPT], herr[E_NOPT], rel[E_NOPT], kl[E_NOPT];
 } e_item;
 
-/* Brute force: the least summed error (err[i·E_OPTS + o]) with cost ≤ budget
- * (its cost into *best_cost when not NULL). With unit > 0, costs are first
- * rounded up to units and the budget down, as the pass's DP does. */
-static double e_best(const e_item *it, const double *err, double budget, double unit,
-                     double *best_cost) {
-    double best = INFINITY, bc = 0, cost[E_ITEMS * E_OPTS];
-    for (int i = 0; i < E_ITEMS * E_OPTS; i++)
-        cost[i] = unit > 0 ? ceil(it[i / E_OPTS].cost[i % E_OPTS] / unit - 1e-9)
-                           : it[i / E_OPTS].cost[i % E_OPTS];
+/* Brute force over every choice of one of nc options per item (cost[i·nc +
+ * o], err[i·nc + o]): the least summed error with cost ≤ budget (its cost
+ * into *best_cost when not NULL). With unit > 0, costs are first rounded up
+ * to units and the budget down, as the pass's DP does. */
+static double e_best(int n, int nc, const double *cost_in, const double *err, double budget,
+                     double unit, double *best_cost) {
+    double best = INFINITY, bc = 0, cost[E_ITEMS * E_MAXC];
+    long combos = 1;
+    for (int i = 0; i < n; i++)
+        combos *= nc;
+    for (int i = 0; i < n * nc; i++)
+        cost[i] = unit > 0 ? ceil(cost_in[i] / unit - 1e-9) : cost_in[i];
     if (unit > 0) budget = floor(budget / unit);
-    for (long v0 = 0; v0 < 4782969; v0++) { /* 3^14 */
+    for (long v0 = 0; v0 < combos; v0++) {
         long v = v0;
         double c = 0, e = 0;
-        for (int i = 0; i < E_ITEMS; i++, v /= E_OPTS) {
-            c += cost[i * E_OPTS + v % E_OPTS];
-            e += err[i * E_OPTS + v % E_OPTS];
+        for (int i = 0; i < n; i++, v /= nc) {
+            c += cost[i * nc + v % nc];
+            e += err[i * nc + v % nc];
         }
         if (c <= budget && e < best) best = e, bc = c;
     }
@@ -216,26 +224,10 @@ static double e_best(const e_item *it, const double *err, double budget, double 
     return best;
 }
 
-static void test_estimates(void) {
-    const char *path = "tests/data/tiny/llama", *text = "tests/data/tok_sample.txt";
+/* Every linear's inputs X on the calibration windows ids, its RTN errors
+ * and (first three options) KLs, into it[]. */
+static void e_measure(qc_model *m, const int32_t *ids, e_item *it) {
     qc_err err = {{0}};
-    qc_model *m = qc_model_load(path, &err);
-    CHECK_FATAL(m && m->tok && m->cfg.n_layers * 7 == E_ITEMS);
-    /* The calibration samples. */
-    FILE *f = fopen(text, "rb");
-    CHECK_FATAL(f);
-    char buf[8192];
-    size_t len = fread(buf, 1, sizeof buf, f), n_ids;
-    fclose(f);
-    int32_t *all = NULL, ids[E_SAMPLES * E_TOKENS];
-    CHECK_FATAL(qc_tokenizer_encode(m->tok, buf, len, 0, &all, &n_ids, &err) == 0);
-    CHECK_FATAL(n_ids > E_TOKENS);
-    uint64_t seed = 0;
-    for (int s = 0; s < E_SAMPLES; s++)
-        memcpy(ids + s * E_TOKENS, all + splitmix64(&seed) % (n_ids - E_TOKENS + 1),
-               E_TOKENS * sizeof(int32_t));
-    free(all);
-    /* Every linear's inputs X over the samples. */
     qcrt_model *r = qcrt_model_from_ir(m, &err);
     CHECK_FATAL(r);
     qcrt_state *st = qcrt_state_new(r, E_TOKENS, E_TOKENS, &err);
@@ -255,11 +247,7 @@ static void test_estimates(void) {
     }
     for (int i = 0; i < E_ITEMS; i++)
         *kl_ref_slot(&r->blocks[i / 7], e_kinds[i % 7][0]) = caps[i].inner;
-    /* Errors of RTN g32 (asymmetric, no clip search) at 2, 3, 4 and 8 bits. */
-    static const int widths[E_OPTS + 1] = {2, 3, 4, 8};
     double *ref = kl_ref_log_probs(r, st, ids, E_SAMPLES, E_TOKENS, E_TOKENS);
-    e_item it[E_ITEMS];
-    double herr8[E_ITEMS], params = 0;
     for (int i = 0; i < E_ITEMS; i++) {
         char name[128];
         snprintf(name, sizeof name, "model.layers.%d.%s.weight", i / 7, e_kinds[i % 7][1]);
@@ -268,11 +256,10 @@ static void test_estimates(void) {
         float *w = qcrt_load_tensor(m, name, rows, cols, &err), *deq = malloc(rows * cols * 4);
         CHECK_FATAL(w && deq);
         it[i].rows = rows, it[i].cols = cols;
-        params += (double)(rows * cols);
         double energy = 0;
-        for (int o = -1; o <= E_OPTS; o++) { /* -1: W itself */
+        for (int o = -1; o < E_NOPT; o++) { /* -1: W itself */
             if (o >= 0) {
-                qc_quant_format fmt = {widths[o], 32, 0};
+                qc_quant_format fmt = {e_opt[o][0], e_opt[o][1], 0};
                 qc_clip_search none = {0, 1, 1};
                 qc_quant_state *q = qc_quant_state_new(&fmt, rows, cols, &err);
                 CHECK_FATAL(q && qc_quant_rtn(w, NULL, &none, q, deq, &err) == 0);
@@ -289,85 +276,142 @@ static void test_estimates(void) {
                 }
             if (o < 0) {
                 energy = e;
-            } else if (o == E_OPTS) {
-                herr8[i] = e;
-            } else {
-                double groups = (double)rows * (double)((cols + 31) / 32);
-                it[i].cost[o] = (double)(rows * cols) * widths[o] + groups * (16 + widths[o]);
-                it[i].herr[o] = e;
-                it[i].rel[o] = e / energy;
-                it[i].kl[o] = kl_ref_replaced(r, st, i / 7, e_kinds[i % 7][0], deq, NULL, ids,
-                                              E_SAMPLES, E_TOKENS, E_TOKENS, ref);
+                continue;
             }
+            double groups = (double)rows * (double)((cols + e_opt[o][1] - 1) / e_opt[o][1]);
+            it[i].cost[o] = (double)(rows * cols) * e_opt[o][0] + groups * (16 + e_opt[o][0]);
+            it[i].herr[o] = e;
+            it[i].rel[o] = e / energy;
+            it[i].kl[o] = o >= 3 ? NAN
+                                 : kl_ref_replaced(r, st, i / 7, e_kinds[i % 7][0], deq, NULL, ids,
+                                                   E_SAMPLES, E_TOKENS, E_TOKENS, ref);
         }
         free(w), free(deq), free(caps[i].x);
     }
     free(ref);
     qcrt_state_free(st);
     qcrt_model_free(r);
-    qc_model_free(m);
-    /* The pass: hessian with candidates 2, 3, 4; kl with 2, 3, 8 (8
-     * extrapolated from 3); kl with 2, 3, 8 measuring only 3 (2 and 8
-     * extrapolated from it). Each at the cost of the best choice within the
-     * all-3-bit average plus 0.1 bits (kl: 1.5, so that some layers take 8
-     * bits), plus 0.002: a budget the pass can meet within 0.01 on a model
-     * this small (a 32 × 64 layer moves the average by 0.03 bits per bit). */
-    static const char *const mode_name[3] = {"hessian", "kl", "kl, 3 measured"};
-    double all3 = 0;
-    for (int i = 0; i < E_ITEMS; i++)
+}
+
+/* One run of the pass against the brute-force optimum of the test's errors. */
+typedef struct e_mode {
+    const char *name, *allocate;  /* allocate's parameters besides the budget */
+    int n_items, nc, opt[E_MAXC]; /* items: the first n (block 0 alone: 7); options */
+    double over;                  /* budget: best within the all-3-bit average + over */
+} e_mode;
+
+/* The error the pass is meant to minimise for option o of item i in mode md:
+ * hessian, relative; kl measured at 2, 3 (and 4) bits in groups of 32, other
+ * options scaled from the nearest measured width by the Hessian error
+ * ratio (only 3 measured in "kl 3"). */
+static double e_error(const e_mode *md, const e_item *it, int o) {
+    if (strncmp(md->name, "kl", 2)) return it->rel[o];
+    int measured = o < 3 && (o == 1 || strcmp(md->name, "kl 3"));
+    if (measured) return it->kl[o];
+    int ref = (strcmp(md->name, "kl 3") && e_opt[o][0] <= 2) ? 0 : 1;
+    return it->kl[ref] * it->herr[o] / it->herr[ref];
+}
+
+static void e_run(const char *path, const char *text, const e_mode *md, const e_item *it) {
+    int n = md->n_items, nc = md->nc;
+    double cost[E_ITEMS * E_MAXC], e[E_ITEMS * E_MAXC], params = 0, all3 = 0, budget;
+    for (int i = 0; i < n; i++) {
+        params += (double)(it[i].rows * it[i].cols);
         all3 += it[i].cost[1];
-    for (int mode = 0; mode < 3; mode++) {
-        int bits[E_OPTS] = {2, 3, mode ? 8 : 4};
-        double budget, e[E_ITEMS * E_OPTS];
-        e_item its[E_ITEMS];
-        memcpy(its, it, sizeof its);
-        for (int i = 0; i < E_ITEMS; i++) {
-            for (int o = 0; o < E_OPTS; o++)
-                e[i * E_OPTS + o] = mode == 0 ? it[i].rel[o] : it[i].kl[o];
-            if (mode == 0) continue;
-            double groups = (double)its[i].rows * (double)((its[i].cols + 31) / 32);
-            its[i].cost[2] = (double)(its[i].rows * its[i].cols) * 8 + groups * 24;
-            e[i * E_OPTS + 2] = it[i].kl[1] * herr8[i] / it[i].herr[1];
-            if (mode == 2) e[i * E_OPTS] = it[i].kl[1] * it[i].herr[0] / it[i].herr[1];
+        for (int o = 0; o < nc; o++) {
+            cost[i * nc + o] = it[i].cost[md->opt[o]];
+            e[i * nc + o] = e_error(md, &it[i], md->opt[o]);
         }
-        e_best(its, e, all3 + (mode ? 1.5 : 0.1) * params, 0, &budget);
-        budget = budget / params + 0.002;
-        char y[1024];
-        snprintf(y, sizeof y,
-                 "quantc: 1\ncalibration: { text: %s, samples: %d, tokens: %d, seed: 0 }\n"
-                 "passes:\n  - allocate: { budget_bits: %.6f, sensitivity: %s, candidates: [%d, "
-                 "%d, %d], kl_samples: %d, kl_tokens: %d, kl_bits: %s }\n"
-                 "  - quantize: { method: rtn, bits: 4, group_size: 32, clip_search: false }\n",
-                 text, E_SAMPLES, E_TOKENS, budget, mode ? "kl" : "hessian", bits[0], bits[1],
-                 bits[2], E_SAMPLES, E_TOKENS, mode == 2 ? "[3]" : "[2, 3, 4, 5]");
-        qc_recipe *rc = qc_recipe_parse(y, strlen(y), "test", NULL, &err);
-        qc_model *mm = rc ? qc_model_load(path, &err) : NULL;
-        qc_calib_report rep;
-        CHECK_FATAL(mm);
-        if (qc_calibrate(mm, rc, NULL, NULL, NULL, &rep, &err)) {
-            CHECK_MSG(0, "%s", err.msg);
-            qc_model_free(mm), qc_recipe_free(rc);
-            continue;
-        }
-        double got = 0, cost = 0;
-        for (int i = 0; i < E_ITEMS; i++) {
-            int o = 0;
-            while (o < E_OPTS && bits[o] != rep.layers[i].bits)
-                o++;
-            CHECK_FATAL(o < E_OPTS);
-            got += e[i * E_OPTS + o];
-            cost += its[i].cost[o];
-        }
-        /* The pass's DP: costs in units of 0.004/n bits per weight. */
-        double opt = e_best(its, e, budget * params, params * 0.004 / E_ITEMS, NULL);
-        fprintf(stderr, "%s: budget %.4f, chose %.4f bits, error %.6e; optimum %.6e\n",
-                mode_name[mode], budget, cost / params, got, opt);
-        CHECK_MSG(cost <= budget * params, "cost %.4f over budget %.4f", cost / params, budget);
-        CHECK_MSG(fabs(got - opt) <= 1e-3 * opt, "error %.8e, optimum %.8e", got, opt);
-        qc_calib_report_free(&rep);
-        qc_model_free(mm);
-        qc_recipe_free(rc);
     }
+    /* A budget the pass can meet within 0.01 on a model this small (a 32 × 64
+     * layer moves the average by 0.03 bits per bit): the cost of the best
+     * choice within all3 + over, plus 0.005 (more than the DP rounds up). */
+    e_best(n, nc, cost, e, all3 + md->over * params, 0, &budget);
+    budget = budget / params + 0.005;
+    char y[1024];
+    snprintf(y, sizeof y,
+             "quantc: 1\ncalibration: { text: %s, samples: %d, tokens: %d, seed: 0 }\n"
+             "passes:\n  - allocate: { budget_bits: %.6f, kl_samples: %d, kl_tokens: %d, %s }\n"
+             "  - quantize: { method: rtn, bits: 4, group_size: 32, clip_search: false }\n",
+             text, E_SAMPLES, E_TOKENS, budget, E_SAMPLES, E_TOKENS, md->allocate);
+    qc_err err = {{0}};
+    qc_recipe *rc = qc_recipe_parse(y, strlen(y), "test", NULL, &err);
+    qc_model *m = rc ? qc_model_load(path, &err) : NULL;
+    qc_calib_report rep;
+    CHECK_FATAL(m);
+    if (qc_calibrate(m, rc, NULL, NULL, NULL, &rep, &err)) {
+        CHECK_MSG(0, "%s: %s", md->name, err.msg);
+        qc_model_free(m), qc_recipe_free(rc);
+        return;
+    }
+    double got = 0, used = 0;
+    for (int i = 0; i < n; i++) {
+        int o = 0;
+        while (o < nc && (e_opt[md->opt[o]][0] != rep.layers[i].bits ||
+                          e_opt[md->opt[o]][1] != rep.layers[i].group_size))
+            o++;
+        CHECK_FATAL(o < nc);
+        got += e[i * nc + o];
+        used += cost[i * nc + o];
+    }
+    for (int i = n; i < rep.n_layers; i++) /* untargeted: quantize's own format */
+        CHECK(rep.layers[i].bits == 4 && rep.layers[i].group_size == 32);
+    /* The pass's DP: costs in units of 0.004/n bits per weight. */
+    double opt = e_best(n, nc, cost, e, budget * params, params * 0.004 / n, NULL);
+    fprintf(stderr, "%s: budget %.4f, chose %.4f bits, error %.6e; optimum %.6e\n", md->name,
+            budget, used / params, got, opt);
+    CHECK_MSG(used <= budget * params, "%s: cost %.4f over budget %.4f", md->name, used / params,
+              budget);
+    CHECK_MSG(fabs(got - opt) <= 1e-3 * opt, "%s: error %.8e, optimum %.8e", md->name, got, opt);
+    qc_calib_report_free(&rep);
+    qc_model_free(m);
+    qc_recipe_free(rc);
+}
+
+static void test_estimates(void) {
+    const char *path = "tests/data/tiny/llama", *text = "tests/data/tok_sample.txt";
+    qc_err err = {{0}};
+    qc_model *m = qc_model_load(path, &err);
+    CHECK_FATAL(m && m->tok && m->cfg.n_layers * 7 == E_ITEMS);
+    FILE *f = fopen(text, "rb");
+    CHECK_FATAL(f);
+    char buf[8192];
+    size_t len = fread(buf, 1, sizeof buf, f), n_ids;
+    fclose(f);
+    int32_t *all = NULL, ids[E_SAMPLES * E_TOKENS];
+    CHECK_FATAL(qc_tokenizer_encode(m->tok, buf, len, 0, &all, &n_ids, &err) == 0);
+    CHECK_FATAL(n_ids > E_TOKENS);
+    uint64_t seed = 0;
+    for (int s = 0; s < E_SAMPLES; s++)
+        memcpy(ids + s * E_TOKENS, all + splitmix64(&seed) % (n_ids - E_TOKENS + 1),
+               E_TOKENS * sizeof(int32_t));
+    free(all);
+    e_item it[E_ITEMS];
+    e_measure(m, ids, it);
+    qc_model_free(m);
+    static const e_mode modes[] = {
+        {"hessian", "sensitivity: hessian, candidates: [2, 3, 4]", E_ITEMS, 3, {0, 1, 2}, 0.1},
+        /* 8 bits extrapolated from 3; 1.5 bits over, so that some layers take 8 */
+        {"kl", "candidates: [2, 3, 8], kl_bits: [2, 3, 4]", E_ITEMS, 3, {0, 1, 3}, 1.5},
+        {"kl 3", "candidates: [2, 3, 8], kl_bits: [3]", E_ITEMS, 3, {0, 1, 3}, 1.5},
+        /* group sizes: g16 extrapolated from g32 of the nearest width; block 0 */
+        {"kl groups",
+         "candidates: [2, 3], group_sizes: [16, 32], kl_bits: [2, 3], "
+         "targets: [\"model.layers.0.*\"]",
+         7,
+         4,
+         {4, 0, 5, 1},
+         0.3},
+        {"hessian groups",
+         "sensitivity: hessian, candidates: [2, 3], group_sizes: [16, 32], "
+         "targets: [\"model.layers.0.*\"]",
+         7,
+         4,
+         {4, 0, 5, 1},
+         0.3},
+    };
+    for (size_t k = 0; k < sizeof modes / sizeof modes[0]; k++)
+        e_run(path, text, &modes[k], it);
 }
 
 int main(void) {
