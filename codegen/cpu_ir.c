@@ -6,10 +6,12 @@
 #if QC_HAVE_LLVM
 #include "cpu_ir.h"
 
+#include "../compiler/hadamard.h"
 #include "pack.h"
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct cg {
@@ -25,6 +27,11 @@ typedef struct cg {
     LLVMValueRef fma_v, fma_s, prescale; /* intrinsics, gemv's x scale table */
     int vector_f16;                      /* <8 x half> -> <8 x float> is one instruction */
     LLVMTypeRef fma_v_ty, fma_s_ty;
+    /* online Hadamard (emit_hadamard): base order p, block m = n / p, the
+     * p × p base (±1, a constant global), the scale 1/sqrt(n) */
+    int hp, hm;
+    LLVMValueRef hbase;
+    float hscale;
     /* AVX-512 VNNI gemv (vnni_row) */
     int vnni;
     LLVMTypeRef v16f32, v16i32, v64i8, dp_ty, ms_ty, ml_ty, fma16_ty, fabs_ty, rint_ty, fpsat_ty;
@@ -523,6 +530,52 @@ static LLVMValueRef lowrank_at(cg *g, LLVMValueRef w, LLVMValueRef o, LLVMValueR
     return ld(g, g->f32, acc);
 }
 
+/* dst = H_n·src / sqrt(n) (n = in, the spec's online Hadamard) as
+ * compiler/hadamard.c defines it: viewing the vector as p blocks of m, a
+ * fast Walsh–Hadamard transform of each block (in tmp; stage by stage over
+ * all blocks, the same butterflies in the same order per element), then
+ * dst[a·m + j] = Σ_b (base[a][b]·scale)·tmp[b·m + j] (j innermost, so the
+ * loop vectorizes). src, tmp and dst are n floats each, distinct. */
+static void emit_hadamard(cg *g, LLVMValueRef src, LLVMValueRef tmp, LLVMValueRef dst) {
+    int64_t n = g->s->in, p = g->hp, m = g->hm;
+    loop lc, la, lk, lj, lb;
+    LLVMValueRef i = loop_begin(g, &lc, ci64(g, 0), ci64(g, n), 1);
+    LLVMBuildStore(g->B, ld(g, g->f32, fptr(g, src, i)), fptr(g, tmp, i));
+    loop_end(g, &lc, i);
+    for (int64_t len = 1, sh = 0; len < m; len <<= 1, sh++) {
+        LLVMValueRef a = loop_begin(g, &la, ci64(g, 0), ci64(g, p), 1);
+        LLVMValueRef blk = fptr(g, tmp, mul(g, a, ci64(g, m)));
+        LLVMValueRef k = loop_begin(g, &lk, ci64(g, 0), ci64(g, m / 2), 1);
+        LLVMValueRef hi = LLVMBuildShl(g->B, LLVMBuildLShr(g->B, k, ci64(g, sh), ""),
+                                       ci64(g, sh + 1), "");
+        LLVMValueRef j0 = add(g, hi, LLVMBuildAnd(g->B, k, ci64(g, len - 1), ""));
+        LLVMValueRef p0 = fptr(g, blk, j0), p1 = fptr(g, blk, add(g, j0, ci64(g, len)));
+        LLVMValueRef x0 = ld(g, g->f32, p0), x1 = ld(g, g->f32, p1);
+        LLVMBuildStore(g->B, LLVMBuildFAdd(g->B, x0, x1, ""), p0);
+        LLVMBuildStore(g->B, LLVMBuildFSub(g->B, x0, x1, ""), p1);
+        loop_end(g, &lk, k);
+        loop_end(g, &la, a);
+    }
+    LLVMValueRef a = loop_begin(g, &la, ci64(g, 0), ci64(g, p), 1);
+    LLVMValueRef drow = fptr(g, dst, mul(g, a, ci64(g, m)));
+    LLVMValueRef j = loop_begin(g, &lj, ci64(g, 0), ci64(g, m), 1);
+    LLVMBuildStore(g->B, cf32(g, 0), fptr(g, drow, j));
+    loop_end(g, &lj, j);
+    LLVMValueRef b = loop_begin(g, &lb, ci64(g, 0), ci64(g, p), 1);
+    LLVMValueRef idx[2] = {ci64(g, 0), add(g, mul(g, a, ci64(g, p)), b)};
+    LLVMValueRef c = ld(g, g->f32,
+                        LLVMBuildGEP2(g->B, LLVMArrayType(g->f32, (unsigned)(p * p)), g->hbase,
+                                      idx, 2, ""));
+    c = LLVMBuildFMul(g->B, c, cf32(g, g->hscale), "");
+    LLVMValueRef trow = fptr(g, tmp, mul(g, b, ci64(g, m)));
+    j = loop_begin(g, &lj, ci64(g, 0), ci64(g, m), 1);
+    LLVMValueRef dp = fptr(g, drow, j);
+    LLVMBuildStore(g->B, fma_s(g, c, ld(g, g->f32, fptr(g, trow, j)), ld(g, g->f32, dp)), dp);
+    loop_end(g, &lj, j);
+    loop_end(g, &lb, b);
+    loop_end(g, &la, a);
+}
+
 /* gemv prologue: xs (pre-scaled, permuted, padded), xsum per group, B·x. */
 static void gemv_prologue(cg *g, LLVMValueRef w, LLVMValueRef x, LLVMValueRef xs, LLVMValueRef xsum,
                           LLVMValueRef t) {
@@ -824,6 +877,11 @@ static LLVMValueRef emit_gemv_prep(cg *g) {
     LLVMValueRef w = LLVMGetParam(fn, 0), x = LLVMGetParam(fn, 1), ws = LLVMGetParam(fn, 2);
     LLVMValueRef xs = fptr(g, ws, ci64(g, g->W.xs)), xsum = fptr(g, ws, ci64(g, g->W.xsum));
     LLVMValueRef t = fptr(g, ws, ci64(g, g->W.t_gemv));
+    if (g->s->transform) { /* x ← H x into xt; everything below reads xt */
+        LLVMValueRef xt = fptr(g, ws, ci64(g, g->W.xt));
+        emit_hadamard(g, x, fptr(g, ws, ci64(g, g->W.xh)), xt);
+        x = xt;
+    }
     if (g->vnni)
         gemv_prologue_vnni(g, w, x, xs, xsum, t);
     else
@@ -859,6 +917,7 @@ static LLVMValueRef emit_gemv_rows(cg *g) {
     LLVMValueRef w = LLVMGetParam(g->fn, 0), x = LLVMGetParam(g->fn, 1);
     LLVMValueRef y = LLVMGetParam(g->fn, 2), prep = LLVMGetParam(g->fn, 5);
     LLVMValueRef ws = LLVMGetParam(g->fn, 6);
+    if (s->transform) x = fptr(g, prep, ci64(g, g->W.xt)); /* the outliers' x */
     row_ctx r = {0};
     r.xs = fptr(g, prep, ci64(g, g->W.xs));
     r.xsum = fptr(g, prep, ci64(g, g->W.xsum));
@@ -1017,6 +1076,16 @@ static void emit_gemm(cg *g) {
     LLVMValueRef mr = mul(g, m, ci64(g, s->rank));
     LLVMValueRef xg =
         fptr(g, t, LLVMBuildAnd(g->B, add(g, mr, ci64(g, 7)), ci64(g, ~(int64_t)7), ""));
+    if (s->transform) { /* every row of x ← H x (rows of in floats), after xg */
+        LLVMValueRef xm = s->act_order ? fptr(g, xg, mul(g, m, ci64(g, g->W.in8))) : xg;
+        LLVMValueRef tmp = fptr(g, xm, mul(g, m, ci64(g, g->W.in8)));
+        loop lh;
+        LLVMValueRef i = loop_begin(g, &lh, ci64(g, 0), m, 1);
+        LLVMValueRef off = mul(g, i, ci64(g, s->in));
+        emit_hadamard(g, fptr(g, x, off), tmp, fptr(g, xm, off));
+        loop_end(g, &lh, i);
+        x = xm;
+    }
     if (s->act_order) {
         loop li, lp;
         LLVMValueRef i = loop_begin(g, &li, ci64(g, 0), m, 1);
@@ -1124,6 +1193,26 @@ int qc_cpu_ir_emit(LLVMModuleRef M, const qc_kernel_spec *s, const qc_cpu_ir_tar
     LLVMSetGlobalConstant(g.prescale, 1);
     LLVMSetLinkage(g.prescale, LLVMInternalLinkage);
 
+    if (s->transform) {
+        qc_hadamard *h = qc_hadamard_new((int)s->in, err);
+        if (!h) return -1;
+        g.hp = h->p, g.hm = h->pow2, g.hscale = 1.0f / sqrtf((float)s->in);
+        LLVMValueRef *e = malloc((size_t)h->p * (size_t)h->p * sizeof *e);
+        if (!e) {
+            qc_hadamard_free(h);
+            return qc_err_set(err, "CPU codegen: out of memory");
+        }
+        for (int i = 0; i < h->p * h->p; i++)
+            e[i] = cf32(&g, h->base[i]);
+        snprintf(name, sizeof name, "qck_%s_hbase", id);
+        LLVMTypeRef at = LLVMArrayType(g.f32, (unsigned)(h->p * h->p));
+        g.hbase = LLVMAddGlobal(M, at, name);
+        LLVMSetInitializer(g.hbase, LLVMConstArray(g.f32, e, (unsigned)(h->p * h->p)));
+        LLVMSetGlobalConstant(g.hbase, 1);
+        LLVMSetLinkage(g.hbase, LLVMInternalLinkage);
+        free(e);
+        qc_hadamard_free(h);
+    }
     g.B = LLVMCreateBuilderInContext(g.C);
     g.AB = LLVMCreateBuilderInContext(g.C);
     LLVMValueRef prep = emit_gemv_prep(&g), rows = emit_gemv_rows(&g);

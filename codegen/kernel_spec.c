@@ -2,6 +2,7 @@
  * (see kernel_spec.h). */
 #include "kernel_spec.h"
 
+#include "../compiler/hadamard.h"
 #include "../compiler/quant.h"
 
 #include <stdio.h>
@@ -31,11 +32,16 @@ int qc_kernel_spec_check(const qc_kernel_spec *s, qc_err *err) {
                           (long long)s->out, (long long)s->in);
     if (s->act != QC_KACT_F32)
         return qc_err_set(err, "kernel spec: activation type %d (supported: f32)", s->act);
-    if (s->transform == QC_KTRANSFORM_HADAMARD)
-        return qc_err_set(err,
-                          "kernel spec: online Hadamard transform (size %d) is not supported "
-                          "by the CPU code generator yet",
-                          s->transform_size);
+    if (s->transform == QC_KTRANSFORM_HADAMARD) {
+        if (s->transform_size != s->in)
+            return qc_err_set(err,
+                              "kernel spec: online Hadamard of size %d on a linear with %lld inputs",
+                              s->transform_size, (long long)s->in);
+        if (s->in > 1 << 24 || !qc_hadamard_base_order((int)s->in))
+            return qc_err_set(err, "kernel spec: no Hadamard matrix of order %lld (compiler/hadamard.h)",
+                              (long long)s->in);
+        return 0;
+    }
     if (s->transform != QC_KTRANSFORM_NONE || s->transform_size != 0)
         return qc_err_set(err, "kernel spec: unknown online transform %d", s->transform);
     return 0;
@@ -172,7 +178,9 @@ void qc_kernel_ws_layout(const qc_kernel_spec *s, qc_kernel_ws *l) {
     l->t_gemv = l->srow + round8(n_groups_of(s));
     l->rv = l->t_gemv + round8(s->rank);
     l->rc = l->rv + 8 * QC_GEMV_ROW_BLOCK;
-    l->gemv_total = l->rc + QC_GEMV_ROW_BLOCK;
+    l->xt = l->rc + QC_GEMV_ROW_BLOCK;
+    l->xh = l->xt + (s->transform ? l->in8 : 0);
+    l->gemv_total = l->xh + (s->transform ? l->in8 : 0);
     l->wt = 0;
     l->t_gemm = l->wt + QC_GEMM_ROW_TILE * l->in8;
 }
@@ -181,6 +189,7 @@ size_t qc_kernel_ws_floats(const qc_kernel_spec *s, int64_t m) {
     qc_kernel_ws l;
     qc_kernel_ws_layout(s, &l);
     int64_t mm = m > 0 ? m : 1;
-    int64_t gemm = l.t_gemm + round8(mm * s->rank) + (s->act_order ? mm * l.in8 : 0);
+    int64_t gemm = l.t_gemm + round8(mm * s->rank) + (s->act_order ? mm * l.in8 : 0) +
+                   (s->transform ? (mm + 1) * l.in8 : 0);
     return (size_t)(gemm > l.gemv_total ? gemm : l.gemv_total);
 }

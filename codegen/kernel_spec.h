@@ -34,9 +34,10 @@ typedef struct qc_kernel_spec {
  * below 2^62 and row/column indices fit int32 (CSR columns, permutation). */
 #define QC_KERNEL_MAX_DIM ((int64_t)1 << 30)
 
-/* Checks that a spec is well-formed and that codegen supports it. Online
- * transforms are not generated yet: a spec with one is rejected here with a
- * message that says so. */
+/* Checks that a spec is well-formed and that codegen supports it. An online
+ * Hadamard (x ← H_n x / sqrt(n) before the product, compiler/hadamard.h) must
+ * have n = in and a supported order; the CPU kernels apply it, the packed
+ * layout does not depend on it, and the CUDA packer refuses it. */
 int qc_kernel_spec_check(const qc_kernel_spec *s, qc_err *err);
 
 /* The spec of a quantized linear: format, bits, group size, zero points and
@@ -102,13 +103,15 @@ typedef void (*qc_gemm_fn)(const uint8_t *w, const float *x, int64_t m, float *y
  * slot and zero-padded (in8 = in rounded up to 8; room for in rounded up to
  * 64: the AVX-512 VNNI gemv's bytes of x and per-tile scales), xsum = per-group sums of
  * x, srow = one row's scales, t = B·x, rv/rc = per-row vector sums and
- * zero-point corrections of a block of QC_GEMV_ROW_BLOCK rows. gemm: wt =
+ * zero-point corrections of a block of QC_GEMV_ROW_BLOCK rows, xt/xh (online
+ * transform only, in8 each) = the transformed x and its scratch. gemm: wt =
  * QC_GEMM_ROW_TILE dequantized rows (packed column order), t = m × rank,
  * then (act-order) x gathered into packed order, m × in8, at t_gemm +
- * m·rank rounded up to 8. */
+ * m·rank rounded up to 8, then (online transform) the transformed x, m ×
+ * in8, and in8 of scratch. */
 typedef struct qc_kernel_ws {
     int64_t in8;
-    int64_t xs, xsum, srow, t_gemv, rv, rc, gemv_total;
+    int64_t xs, xsum, srow, t_gemv, rv, rc, xt, xh, gemv_total;
     int64_t wt, t_gemm;
 } qc_kernel_ws;
 void qc_kernel_ws_layout(const qc_kernel_spec *s, qc_kernel_ws *l);

@@ -159,6 +159,7 @@ typedef struct wctx {
     json_t *layers;  /* manifest.layers */
     qc_kernel_spec *specs; /* dry run: the spec of every packed layer (room for n_quant) */
     int n_specs;
+    int n_packed; /* layers stored packed (specs also has transform variants) */
     int cuda;                   /* CUDA targets: also store each layer in the CUDA layout */
     qc_kernel_spec *cuda_specs; /* dry run: the spec of every layer with a CUDA blob */
     int n_cuda_specs;
@@ -361,7 +362,19 @@ static int write_quant_tensors(wctx *c, const char *weight, const qc_quant_state
     int rc = pack_layer(q, 0, &spec, &blob, &size, why, sizeof why, c->err), packed = rc == 0;
     if (packed) {
         qc_kernel_spec_id(&spec, kid, sizeof kid);
-        if (!c->w && c->specs) c->specs[c->n_specs++] = spec;
+        if (!c->w && c->specs) {
+            c->specs[c->n_specs++] = spec;
+            c->n_packed++;
+            /* an online Hadamard on the input: the CPU kernels that apply it
+             * (same packed layout, the spec with the transform) */
+            int hn = qc_model_online_hadamard(c->m, weight);
+            if (hn > 0) {
+                qc_kernel_spec t = spec;
+                t.transform = QC_KTRANSFORM_HADAMARD, t.transform_size = hn;
+                qc_err e = {{0}};
+                if (!qc_kernel_spec_check(&t, &e)) c->specs[c->n_specs++] = t;
+            }
+        }
         rc = add_part(c, parts, mod, "packed", "U8", (int64_t)size, 0, c->w ? blob : NULL, size);
     } else if (rc == 1) {
         rc = write_rowmajor(c, parts, mod, q);
@@ -593,7 +606,7 @@ int qc_artifact_write_model(const qc_model *m, const char *path, const qc_artifa
     if (stats) memset(stats, 0, sizeof *stats);
     if (!objs || !cuda_objs) goto out;
     if (!c.tensors || !c.layers || !kernels ||
-        !(c.specs = qc_calloc((size_t)m->n_quant + 1, sizeof *c.specs, err)) ||
+        !(c.specs = qc_calloc(2 * (size_t)m->n_quant + 1, sizeof *c.specs, err)) ||
         !(c.cuda_specs = qc_calloc((size_t)m->n_quant + 1, sizeof *c.cuda_specs, err))) {
         qc_err_set(err, "out of memory");
         goto out;
@@ -613,7 +626,7 @@ int qc_artifact_write_model(const qc_model *m, const char *path, const qc_artifa
     if (!(c.w = qc_artifact_writer_new(path, o ? &o->compress : NULL, err))) goto out;
     if (stats) {
         stats->n_layers = m->n_quant;
-        stats->n_packed = c.n_specs;
+        stats->n_packed = c.n_packed;
         stats->n_cuda_packed = c.n_cuda_specs;
     }
     json_object_clear(c.tensors);

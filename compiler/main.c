@@ -375,6 +375,7 @@ static int cmd_eval(int argc, char **argv) {
                                                                     : "reference"));
         json_object_set_new(o, "device", json_string(rm->cuda ? "cuda" : "cpu"));
         json_object_set_new(o, "generated_linears", json_integer(rm->n_generated));
+        json_object_set_new(o, "fused_online_transforms", json_integer(rm->n_fused_transform));
         if (r.has_ref) {
             json_object_set_new(o, "ref", json_string(ref_path));
             json_object_set_new(o, "kl", json_real(r.kl));

@@ -59,9 +59,11 @@ static float *load_tensor(const qc_model *m, const char *name, int64_t rows, int
 
 /* The linear of a quantized weight: generated kernels when r has them and
  * the weight is stored packed, else the fake-quant reference. bias may be
- * NULL. */
+ * NULL. online > 0: the weight reads H_online·x; when the kernels apply that
+ * transform themselves (artifacts since the CPU codegen fuses it), *fused is
+ * set and the caller must not add it. */
 static qcrt_linear *quant_linear(const qc_model *m, qcrt_model *r, const qc_qlinear *ql,
-                                 const float *bias, qc_err *err) {
+                                 const float *bias, int online, int *fused, qc_err *err) {
     const qc_quant_state *q = ql->q;
     if (!r || !r->kernels || !ql->packed) {
         if (r) r->n_reference++;
@@ -77,18 +79,27 @@ static qcrt_linear *quant_linear(const qc_model *m, qcrt_model *r, const qc_qlin
         qc_err_prefix(err, "%s: '%s'", m->path ? m->path : "model", ql->name);
         return NULL;
     }
+    if (online > 0) {
+        qc_kernel_spec t = spec;
+        t.transform = QC_KTRANSFORM_HADAMARD, t.transform_size = online;
+        qc_err e = {{0}};
+        if (!qcrt_cpu_kernels_find(r->kernels, &t, &gemv, &gemm, &e)) spec = t, *fused = 1;
+    }
     if (qcrt_cpu_kernels_find_split(r->kernels, &spec, &prep, &rows)) prep = NULL, rows = NULL;
     qcrt_linear *l = qcrt_linear_cpu_new(&spec, gemv, gemm, prep, rows, ql->packed,
                                          ql->packed_size, bias, r->pool, err);
     if (!l) qc_err_prefix(err, "%s: '%s'", m->path ? m->path : "model", ql->name);
     r->n_generated += l != NULL;
+    r->n_fused_transform += l != NULL && spec.transform;
     return l;
 }
 
 /* Builds the linear model.layers.<layer>.<base>.weight (+ .bias): f32, or
- * quantized (quant_linear) in a compiled model. */
-static qcrt_linear *load_linear(const qc_model *m, qcrt_model *r, int layer, const char *base,
-                                int64_t rows, int64_t cols, int with_bias, qc_err *err) {
+ * quantized (quant_linear, with online and fused as there) in a compiled
+ * model. */
+static qcrt_linear *load_linear_t(const qc_model *m, qcrt_model *r, int layer, const char *base,
+                                  int64_t rows, int64_t cols, int with_bias, int online,
+                                  int *fused, qc_err *err) {
     char name[192];
     snprintf(name, sizeof name, "model.layers.%d.%s.weight", layer, base);
     const qc_qlinear *ql = qc_model_qlinear(m, name);
@@ -105,7 +116,7 @@ static qcrt_linear *load_linear(const qc_model *m, qcrt_model *r, int layer, con
             snprintf(name, sizeof name, "model.layers.%d.%s.bias", layer, base);
             if (!(bq = load_tensor(m, name, rows, 0, err))) return NULL;
         }
-        qcrt_linear *l = quant_linear(m, r, ql, bq, err);
+        qcrt_linear *l = quant_linear(m, r, ql, bq, online, fused, err);
         free(bq);
         return l;
     }
@@ -126,15 +137,23 @@ static qcrt_linear *load_linear(const qc_model *m, qcrt_model *r, int layer, con
     return l;
 }
 
-/* load_linear plus the online input transform the IR records for it. */
+static qcrt_linear *load_linear(const qc_model *m, qcrt_model *r, int layer, const char *base,
+                                int64_t rows, int64_t cols, int with_bias, qc_err *err) {
+    int fused = 0;
+    return load_linear_t(m, r, layer, base, rows, cols, with_bias, 0, &fused, err);
+}
+
+/* load_linear plus the online input transform the IR records for it: in
+ * the generated kernels when they apply it, else a wrapper
+ * (runtime/linear_online.c). */
 static qcrt_linear *load_linear_online(const qc_model *m, qcrt_model *r, int layer,
                                        const char *base, int64_t rows, int64_t cols,
                                        int with_bias, qc_err *err) {
     char name[192];
     snprintf(name, sizeof name, "model.layers.%d.%s.weight", layer, base);
-    int n = qc_model_online_hadamard(m, name);
-    qcrt_linear *l = load_linear(m, r, layer, base, rows, cols, with_bias, err);
-    if (!l || n <= 0) return l;
+    int n = qc_model_online_hadamard(m, name), fused = 0;
+    qcrt_linear *l = load_linear_t(m, r, layer, base, rows, cols, with_bias, n, &fused, err);
+    if (!l || n <= 0 || fused) return l;
     qcrt_linear *o = qcrt_linear_online_new(l, n, err);
     if (!o) qcrt_linear_free(l);
     return o;
@@ -275,7 +294,8 @@ qcrt_model *qcrt_model_from_ir_dev(const qc_model *m, const qcrt_model_opts *opt
                        (long long)hq->q->cols, c->vocab, c->dim);
             goto fail;
         }
-        if (!(r->lm_head = quant_linear(m, r, hq, NULL, err))) goto fail;
+        int fused = 0;
+        if (!(r->lm_head = quant_linear(m, r, hq, NULL, 0, &fused, err))) goto fail;
         return r;
     }
     float *head;

@@ -28,11 +28,12 @@ typedef struct qcrt_model {
     /* Generated CPU kernels in use (NULL: every quantized linear runs the
      * fake-quant reference), the threads they split rows over, the kernel
      * set's name ("host", "x86-64-v3", ...), and how many linears run on
-     * generated kernels / on the reference path. */
+     * generated kernels / on the reference path, and of the generated ones
+     * how many apply their online Hadamard inside the kernels. */
     struct qcrt_cpu_kernels *kernels;
     struct qcrt_pool *pool;
     char kernels_name[64];
-    int n_generated, n_reference;
+    int n_generated, n_reference, n_fused_transform;
     /* The model on a CUDA GPU (runtime/cuda_model.h) when built for
      * QCRT_DEVICE_CUDA: then the fields above hold no weights (blocks are
      * zeroed, embed/final_norm/lm_head NULL) and qcrt_forward runs there. */

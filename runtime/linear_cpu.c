@@ -83,7 +83,9 @@ qcrt_linear *qcrt_linear_cpu_new(const qc_kernel_spec *spec, qc_gemv_fn gemv, qc
         qc_err_set(err, "CPU linear: missing kernel");
         return NULL;
     }
-    if (qc_pack_check(spec, packed, packed_size, err)) return NULL;
+    qc_kernel_spec layout = *spec; /* an online transform does not change the layout */
+    layout.transform = QC_KTRANSFORM_NONE, layout.transform_size = 0;
+    if (qc_pack_check(&layout, packed, packed_size, err)) return NULL;
     qcrt_linear *l = qc_calloc(1, sizeof *l, err);
     cpu_linear *c = l ? qc_calloc(1, sizeof *c, err) : NULL;
     if (!c) {

@@ -22,6 +22,7 @@
  * the row of x: a bound for every tile's max; counted in tol). */
 #include "../codegen/cpu_llvm.h"
 #include "../codegen/pack.h"
+#include "../compiler/hadamard.h"
 #include "../compiler/dequant.h"
 #include "../compiler/quant.h"
 #include "../runtime/cpu_kernels.h"
@@ -50,6 +51,7 @@ static void *alloc64(size_t n) {
 
 typedef struct tcase {
     int bits, group, sym, act_order, outliers, rank;
+    int hadamard; /* 1: the kernels apply x ← H_in x / sqrt(in) first */
     int64_t out, in;
     qc_quant_state *q;
     int32_t *row_ptr, *col;
@@ -120,6 +122,32 @@ static void make_case(tcase *t) {
     int rc = qc_pack(&t->spec, q, t->outliers ? &sp : NULL, t->rank ? &lr : NULL, t->packed,
                      t->packed_size, &err);
     CHECK_MSG(rc == 0, "%s", err.msg);
+    if (t->hadamard) /* the kernels' spec; the packed layout is the same */
+        t->spec.transform = QC_KTRANSFORM_HADAMARD, t->spec.transform_size = (int)t->in;
+}
+
+/* The x the weight multiplies: x itself, or with an online Hadamard H x /
+ * sqrt(in) from the dense matrix in double (m rows). */
+static float *effective_x(const tcase *t, const float *x, int64_t m) {
+    float *xe = malloc((size_t)(m * t->in) * sizeof *xe);
+    if (!t->hadamard) {
+        memcpy(xe, x, (size_t)(m * t->in) * sizeof *xe);
+        return xe;
+    }
+    qc_err err = {{0}};
+    qc_hadamard *h = qc_hadamard_new((int)t->in, &err);
+    float *H = malloc((size_t)(t->in * t->in) * sizeof *H);
+    CHECK_FATAL(h && H && !qc_hadamard_dense(h, H, &err));
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t r = 0; r < t->in; r++) {
+            double acc = 0;
+            for (int64_t c = 0; c < t->in; c++)
+                acc += (double)H[r * t->in + c] * x[i * t->in + c];
+            xe[i * t->in + r] = (float)(acc / sqrt((double)t->in));
+        }
+    free(H);
+    qc_hadamard_free(h);
+    return xe;
 }
 
 static void free_case(tcase *t) {
@@ -163,8 +191,13 @@ static void reference_w(const tcase *t, double *w, double *wabs) {
 }
 
 /* Compares y (m × out) with the reference; returns the number of misses. */
-static int compare(const tcase *t, const double *w, const double *wabs, const float *x, int64_t m,
-                   const float *y, const char *what) {
+/* x0: the kernels' input when they apply an online Hadamard (else NULL),
+ * x: the x the weights multiply (effective_x). The f32 transform (log2(m)
+ * butterfly stages, then p terms; compiler/hadamard.h) errs by at most
+ * γ_k·‖x0‖₁/√in per element with k = log2(in) + p (γ_k ≤ 1.01·k·u), adding
+ * Σ_c |w_c| times that. */
+static int compare(const tcase *t, const double *w, const double *wabs, const float *x0,
+                   const float *x, int64_t m, const float *y, const char *what) {
     int vnni = !strcmp(what, "gemv") || !strcmp(what, "corrupt") ? vnni_gemv(t) : 0;
     double K = (double)(t->in + t->rank + 16), u = 0x1p-24, lambda = 8;
     int bad = 0;
@@ -177,8 +210,16 @@ static int compare(const tcase *t, const double *w, const double *wabs, const fl
                 wsum += fabs(w[o * t->in + c]);
                 xmax = fmax(xmax, fabs(x[i * t->in + c]));
             }
-            double tol =
-                2 * lambda * sqrt(K) * u * bound + (vnni ? wsum * xmax / 65024 : 0) + 1e-30;
+            double htol = 0;
+            if (x0) {
+                double l1 = 0;
+                for (int64_t c = 0; c < t->in; c++)
+                    l1 += fabs(x0[i * t->in + c]);
+                htol = wsum * 1.01 * (log2((double)t->in) + qc_hadamard_base_order((int)t->in)) *
+                       u * l1 / sqrt((double)t->in);
+            }
+            double tol = 2 * lambda * sqrt(K) * u * bound + (vnni ? wsum * xmax / 65024 : 0) +
+                         htol + 1e-30;
             double got = y[i * t->out + o];
             if (!(fabs(got - ref) <= tol)) {
                 if (bad++ < 3)
@@ -215,16 +256,18 @@ static void check_case(const tcase *t, const qcrt_cpu_kernels *k) {
         x[i] = (float)(urand() * 2 - 1);
     for (int64_t o = 0; o < t->out; o++)
         y[o] = NAN;
+    float *xe = effective_x(t, x, mmax), *x0 = t->hadamard ? x : NULL;
     gemv(t->packed, x, y, 0, t->out, ws);
-    CHECK_MSG(compare(t, w, wabs, x, 1, y, "gemv") == 0, "%s: gemv", name);
+    CHECK_MSG(compare(t, w, wabs, x0, xe, 1, y, "gemv") == 0, "%s: gemv", name);
     int64_t ms[3] = {1, 3, 17};
     for (int mi = 0; mi < 3; mi++) {
         for (int64_t o = 0; o < ms[mi] * t->out; o++)
             y[o] = NAN;
         gemm(t->packed, x, ms[mi], y, 0, t->out, ws);
-        CHECK_MSG(compare(t, w, wabs, x, ms[mi], y, "gemm") == 0, "%s: gemm m=%lld", name,
+        CHECK_MSG(compare(t, w, wabs, x0, xe, ms[mi], y, "gemm") == 0, "%s: gemm m=%lld", name,
                   (long long)ms[mi]);
     }
+    free(xe);
     /* Row ranges: a sub-range writes exactly its rows. */
     if (t->out > 2) {
         for (int64_t o = 0; o < t->out; o++)
@@ -393,7 +436,7 @@ static void check_corrupt(tcase *t, const qcrt_cpu_kernels *k) {
     CHECK_FATAL(!qcrt_cpu_kernels_find(k, &t->spec, &gemv, &gemm, &err));
     gemv(t->packed, x, y, 0, t->out, ws);
     fprintf(stderr, "expected mismatch (corrupted code):\n");
-    CHECK(compare(t, w, wabs, x, 1, y, "corrupt") > 0);
+    CHECK(compare(t, w, wabs, NULL, x, 1, y, "corrupt") > 0);
     t->packed[l.codes + 5] ^= 0x10;
     free(w), free(wabs), free(x), free(y), free(ws);
 }
@@ -403,7 +446,7 @@ int main(void) {
         printf("skip: quantc was built without LLVM (CPU codegen unavailable)\n");
         return 77;
     }
-    enum { NC = 64 + 8 };
+    enum { NC = 64 + 16 };
     static tcase cs[NC];
     int n = 0;
     const int64_t shapes[4][2] = {{7, 33}, {100, 96}, {13, 200}, {5, 130}};
@@ -417,6 +460,16 @@ int main(void) {
                 t->out = shapes[idx % 4][0], t->in = shapes[idx % 4][1];
                 t->act_order = idx % 2, t->outliers = idx % 3 == 0, t->rank = idx % 4 == 1 ? 3 : 0;
             }
+    /* Online Hadamards: pure Sylvester (64), Paley bases 12 (96 = 12·8, 1536
+     * = 12·128) and 36 (576 = 36·16), with act-order, outliers, low-rank. */
+    cs[n++] = (tcase){.bits = 4, .group = 64, .sym = 1, .out = 10, .in = 64, .hadamard = 1};
+    cs[n++] = (tcase){.bits = 3, .group = 32, .sym = 0, .out = 7, .in = 96, .act_order = 1,
+                      .outliers = 1, .hadamard = 1};
+    cs[n++] = (tcase){.bits = 4, .group = 128, .sym = 0, .out = 70, .in = 576, .act_order = 1,
+                      .rank = 4, .hadamard = 1};
+    cs[n++] = (tcase){.bits = 4, .group = 128, .sym = 0, .out = 100, .in = 1536, .act_order = 1,
+                      .outliers = 1, .hadamard = 1};
+    int nh = n;
     /* 1×1, ragged groups on a long row, the demo model's shapes. */
     cs[n++] = (tcase){.bits = 4, .group = 0, .sym = 0, .out = 1, .in = 1, .outliers = 1};
     cs[n++] = (tcase){.bits = 3, .group = 32, .sym = 1, .out = 1, .in = 1, .rank = 1};
@@ -458,6 +511,7 @@ int main(void) {
         check_case(&cs[i], k);
     check_threads(&cs[n - 4], k); /* 576 × 1536, act-order, outliers, low-rank */
     check_threads(&cs[1], k);
+    check_threads(&cs[nh - 1], k); /* online Hadamard through linear_cpu */
     check_daz(&cs[n - 4], k);
     check_daz(&cs[5], k);
 

@@ -293,6 +293,12 @@ def main():
         if art:
             online = art["manifest"].get("online", {})
             check(len(online) == 2, f"online transforms stored: {online}")
+            if HAVE_LLVM:  # the generated kernels apply them (spec _h<n>), no wrapper
+                rc, so, se = qc("eval", os.path.join(tmp, "rot.yaml.qc"), "--text",
+                                os.path.join(tmp, "sample.txt"), "--ctx", "64", "--max-windows",
+                                "1", "--json", "--quiet", "--kernels", "generated")
+                fused = json.loads(so).get("fused_online_transforms") if rc == 0 else None
+                check(fused == 2, f"online Hadamards fused into the generated kernels: {fused} {se}")
         olr = recipe("olr.yaml", common + "passes:\n  - outliers: {fraction: 0.01}\n"
                      "  - quantize: {method: gptq, bits: 3, group_size: 32}\n"
                      "  - lowrank: {rank: 4}\n" + gate)

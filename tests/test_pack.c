@@ -140,8 +140,16 @@ static void sizes_and_ids(void) {
     CHECK(qc_kernel_spec_check(&b, &err) < 0);
     b = s, b.group_size = 100;
     CHECK(qc_kernel_spec_check(&b, &err) < 0 && strstr(err.msg, "multiple of 8"));
+    /* online Hadamard: size must be in, and an order compiler/hadamard.h builds */
     b = s, b.transform = QC_KTRANSFORM_HADAMARD, b.transform_size = 64;
-    CHECK(qc_kernel_spec_check(&b, &err) < 0 && strstr(err.msg, "not supported"));
+    CHECK(qc_kernel_spec_check(&b, &err) < 0 && strstr(err.msg, "1536 inputs"));
+    b = s, b.transform = QC_KTRANSFORM_HADAMARD, b.transform_size = 1536;
+    CHECK_MSG(qc_kernel_spec_check(&b, &err) == 0, "%s", err.msg);
+    CHECK(qc_kernel_spec_id(&b, id, sizeof id) > 0 && !strcmp(id, "i3g128s_o576_i1536_p_s_r16_h1536"));
+    b.in = b.transform_size = 11008; /* 2^8·43: no base */
+    CHECK(qc_kernel_spec_check(&b, &err) < 0 && strstr(err.msg, "no Hadamard matrix of order 11008"));
+    b = s, b.transform = 2, b.transform_size = 0;
+    CHECK(qc_kernel_spec_check(&b, &err) < 0 && strstr(err.msg, "unknown online transform"));
     b = s, b.out = 0;
     CHECK(qc_kernel_spec_check(&b, &err) < 0);
 }
