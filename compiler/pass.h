@@ -84,6 +84,9 @@ typedef struct qc_calib_linear {
      * stores them as the weight tensor itself (GGUF has no other form). */
     uint8_t *blocks;
     int blocks_dtype;
+    /* > 0, a qc_dtype: the ggml block type quantize writes this linear in,
+     * whatever its format says (allocate with types; one its rows take). */
+    int dtype_override;
     double seconds;    /* time spent quantizing it */
     char note[160];    /* handled conditions worth reporting (e.g. singular Hessian), or "" */
     uint8_t *outliers; /* rows × cols, owned, or NULL: nonzero = kept as a sparse f16 outlier

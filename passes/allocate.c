@@ -44,8 +44,23 @@
  * asymmetric, and a 32-bit g_idx per column under act-order. The result
  * must lie within 0.01 bits of the budget. A per-block budget would avoid
  * the pre-pass but cannot move bits between blocks (e.g. to the first and
- * last, which are usually the most sensitive). lm_head is never allocated. */
+ * last, which are usually the most sensitive). lm_head is never allocated.
+ *
+ * types: [gguf:q3_k, gguf:q4_k, ...] chooses among ggml block types instead
+ * (for a GGUF export, issue 7). Option o of linear l is the type its rows
+ * are written in: the listed type, or llama-quantize's fallback when the
+ * type's block does not divide the rows (qc_ggml_row_type: q4_k -> q5_0 on
+ * 576-wide rows), quantized onto that type's grid as quantize's gguf
+ * formats do (qc_ggml_gptq / qc_ggml_rtn) and counted at its true size
+ * (block scales included: Q3_K 3.4375, Q4_K 4.5, Q5_K 5.5, Q6_K 6.5625, Q8_0
+ * 8.5 bits per weight). The chosen type goes to quantize as
+ * qc_calib_linear.dtype_override, so the types solved for are the ones
+ * written and exported. kl_bits refers to the types' code widths (Q3_K 3,
+ * Q4_K and Q4_0 4, ...). */
 #include "compiler/allocate.h"
+#include "compiler/dequant.h"
+#include "compiler/ggml_quant.h"
+#include "compiler/gguf_export.h"
 #include "compiler/kl_probe.h"
 #include "compiler/pass.h"
 #include "compiler/quant.h"
@@ -70,6 +85,11 @@ static const qc_param_spec params[] = {
     {"group_sizes", QC_PARAM_INT_LIST, "[]", 0, 65536, NULL,
      "group sizes to choose from with each width (0 = per output channel); [] = the quantize "
      "pass's group size"},
+    {"types", QC_PARAM_STRING_LIST, "[]", 1, 0, NULL,
+     "ggml block types to choose from instead of widths ([gguf:q3_k, gguf:q4_k, gguf:q5_k, "
+     "gguf:q6_k, gguf:q8_0], any type quantize's format takes); a type whose block does not "
+     "divide a linear's rows is counted and written as its fallback (q4_k -> q5_0, ...); "
+     "quantize writes the chosen type"},
     {"sensitivity", QC_PARAM_STRING, "kl", 1, 0, sensitivity_kinds,
      "kl: the KL divergence of the model's next-token distribution with only that layer "
      "quantized, measured (costs about n_layers/2 block forwards and one lm_head over kl_samples "
@@ -96,7 +116,8 @@ typedef struct item {
     double cost[MAX_OPTS], error[MAX_OPTS];
     double herr[MAX_OPTS]; /* tr(ΔW H ΔWᵀ) */
     int stream[MAX_OPTS];  /* kl: the probe's stream of each option, or -1 */
-    int bits, group;       /* chosen */
+    int dtype[MAX_OPTS];   /* types: the ggml type option o writes these rows in */
+    int bits, group, type; /* chosen (type: with types, else 0) */
 } item;
 
 typedef struct alloc_state {
@@ -112,6 +133,7 @@ typedef struct alloc_state {
     int probed[MAX_OPTS]; /* kl: options measured (the others extrapolated) */
     qc_kl_probe *probe;   /* kl: measures the probed options */
     double achieved;      /* average bits of the choice */
+    int types[MAX_OPTS];  /* types: option o's ggml type as listed, else 0 */
 } alloc_state;
 
 static void free_state(void *p) {
@@ -171,6 +193,66 @@ static int quantize_candidate(const alloc_state *s, const qc_calib_linear *l,
     return rc;
 }
 
+/* Ŵ of l in the ggml type t (one its rows take), into deq, as quantize's
+ * gguf formats write it. */
+static int ggml_candidate(const alloc_state *s, const qc_calib_linear *l, qc_dtype t,
+                          const double *diag, float *deq, qc_err *err) {
+    size_t rb;
+    if (qc_dtype_nbytes(t, l->cols, &rb)) return qc_err_set(err, "%s: bad row", qc_dtype_name(t));
+    uint8_t *blocks = qc_malloc(rb * (size_t)l->rows, err);
+    double *h =
+        s->use_gptq && blocks ? qc_malloc((size_t)(l->cols * l->cols) * sizeof *h, err) : NULL;
+    int rc = -1;
+    if (s->use_gptq && h) {
+        memcpy(h, l->H, (size_t)(l->cols * l->cols) * sizeof *h);
+        qc_gptq_info info = {0};
+        qc_gptq_opts o = s->gptq;
+        o.info = &info;
+        rc = qc_ggml_gptq(t, l->w, h, &o, l->rows, l->cols, blocks, deq, err);
+    } else if (!s->use_gptq && blocks) {
+        rc = qc_ggml_rtn(t, l->w, diag, l->rows, l->cols, blocks, deq, err);
+    }
+    free(blocks), free(h);
+    return rc;
+}
+
+/* types: option o of l is the type its rows take (it->dtype[o]); one that
+ * an earlier option already takes copies that option (returns 1) unless
+ * only this one is probed. Returns 0 (quantize it), 1, or -1 with err. */
+static int ggml_option(const alloc_state *s, const qc_calib_linear *l, item *it, int o,
+                       qc_err *err) {
+    qc_dtype t = qc_ggml_row_type((qc_dtype)s->types[o], l->cols, NULL);
+    if (t == QC_DT_F16)
+        return qc_err_set(err, "no ggml block type fits rows of %lld weights", (long long)l->cols);
+    it->dtype[o] = (int)t;
+    for (int k = 0; k < o; k++)
+        if (it->dtype[k] == (int)t && (it->stream[k] >= 0 || !s->probed[o])) {
+            it->herr[o] = it->herr[k];
+            it->error[o] = it->error[k];
+            it->cost[o] = it->cost[k];
+            it->stream[o] = it->stream[k];
+            return 1;
+        }
+    size_t rb;
+    qc_dtype_nbytes(t, l->cols, &rb);
+    it->cost[o] = 8.0 * (double)rb * (double)l->rows;
+    return 0;
+}
+
+/* types: options writing the same type (after fallbacks) take one error,
+ * the measured one's where only one was measured. */
+static void same_type_errors(alloc_state *s) {
+    for (int i = 0; i < s->n; i++) {
+        item *it = &s->items[i];
+        for (int o = 0; o < s->n_opts; o++)
+            for (int k = 0; k < o; k++)
+                if (it->dtype[k] == it->dtype[o]) {
+                    int from = it->stream[o] >= 0 && it->stream[k] < 0 ? o : k;
+                    it->error[o] = it->error[k] = it->error[from];
+                }
+    }
+}
+
 /* Fills it's costs and Hessian errors, and for kl the perturbations of the
  * probed options (pert[*np...], their weights in deqs[o], owned by the
  * caller; NULL for the other options). */
@@ -196,14 +278,18 @@ static int sensitivities(alloc_state *s, const qc_calib_linear *l, item *it, flo
         f.bits = s->opts[o];
         f.group_size = s->groups[o];
         it->stream[o] = -1;
+        int copied = s->types[o] ? ggml_option(s, l, it, o, err) : 0;
+        if (copied < 0) goto out;
+        if (copied) continue;
         if (!(deqs[o] = qc_malloc(n * sizeof(float), err)) ||
-            quantize_candidate(s, l, &f, diag, deqs[o], err))
+            (s->types[o] ? ggml_candidate(s, l, (qc_dtype)it->dtype[o], diag, deqs[o], err)
+                         : quantize_candidate(s, l, &f, diag, deqs[o], err)))
             goto out;
         for (size_t i = 0; i < n; i++)
             d[i] = l->w[i] - deqs[o][i];
         it->herr[o] = hessian_norm(d, hf, l->rows, (int64_t)c, t);
         it->error[o] = it->herr[o] / energy;
-        it->cost[o] = storage_bits(s, l->rows, l->cols, s->opts[o], s->groups[o]);
+        if (!s->types[o]) it->cost[o] = storage_bits(s, l->rows, l->cols, s->opts[o], s->groups[o]);
         if (s->probe && s->probed[o]) {
             it->stream[o] = qc_kl_probe_count(s->probe) + *np;
             pert[(*np)++] = (qc_kl_perturb){l->kind, deqs[o], l->bias};
@@ -339,6 +425,34 @@ out:
     return rc;
 }
 
+/* types: one option per listed ggml type, its code width as opts[o] (what
+ * kl_bits names). candidates and group_sizes must not be given too. */
+static int type_options(alloc_state *s, const qc_params *p, qc_err *err) {
+    const qc_param_value *tv = qc_params_get(p, "types");
+    if (qc_params_get(p, "candidates")->line > 0 || qc_params_get(p, "group_sizes")->line > 0)
+        return qc_err_set(
+            err, "types (line %d): give types, or candidates and group_sizes, not both", tv->line);
+    if (tv->n > MAX_OPTS)
+        return qc_err_set(err, "types (line %d): 1 to %d types, got %d", tv->line, MAX_OPTS, tv->n);
+    for (int o = 0; o < tv->n; o++, s->n_opts++) {
+        const char *name = tv->slist[o];
+        qc_dtype t;
+        if (strncmp(name, "gguf:", 5) || qc_dtype_from_name(name + 5, &t) ||
+            qc_ggml_type_shape(t, NULL, NULL, &s->opts[o], NULL))
+            return qc_err_set(err,
+                              "types (line %d): '%s' is not a ggml block type quantize writes "
+                              "(gguf:q8_0, gguf:q4_0, gguf:q4_1, gguf:q5_0, gguf:q5_1, "
+                              "gguf:iq4_nl, gguf:q3_k, gguf:q4_k, gguf:q5_k, gguf:q6_k, "
+                              "gguf:iq4_xs)",
+                              tv->line, name);
+        for (int k = 0; k < o; k++)
+            if (s->types[k] == (int)t)
+                return qc_err_set(err, "types (line %d): %s listed twice", tv->line, name);
+        s->types[o] = (int)t;
+    }
+    return 0;
+}
+
 static int run_model(const qc_pass_ctx *ctx, const qc_params *p, struct qc_model *m, qc_err *err) {
     const qc_params *qp = ctx->quantize;
     if (!qp) return qc_err_set(err, "needs a quantize pass in the recipe (its format)");
@@ -347,7 +461,8 @@ static int run_model(const qc_pass_ctx *ctx, const qc_params *p, struct qc_model
     const qc_param_value *gsv = qc_params_get(p, "group_sizes");
     double budget = qc_params_float(p, "budget_bits");
     int qgroup = (int)qc_params_int(qp, "group_size"), n_groups = gsv->n ? gsv->n : 1;
-    if (cands->n < 1 || cands->n * n_groups > MAX_OPTS)
+    int typed = qc_params_get(p, "types")->n > 0;
+    if (!typed && (cands->n < 1 || cands->n * n_groups > MAX_OPTS))
         return qc_err_set(err, "candidates × group_sizes: 1 to %d options, got %d × %d", MAX_OPTS,
                           cands->n, n_groups);
     for (int k = 0; k < gsv->n; k++)
@@ -357,7 +472,8 @@ static int run_model(const qc_pass_ctx *ctx, const qc_params *p, struct qc_model
     alloc_state *s = qc_calloc(1, sizeof *s, err);
     if (!s) return -1;
     *ctx->state = s; /* freed by the driver, also on error */
-    for (int c = 0; c < cands->n; c++)
+    if (typed && type_options(s, p, err)) return -1;
+    for (int c = 0; c < cands->n && !typed; c++)
         for (int g = 0; g < n_groups; g++, s->n_opts++) {
             s->opts[s->n_opts] = (int)cands->ilist[c];
             s->groups[s->n_opts] = gsv->n ? (int)gsv->ilist[g] : qgroup;
@@ -385,7 +501,7 @@ static int run_model(const qc_pass_ctx *ctx, const qc_params *p, struct qc_model
     int min_o = -1, any = 0;
     for (int o = 0; o < s->n_opts; o++) {
         for (int k = 0; k < o; k++)
-            if (s->opts[k] == s->opts[o] && s->groups[k] == s->groups[o])
+            if (!typed && s->opts[k] == s->opts[o] && s->groups[k] == s->groups[o])
                 return qc_err_set(err, "%d bits in groups of %d listed twice", s->opts[o],
                                   s->groups[o]);
         if (s->groups[o] != pgroup) continue;
@@ -406,6 +522,7 @@ static int run_model(const qc_pass_ctx *ctx, const qc_params *p, struct qc_model
     if (ctx->walk_fp(ctx, visit, s, err)) return -1;
     if (s->n == 0) return qc_err_set(err, "no linear is targeted");
     if (s->probe && kl_errors(s, err)) return -1;
+    if (typed) same_type_errors(s);
     double *cost = qc_malloc((size_t)s->n * MAX_OPTS * sizeof *cost, err);
     double *error = qc_malloc((size_t)s->n * MAX_OPTS * sizeof *error, err);
     int *choice = qc_malloc((size_t)s->n * sizeof *choice, err);
@@ -440,6 +557,7 @@ static int run_model(const qc_pass_ctx *ctx, const qc_params *p, struct qc_model
     for (int i = 0; i < s->n; i++) {
         s->items[i].bits = s->opts[choice[i]];
         s->items[i].group = s->groups[choice[i]];
+        s->items[i].type = s->items[i].dtype[choice[i]];
         used += cost[i * s->n_opts + choice[i]];
     }
     s->achieved = used / params;
@@ -463,8 +581,9 @@ static int run_block(const qc_pass_ctx *ctx, const qc_params *p, qc_calib_block 
         if (!l->targeted) continue;
         for (int k = 0; k < s->n; k++)
             if (strcmp(s->items[k].name, l->name) == 0) {
-                l->bits_override = s->items[k].bits;
+                l->bits_override = s->items[k].type ? 0 : s->items[k].bits;
                 l->group_override = s->items[k].group;
+                l->dtype_override = s->items[k].type;
             }
     }
     return 0;

@@ -197,6 +197,7 @@ static int quantize_linear(const qc_params *p, qc_calib_linear *l, int block, in
     l->note[0] = 0;
     int gguf = format_of(p);
     if (gguf >= QC_DT_COUNT) gguf = mix_type(gguf, l->kind, block, n_layers);
+    if (l->dtype_override > 0) gguf = l->dtype_override; /* allocate chose the type */
     if (gguf != QC_DT_F32) {
         if (quantize_ggml(p, l, (qc_dtype)gguf, err)) return -1;
         l->seconds = now() - t0;
