@@ -5,7 +5,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+unsigned qc_umask(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[128];
+    unsigned mask;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "Umask: %o", &mask) == 1) {
+            fclose(f);
+            return mask & 0777;
+        }
+    if (f) fclose(f);
+    mode_t m = umask(0); /* no /proc (or a kernel before 4.7): set and restore */
+    umask(m);
+    return (unsigned)m & 0777;
+}
 
 int qc_atomic_open(qc_atomic_file *f, const char *dest, qc_err *err) {
     memset(f, 0, sizeof *f);
@@ -45,7 +61,10 @@ int qc_atomic_write(qc_atomic_file *f, const void *buf, size_t n, qc_err *err) {
 
 int qc_atomic_commit(qc_atomic_file *f, qc_err *err) {
     int rc = 0;
-    if (fsync(f->fd) != 0) rc = qc_err_set(err, "%s: fsync: %s", f->tmp, strerror(errno));
+    if (fchmod(f->fd, 0666 & ~qc_umask()) != 0)
+        rc = qc_err_set(err, "%s: chmod: %s", f->tmp, strerror(errno));
+    if (rc == 0 && fsync(f->fd) != 0)
+        rc = qc_err_set(err, "%s: fsync: %s", f->tmp, strerror(errno));
     if (close(f->fd) != 0 && rc == 0)
         rc = qc_err_set(err, "%s: close: %s", f->tmp, strerror(errno));
     f->fd = -1;

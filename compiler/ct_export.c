@@ -679,8 +679,7 @@ static int write_tokenizer(exporter *x, const char *dir, qc_err *err) {
 /* mkdtemp and mkstemp create 0700 / 0600: give the directory and its files
  * the modes a plain mkdir / creat would (umask applied). */
 static void publish_modes(const char *dir) {
-    mode_t mask = umask(0);
-    umask(mask);
+    mode_t mask = (mode_t)qc_umask();
     DIR *d = opendir(dir);
     struct dirent *de;
     while (d && (de = readdir(d))) {
