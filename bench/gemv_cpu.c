@@ -9,6 +9,9 @@
  * caches). Bytes/s = bytes of packed weight read (codes + scales + zeros +
  * permutation) / time; memcpy bytes/s = bytes copied / time.
  *
+ * Our kernel, memcpy and sgemv are timed in interleaved windows (best of 7
+ * each), so that load from elsewhere hits all three alike.
+ *
  * Usage: gemv_cpu_bench [threads...] (default 1 2). */
 #include "../codegen/cpu_llvm.h"
 #include "../codegen/pack.h"
@@ -85,23 +88,40 @@ static void memcpy_part(void *arg, int p, int n, int slot) {
     memcpy(j->dst + a, j->src + a, b - a);
 }
 
-/* Seconds per call of op(ctx, i), cycling i over copies (after one warm-up
- * round): the best of 5 windows of at least 0.1 s each, so that other load
- * on the machine disturbs the comparison less. */
-static double time_loop(int copies, void (*op)(void *ctx, int i), void *ctx) {
-    for (int i = 0; i < copies; i++)
-        op(ctx, i);
-    double best = 1e30;
-    for (int rep = 0; rep < 5; rep++) {
-        long it = 0;
-        double t0 = now(), t;
-        do {
-            for (int i = 0; i < copies; i++, it++)
-                op(ctx, i);
-        } while ((t = now() - t0) < 0.1);
-        if (t / (double)it < best) best = t / (double)it;
+/* Seconds per call of one window of op(ctx, i), cycling i over copies, of
+ * at least 0.1 s. */
+static double time_window(int copies, void (*op)(void *ctx, int i), void *ctx) {
+    long it = 0;
+    double t0 = now(), t;
+    do {
+        for (int i = 0; i < copies; i++, it++)
+            op(ctx, i);
+    } while ((t = now() - t0) < 0.1);
+    return t / (double)it;
+}
+
+/* Seconds per call of each of n ops (after one warm-up round each): the
+ * best of 7 windows per op, the ops' windows interleaved (a, b, c, a, b,
+ * c, ...) so that load from elsewhere on the machine, which comes and goes,
+ * reaches every op alike and their ratios stay fair. */
+typedef struct timed {
+    int copies;
+    void (*op)(void *ctx, int i);
+    void *ctx;
+    double best;
+} timed;
+
+static void time_interleaved(timed *t, int n) {
+    for (int k = 0; k < n; k++) {
+        for (int i = 0; i < t[k].copies; i++)
+            t[k].op(t[k].ctx, i);
+        t[k].best = 1e30;
     }
-    return best;
+    for (int rep = 0; rep < 7; rep++)
+        for (int k = 0; k < n; k++) {
+            double s = time_window(t[k].copies, t[k].op, t[k].ctx);
+            if (s < t[k].best) t[k].best = s;
+        }
 }
 
 static uint8_t *read_all(const char *path, size_t *size) {
@@ -178,13 +198,6 @@ static int bench_shape(const shape *sh, int bits, const qcrt_cpu_kernels *k, int
         x[c] = (float)urand_u(1000) / 500.0f - 1.0f;
     r->bytes = (double)size - 64;
     ctx c = {l, w, aligned_alloc(64, size), NULL, x, y, size, sh->out, sh->in, threads, pool};
-    r->ours = time_loop(copies, op_ours, &c);
-    r->mem = time_loop(copies, op_memcpy, &c);
-    free(c.dst);
-    for (int i = 0; i < copies; i++)
-        qcrt_linear_free(l[i]), free(w[i]);
-    free(w), free(l);
-
     size_t fbytes = (size_t)(sh->out * sh->in) * sizeof(float);
     int fcopies = hot ? 1 : (int)(STREAM_BYTES / fbytes) + 1;
     float **f = calloc((size_t)fcopies, sizeof *f);
@@ -196,7 +209,13 @@ static int bench_shape(const shape *sh, int bits, const qcrt_cpu_kernels *k, int
     }
     openblas_set_num_threads(threads);
     c.f = f;
-    r->blas = time_loop(fcopies, op_sgemv, &c);
+    timed t[3] = {{copies, op_ours, &c, 0}, {copies, op_memcpy, &c, 0}, {fcopies, op_sgemv, &c, 0}};
+    time_interleaved(t, 3);
+    r->ours = t[0].best, r->mem = t[1].best, r->blas = t[2].best;
+    free(c.dst);
+    for (int i = 0; i < copies; i++)
+        qcrt_linear_free(l[i]), free(w[i]);
+    free(w), free(l);
     for (int i = 0; i < fcopies; i++)
         free(f[i]);
     free(f), free(x), free(y);

@@ -35,13 +35,27 @@ typedef struct job {
  * free (runtime/pool.h), so several per thread balance uneven progress;
  * a multiple of QC_GEMM_ROW_TILE so a row always takes the same path. */
 #define PART_ROWS 64
+/* gemv parts are shorter: a decode linear is only a few parts long (k_proj
+ * of the demo: 192 rows), so 64-row parts leave a thread idle for a third
+ * of it; 32 rows still keep the kernels' 64-row blocks' benefit within a
+ * part. Env QC_GEMV_PART_ROWS overrides (benchmarking). */
+static int64_t gemv_part_rows(void) {
+    static int64_t v;
+    if (!v) {
+        const char *e = getenv("QC_GEMV_PART_ROWS");
+        long n = e ? atol(e) : 0;
+        v = n >= 4 && n <= 4096 ? n : 32;
+    }
+    return v;
+}
 
 static void run_part(void *arg, int p, int n, int slot) {
     (void)n;
     const job *j = arg;
     const cpu_linear *c = j->c;
-    int64_t out = c->spec.out, r0 = (int64_t)p * PART_ROWS;
-    int64_t r1 = r0 + PART_ROWS < out ? r0 + PART_ROWS : out;
+    int64_t pr = j->m == 0 ? gemv_part_rows() : PART_ROWS;
+    int64_t out = c->spec.out, r0 = (int64_t)p * pr;
+    int64_t r1 = r0 + pr < out ? r0 + pr : out;
     float *ws = c->ws + (size_t)slot * c->ws_floats;
     if (j->m == 0 && c->rows)
         c->rows(c->w, j->x, j->y, r0, r1, c->xws, ws);
@@ -57,9 +71,10 @@ static void run_part(void *arg, int p, int n, int slot) {
 
 static void cpu_forward(const qcrt_linear *l, const float *x, int64_t n, float *y) {
     const cpu_linear *c = l->impl;
-    int parts = (int)((c->spec.out + PART_ROWS - 1) / PART_ROWS);
     for (int64_t i = 0; i < n; i += M_CHUNK) {
         int64_t m = n - i < M_CHUNK ? n - i : M_CHUNK;
+        int64_t pr = n == 1 ? gemv_part_rows() : PART_ROWS;
+        int parts = (int)((c->spec.out + pr - 1) / pr);
         job j = {c, x + i * c->spec.in, y + i * c->spec.out, n == 1 ? 0 : m};
         if (n == 1 && c->prep) c->prep(c->w, j.x, c->xws);
         qcrt_pool_run(c->pool, parts, run_part, &j);
