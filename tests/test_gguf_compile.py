@@ -22,7 +22,15 @@ llama-quantize does: q4_k -> Q5_0, q3_k -> Q4_0, iq4_xs -> IQ4_NL, q6_k -> Q8_0)
   or lowrank with a GGUF format (compile), rotate's online Hadamard with a
   GGUF format (compile), exporting integer codes (format int); with
   --fallback dequantize those layers (and an online Hadamard, folded in) are
-  written F32 and the export evaluates to the artifact's perplexity.
+  written F32 and the export evaluates to the artifact's perplexity;
+- a recipe's `export: [{format: gguf, path: ...}]` entry: compile writes
+  the file, byte for byte what `quantc export OUT --gguf` writes from the
+  artifact afterwards (so the checks above on that command hold for it), in
+  the normal file mode; the reader finds the linears in the compile's type
+  with the values of the --embed-type F32 export whose perplexity equals
+  the artifact's; with integer codes the entry is refused (the recipe's
+  file:line:col and the layer named, exit 1, the artifact kept, no GGUF)
+  unless it says `fallback: dequantize` (linears F32).
 Skips (77) without numpy/gguf or the calibration text."""
 import json
 import os
@@ -121,6 +129,57 @@ def refused(tmp, name, passes, *words):
           f"{name}: want exit 1 naming {words}: {rc} {se.strip()}")
 
 
+def recipe_export(tmp):
+    """A recipe's export: entries with format gguf (written by compile)."""
+    text = os.path.join(tmp, "sample.txt")
+    q = "  - quantize: { method: gptq, format: \"gguf:q4_1\", act_order: false }\n"
+    out = os.path.join(tmp, "recipe-exp.gguf")
+    art = os.path.join(tmp, "recipe-exp.qc")
+    rc, so, se = qc("compile", SRC, "-r", recipe(tmp, "recipe-exp", q + "export:\n  - { format: "
+                    f"gguf, path: {out} }}\n"), "-o", art, "--target", "none", "--quiet")
+    check(rc == 0 and os.path.exists(out), f"recipe export: compile: {rc} {se}")
+    if rc or not os.path.exists(out):
+        return
+    mask = os.umask(0)
+    os.umask(mask)
+    m = os.stat(out).st_mode & 0o777
+    check(m == 0o666 & ~mask, f"recipe export: mode {m:04o}, umask {mask:03o}")
+    # What `quantc export OUT --gguf` writes from the artifact, to the byte.
+    cli, f32 = os.path.join(tmp, "recipe-exp-cli.gguf"), os.path.join(tmp, "recipe-exp-f32.gguf")
+    rc, so, se = qc("export", art, "--gguf", cli, "--quiet")
+    check(rc == 0 and open(cli, "rb").read() == open(out, "rb").read(),
+          f"recipe export: differs from quantc export's file ({rc} {se})")
+    rc, so, se = qc("export", art, "--gguf", f32, "--embed-type", "F32", "--quiet")
+    check(rc == 0, f"recipe export: F32-embedding export: {se}")
+    if rc:
+        return
+    ts, ref = read(out), read(f32)
+    for b in range(2):
+        for l in LINEARS:
+            k = f"blk.{b}.{l}.weight"
+            same = np.array_equal(ts[k][1], ref[k][1])
+            check(ts[k][0] == "Q4_1" and same, f"recipe export: {k}: {ts[k][0]}, same {same}")
+    pa, pg = ppl(art, text), ppl(f32, text)
+    check(pa is not None and pa == pg, f"recipe export: artifact ppl {pa}, export's {pg}")
+    print(f"recipe export: linears Q4_1 as compiled, artifact / export ppl {pa} / {pg}")
+    # Integer codes: refused by the entry (artifact kept, no GGUF), or dense F32.
+    q = "  - quantize: { method: rtn, bits: 4, group_size: 32 }\n"
+    out, art = os.path.join(tmp, "recipe-int.gguf"), os.path.join(tmp, "recipe-int.qc")
+    path = recipe(tmp, "recipe-int", q + f"export:\n  - {{ format: gguf, path: {out} }}\n")
+    rc, so, se = qc("compile", SRC, "-r", path, "-o", art, "--target", "none", "--quiet")
+    check(rc == 1 and f"{path}:10:5:" in se and "model.layers.0.self_attn.q_proj" in se and
+          "integer codes" in se and os.path.exists(art) and not os.path.exists(out),
+          f"recipe export of integer codes: want a refusal: {rc} {se.strip()}")
+    path = recipe(tmp, "recipe-int-fb", q + f"export:\n  - {{ format: gguf, path: {out}, "
+                  "fallback: dequantize }\n")
+    rc, so, se = qc("compile", SRC, "-r", path, "-o", art, "--target", "none", "--quiet")
+    check(rc == 0 and os.path.exists(out), f"recipe export with fallback: {rc} {se}")
+    if rc == 0:
+        ts = read(out)
+        check(all(ts[f"blk.{b}.{l}.weight"][0] == "F32" for b in range(2) for l in LINEARS),
+              "recipe export with fallback: linears not F32")
+
+
 def main():
     need_calibration_text()
     with tempfile.TemporaryDirectory() as tmp:
@@ -209,6 +268,7 @@ def main():
             check(pa is not None and pg is not None and abs(pg / pa - 1) <= tol,
                   f"{a} fallback: artifact ppl {pa} vs dense GGUF {pg}")
             print(f"fallback {os.path.basename(a)}: artifact ppl {pa}, dense GGUF {pg}")
+        recipe_export(tmp)
     return finish()
 
 
