@@ -42,7 +42,9 @@ typedef struct added {
 struct qc_tokenizer {
     qc_tok_kind kind;
     int n_tokens;
-    char **text;       /* vocabulary texts (NUL-terminated copies) */
+    char **text;       /* vocabulary texts (NUL-terminated, in text_buf) */
+    char *text_buf;    /* all of them back to back: one allocation, not one
+                          per token (a sparse hostile vocabulary has 2^21) */
     size_t *text_len;  /* their lengths */
     float *scores;     /* SPM only */
     char *piece_buf;   /* decoded bytes of every token, back to back */
@@ -190,15 +192,20 @@ static int build_vocab(qc_tokenizer *t, const qc_vocab_desc *d, qc_err *err) {
     t->text = qc_calloc((size_t)d->n_tokens, sizeof *t->text, err);
     t->text_len = qc_calloc((size_t)d->n_tokens, sizeof *t->text_len, err);
     if (!t->text || !t->text_len) return -1;
+    size_t total = 0;
     for (int i = 0; i < d->n_tokens; i++) {
-        const char *s = d->tokens[i] ? d->tokens[i] : "";
-        size_t n = d->token_lens ? d->token_lens[i] : strlen(s);
-        if (!d->tokens[i]) n = 0;
-        t->text[i] = qc_malloc(n + 1, err);
-        if (!t->text[i]) return -1;
-        memcpy(t->text[i], s, n);
-        t->text[i][n] = 0;
-        t->text_len[i] = n;
+        const char *s = d->tokens[i];
+        t->text_len[i] = !s ? 0 : d->token_lens ? d->token_lens[i] : strlen(s);
+        if (t->text_len[i] >= SIZE_MAX / 2 - total)
+            return qc_err_set(err, "tokenizer: token texts too long");
+        total += t->text_len[i] + 1;
+    }
+    if (!(t->text_buf = qc_malloc(total ? total : 1, err))) return -1;
+    for (size_t i = 0, at = 0; i < (size_t)d->n_tokens; i++) {
+        t->text[i] = t->text_buf + at;
+        if (t->text_len[i]) memcpy(t->text[i], d->tokens[i], t->text_len[i]);
+        t->text[i][t->text_len[i]] = 0;
+        at += t->text_len[i] + 1;
     }
     uint32_t cap = pow2_at_least((size_t)d->n_tokens);
     t->slot_mask = cap - 1;
@@ -468,9 +475,7 @@ static int build_pre(qc_tokenizer *t, const qc_tok_spec *s, qc_err *err) {
 
 void qc_tokenizer_free(qc_tokenizer *t) {
     if (!t) return;
-    if (t->text)
-        for (int i = 0; i < t->n_tokens; i++)
-            free(t->text[i]);
+    free(t->text_buf);
     free(t->text);
     free(t->text_len);
     free(t->scores);
