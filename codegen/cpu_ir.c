@@ -34,8 +34,9 @@ typedef struct cg {
     float hscale;
     /* AVX-512 VNNI gemv (vnni_row) */
     int vnni;
-    LLVMTypeRef v16f32, v16i32, v64i8, dp_ty, ms_ty, ml_ty, fma16_ty, fabs_ty, rint_ty, fpsat_ty;
-    LLVMValueRef dp, ms, ml, fma16, fabs, rint, fpsat;
+    LLVMTypeRef v16f32, v16i32, v64i8, dp_ty, ms_ty, ml_ty, fma16_ty, fabs16_ty, rint16_ty,
+        fpsat16_ty;
+    LLVMValueRef dp, ms, ml, fma16, fabs16, rint16, fpsat16;
 } cg;
 
 static LLVMValueRef ci64(cg *g, int64_t v) {
@@ -694,64 +695,103 @@ static LLVMValueRef vnni_xt(cg *g, LLVMValueRef xs) {
 
 /* VNNI gemv prologue: per tile, xs_t and the bytes of X (zero-padded),
  * xsum[g] = Σ_t∈g xs_t·ΣX_t, then B·x. */
+/* Lanes of a <16 x T> combined pairwise (halves, then quarters, ...) with
+ * op: FADD (NaN propagates), FMAX (ordered greater-than select) or ADD. */
+enum { R_FADD, R_FMAX, R_ADD };
+static LLVMValueRef reduce16(cg *g, LLVMValueRef v, int op) {
+    for (int n = 8; n >= 1; n /= 2) {
+        int lo[8], hi[8];
+        for (int i = 0; i < n; i++)
+            lo[i] = i, hi[i] = n + i;
+        LLVMValueRef u = LLVMGetUndef(LLVMTypeOf(v));
+        LLVMValueRef a = LLVMBuildShuffleVector(g->B, v, u, const_ints(lo, n, g->i32), "");
+        LLVMValueRef b = LLVMBuildShuffleVector(g->B, v, u, const_ints(hi, n, g->i32), "");
+        v = op == R_FADD  ? LLVMBuildFAdd(g->B, a, b, "")
+            : op == R_ADD ? LLVMBuildAdd(g->B, a, b, "")
+                          : LLVMBuildSelect(g->B, LLVMBuildFCmp(g->B, LLVMRealOGT, a, b, ""), a, b, "");
+    }
+    return LLVMBuildExtractElement(g->B, v, ci32(g, 0), "");
+}
+
+static LLVMValueRef splat_n(cg *g, LLVMValueRef s, LLVMTypeRef vt) {
+    LLVMValueRef one = LLVMBuildInsertElement(g->B, LLVMGetUndef(vt), s, ci32(g, 0), "");
+    return LLVMBuildShuffleVector(g->B, one, one, LLVMConstNull(g->v16i32), "");
+}
+
+/* VNNI gemv prologue: per tile, xs_t and the bytes of X (zero-padded),
+ * xsum[g] = Σ_t∈g xs_t·ΣX_t, then B·x. Vector code per tile: the tile's 64
+ * x as four <16 x float>, max |x| (and nf = Σ 0·x, NaN when some x is not
+ * finite: added to xs_t so that a non-finite x gives a non-finite y, as the
+ * f32 kernels do), X, its bytes shuffled into the codes' order. */
 static void gemv_prologue_vnni(cg *g, LLVMValueRef w, LLVMValueRef x, LLVMValueRef xs,
                                LLVMValueRef xsum, LLVMValueRef t) {
     const qc_kernel_spec *s = g->s;
     int64_t gt = s->group_size / 64; /* tiles per group, 0: one group */
-    loop lz, lt, lm, lq;
+    loop lz, lt;
     LLVMValueRef gi = loop_begin(g, &lz, ci64(g, 0), ci64(g, g->L.n_groups), 1);
     LLVMBuildStore(g->B, cf32(g, 0), fptr(g, xsum, gi));
     loop_end(g, &lz, gi);
-    LLVMValueRef m = var(g, g->f32, "xmax"), nf = var(g, g->f32, "nf");
-    LLVMValueRef isum = var(g, g->i32, "isum"), xt = vnni_xt(g, xs);
+    LLVMValueRef xt = vnni_xt(g, xs);
     LLVMValueRef tile = loop_begin(g, &lt, ci64(g, 0), ci64(g, g->L.tiles), 1);
-    LLVMValueRef p0 = mul(g, tile, ci64(g, 64));
-    /* max |x| over the tile, and nf = Σ 0·x, NaN when some x is not finite
-     * (added to xs_t: a non-finite x gives a non-finite y, as the f32
-     * kernels do) */
-    LLVMBuildStore(g->B, cf32(g, 0), m);
-    LLVMBuildStore(g->B, cf32(g, 0), nf);
-    LLVMValueRef c = loop_begin(g, &lm, ci64(g, 0), ci64(g, 64), 1);
-    LLVMValueRef p = add(g, p0, c);
-    LLVMValueRef valid = LLVMBuildICmp(g->B, LLVMIntSLT, p, ci64(g, s->in), "");
-    LLVMValueRef v = x_packed(g, w, x, LLVMBuildSelect(g->B, valid, p, ci64(g, 0), ""));
-    v = LLVMBuildSelect(g->B, valid, v, cf32(g, 0), "");
-    LLVMValueRef av = call_n(g, g->fabs_ty, g->fabs, &v, 1), mo = ld(g, g->f32, m);
-    LLVMValueRef gt_ = LLVMBuildFCmp(g->B, LLVMRealOGT, av, mo, "");
-    LLVMBuildStore(g->B, LLVMBuildSelect(g->B, gt_, av, mo, ""), m);
-    LLVMValueRef z = LLVMBuildFMul(g->B, v, cf32(g, 0), "");
-    LLVMBuildStore(g->B, LLVMBuildFAdd(g->B, ld(g, g->f32, nf), z, ""), nf);
-    loop_end(g, &lm, c);
-    LLVMValueRef mx = ld(g, g->f32, m);
+    LLVMValueRef p0 = mul(g, tile, ci64(g, 64)), v[4], mv = NULL, nfv = NULL;
+    for (int q = 0; q < 4; q++) {
+        v[q] = LLVMGetUndef(g->v16f32);
+        for (int i = 0; i < 16; i++) {
+            LLVMValueRef p = add(g, p0, ci64(g, 16 * q + i));
+            LLVMValueRef valid = LLVMBuildICmp(g->B, LLVMIntSLT, p, ci64(g, s->in), "");
+            LLVMValueRef e = x_packed(g, w, x, LLVMBuildSelect(g->B, valid, p, ci64(g, 0), ""));
+            e = LLVMBuildSelect(g->B, valid, e, cf32(g, 0), "");
+            v[q] = LLVMBuildInsertElement(g->B, v[q], e, ci32(g, i), "");
+        }
+        LLVMValueRef av = call_n(g, g->fabs16_ty, g->fabs16, &v[q], 1);
+        mv = mv ? LLVMBuildSelect(g->B, LLVMBuildFCmp(g->B, LLVMRealOGT, av, mv, ""), av, mv, "")
+                : av;
+        LLVMValueRef z = LLVMBuildFMul(g->B, v[q], LLVMConstNull(g->v16f32), "");
+        nfv = nfv ? LLVMBuildFAdd(g->B, nfv, z, "") : z;
+    }
+    LLVMValueRef mx = reduce16(g, mv, R_FMAX), nf = reduce16(g, nfv, R_FADD);
     LLVMValueRef xsc = LLVMBuildFDiv(g->B, mx, cf32(g, VNNI_XMAX), "");
-    LLVMBuildStore(g->B, LLVMBuildFAdd(g->B, xsc, ld(g, g->f32, nf), ""), fptr(g, xt, tile));
+    xsc = LLVMBuildFAdd(g->B, xsc, nf, "");
+    LLVMBuildStore(g->B, xsc, fptr(g, xt, tile));
     LLVMValueRef pos = LLVMBuildFCmp(g->B, LLVMRealOGT, mx, cf32(g, 0), "");
     LLVMValueRef inv = LLVMBuildSelect(
         g->B, pos, LLVMBuildFDiv(g->B, cf32(g, VNNI_XMAX), mx, ""), cf32(g, 0), "");
-    LLVMBuildStore(g->B, ci32(g, 0), isum);
-    LLVMValueRef q = vnni_xq(g, &(row_ctx){.xs = xs}, tile);
-    c = loop_begin(g, &lq, ci64(g, 0), ci64(g, 64), 1);
-    p = add(g, p0, c);
-    valid = LLVMBuildICmp(g->B, LLVMIntSLT, p, ci64(g, s->in), "");
-    v = x_packed(g, w, x, LLVMBuildSelect(g->B, valid, p, ci64(g, 0), ""));
-    v = LLVMBuildSelect(g->B, valid, v, cf32(g, 0), "");
-    v = LLVMBuildFMul(g->B, v, inv, "");
-    v = call_n(g, g->rint_ty, g->rint, &v, 1);
-    LLVMValueRef X = call_n(g, g->fpsat_ty, g->fpsat, &v, 1); /* NaN -> 0 */
-    LLVMValueRef hi = LLVMBuildAShr(g->B, add(g, X, ci32(g, 128)), ci32(g, 8), "");
-    LLVMValueRef lo = LLVMBuildSub(g->B, X, LLVMBuildShl(g->B, hi, ci32(g, 8), ""), "");
-    /* column c = 8j + l goes to byte 8l + j */
-    LLVMValueRef b = add(g, mul(g, LLVMBuildAnd(g->B, c, ci64(g, 7), ""), ci64(g, 8)),
-                         LLVMBuildLShr(g->B, c, ci64(g, 3), ""));
-    LLVMBuildStore(g->B, LLVMBuildTrunc(g->B, hi, g->i8, ""),
-                   LLVMBuildGEP2(g->B, g->i8, q, &b, 1, ""));
-    b = add(g, b, ci64(g, 64));
-    LLVMBuildStore(g->B, LLVMBuildTrunc(g->B, lo, g->i8, ""),
-                   LLVMBuildGEP2(g->B, g->i8, q, &b, 1, ""));
-    LLVMBuildStore(g->B, add(g, ld(g, g->i32, isum), X), isum);
-    loop_end(g, &lq, c);
-    LLVMValueRef ts = LLVMBuildFMul(g->B, ld(g, g->f32, fptr(g, xt, tile)),
-                                    LLVMBuildSIToFP(g->B, ld(g, g->i32, isum), g->f32, ""), "");
+    LLVMValueRef invv = splat_n(g, inv, g->v16f32), isv = NULL, hb[4], lb[4];
+    LLVMValueRef c128 = splat_n(g, ci32(g, 128), g->v16i32), c8 = splat_n(g, ci32(g, 8), g->v16i32);
+    LLVMTypeRef v16i8 = LLVMVectorType(g->i8, 16);
+    for (int q = 0; q < 4; q++) {
+        LLVMValueRef e = LLVMBuildFMul(g->B, v[q], invv, "");
+        e = call_n(g, g->rint16_ty, g->rint16, &e, 1);
+        LLVMValueRef X = call_n(g, g->fpsat16_ty, g->fpsat16, &e, 1); /* NaN -> 0 */
+        isv = isv ? LLVMBuildAdd(g->B, isv, X, "") : X;
+        LLVMValueRef hi = LLVMBuildAShr(g->B, LLVMBuildAdd(g->B, X, c128, ""), c8, "");
+        LLVMValueRef lo = LLVMBuildSub(g->B, X, LLVMBuildShl(g->B, hi, c8, ""), "");
+        hb[q] = LLVMBuildTrunc(g->B, hi, v16i8, "");
+        lb[q] = LLVMBuildTrunc(g->B, lo, v16i8, "");
+    }
+    /* columns c = 16q + i in order; byte b = 8l + j holds column 8j + l */
+    int cat[32], ord[64];
+    for (int i = 0; i < 32; i++)
+        cat[i] = i;
+    for (int b = 0; b < 64; b++)
+        ord[b] = 8 * (b % 8) + b / 8;
+    LLVMValueRef qp = vnni_xq(g, &(row_ctx){.xs = xs}, tile);
+    for (int h = 0; h < 2; h++) {
+        LLVMValueRef *y = h ? lb : hb;
+        LLVMValueRef a = LLVMBuildShuffleVector(g->B, y[0], y[1], const_ints(cat, 32, g->i32), "");
+        LLVMValueRef b = LLVMBuildShuffleVector(g->B, y[2], y[3], const_ints(cat, 32, g->i32), "");
+        int cat64[64];
+        for (int i = 0; i < 64; i++)
+            cat64[i] = i;
+        LLVMValueRef all = LLVMBuildShuffleVector(g->B, a, b, const_ints(cat64, 64, g->i32), "");
+        all = LLVMBuildShuffleVector(g->B, all, LLVMGetUndef(g->v64i8), const_ints(ord, 64, g->i32),
+                                     "");
+        LLVMValueRef dst = LLVMBuildGEP2(g->B, g->i8, qp, (LLVMValueRef[]){ci64(g, 64 * h)}, 1, "");
+        dst = LLVMBuildBitCast(g->B, dst, LLVMPointerType(g->v64i8, 0), "");
+        LLVMSetAlignment(LLVMBuildStore(g->B, all, dst), 1);
+    }
+    LLVMValueRef is = reduce16(g, isv, R_ADD);
+    LLVMValueRef ts = LLVMBuildFMul(g->B, xsc, LLVMBuildSIToFP(g->B, is, g->f32, ""), "");
     LLVMValueRef xp = fptr(g, xsum, gt ? LLVMBuildUDiv(g->B, tile, ci64(g, gt), "") : ci64(g, 0));
     LLVMBuildStore(g->B, LLVMBuildFAdd(g->B, ld(g, g->f32, xp), ts, ""), xp);
     loop_end(g, &lt, tile);
@@ -1165,12 +1205,12 @@ int qc_cpu_ir_emit(LLVMModuleRef M, const qc_kernel_spec *s, const qc_cpu_ir_tar
         g.v16i32 = LLVMVectorType(g.i32, 16);
         g.v64i8 = LLVMVectorType(g.i8, 64);
         g.fma16 = intrinsic(&g, "llvm.fmuladd", g.v16f32, &g.fma16_ty);
-        g.fabs = intrinsic(&g, "llvm.fabs", g.f32, &g.fabs_ty);
-        g.rint = intrinsic(&g, "llvm.rint", g.f32, &g.rint_ty);
-        LLVMTypeRef st[2] = {g.i32, g.f32};
+        g.fabs16 = intrinsic(&g, "llvm.fabs", g.v16f32, &g.fabs16_ty);
+        g.rint16 = intrinsic(&g, "llvm.rint", g.v16f32, &g.rint16_ty);
+        LLVMTypeRef st[2] = {g.v16i32, g.v16f32};
         unsigned id = LLVMLookupIntrinsicID("llvm.fptosi.sat", 15);
-        g.fpsat_ty = LLVMIntrinsicGetType(g.C, id, st, 2);
-        g.fpsat = LLVMGetIntrinsicDeclaration(M, id, st, 2);
+        g.fpsat16_ty = LLVMIntrinsicGetType(g.C, id, st, 2);
+        g.fpsat16 = LLVMGetIntrinsicDeclaration(M, id, st, 2);
         LLVMTypeRef dpt[3] = {g.v16i32, g.v16i32, g.v16i32};
         g.dp = named_fn(&g, "llvm.x86.avx512.vpdpbusd.512", g.v16i32, dpt, 3, &g.dp_ty);
         LLVMTypeRef mst[2] = {g.v64i8, g.v64i8};
