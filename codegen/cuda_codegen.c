@@ -49,6 +49,7 @@ int qc_cuda_codegen(const qc_kernel_spec *specs, int n, const char *arch, qc_cud
         snprintf(m->gemv, sizeof m->gemv, "%s", k.gemv);
         snprintf(m->lrt, sizeof m->lrt, "%s", k.lrt);
         snprintf(m->gemm, sizeof m->gemm, "%s", k.gemm);
+        snprintf(m->had, sizeof m->had, "%s", k.had);
         char file[160];
         snprintf(file, sizeof file, "%s.cu", k.gemv);
         int bad = qc_nvrtc_compile(k.src, file, arch, &m->bin, err);

@@ -15,9 +15,9 @@
 typedef struct qc_cuda_module {
     char name[96]; /* QC_CUDA_FORWARD_MODULE, or the spec id */
     int is_forward;
-    qc_kernel_spec spec;    /* linear modules */
-    qc_cuda_gemv_opts opts; /* their GEMV launch shape */
-    char gemv[128], lrt[128], gemm[128];
+    qc_kernel_spec spec;                           /* linear modules */
+    qc_cuda_gemv_opts opts;                        /* their GEMV launch shape */
+    char gemv[128], lrt[128], gemm[128], had[128]; /* had: "" without an online transform */
     qc_cuda_binary bin;
 } qc_cuda_module;
 

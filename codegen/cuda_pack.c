@@ -2,6 +2,7 @@
 #include "cuda_pack.h"
 
 #include "../compiler/dequant.h"
+#include "../compiler/hadamard.h"
 #include "../compiler/quant.h"
 
 #include <stdlib.h>
@@ -20,12 +21,12 @@ int qc_cuda_planes(int bits, int width[3], int offset[3]) {
     return n;
 }
 
+size_t qc_cuda_had_smem(const qc_kernel_spec *s) {
+    int64_t k_tiles = (s->in + QC_CUDA_KTILE - 1) / QC_CUDA_KTILE;
+    return (size_t)(k_tiles * QC_CUDA_KTILE * 2 + s->in * 4);
+}
+
 int qc_cuda_spec_check(const qc_kernel_spec *s, qc_err *err) {
-    if (s->transform == QC_KTRANSFORM_HADAMARD)
-        return qc_err_set(err,
-                          "kernel spec: online Hadamard transform (size %d) is not supported by "
-                          "the CUDA generator yet",
-                          s->transform_size);
     if (qc_kernel_spec_check(s, err)) return -1;
     int g = s->group_size;
     if (g && (g % 32 || (QC_CUDA_KTILE % g && g % QC_CUDA_KTILE)))
@@ -33,6 +34,19 @@ int qc_cuda_spec_check(const qc_kernel_spec *s, qc_err *err) {
                           "kernel spec: group size %d is not supported by the CUDA generator "
                           "(32, 64, 128, a multiple of 256, or per-channel)",
                           g);
+    if (s->transform == QC_KTRANSFORM_HADAMARD) {
+        int p = qc_hadamard_base_order((int)s->in);
+        if (p > QC_CUDA_HAD_MAX_BASE)
+            return qc_err_set(err,
+                              "kernel spec: online Hadamard of order %lld has base order %d; the "
+                              "CUDA generator mixes bases up to %d",
+                              (long long)s->in, p, QC_CUDA_HAD_MAX_BASE);
+        if (qc_cuda_had_smem(s) > QC_CUDA_HAD_MAX_SMEM)
+            return qc_err_set(err,
+                              "kernel spec: online Hadamard of order %lld needs %zu bytes of "
+                              "shared memory per block in the CUDA GEMV (at most %d)",
+                              (long long)s->in, qc_cuda_had_smem(s), QC_CUDA_HAD_MAX_SMEM);
+    }
     return 0;
 }
 

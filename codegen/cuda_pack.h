@@ -78,8 +78,22 @@ int qc_cuda_layout_get(const qc_kernel_spec *s, int64_t nnz, qc_cuda_layout *l, 
 
 /* What the CUDA generator supports on top of qc_kernel_spec_check: group
  * sizes 32, 64, 128 or multiples of 256 (a scale period never splits 32
- * packed columns), or per-channel; no online transform. Returns 0 or -1 with err. */
+ * packed columns), or per-channel; an online Hadamard whose base order
+ * (compiler/hadamard.h) is at most QC_CUDA_HAD_MAX_BASE (the base mix keeps
+ * one column of the p blocks in registers) and whose GEMV shared memory
+ * (qc_cuda_had_smem) is at most QC_CUDA_HAD_MAX_SMEM (an H100 block has 227
+ * KiB, an A100's 163 KiB). The transform does not change the layout below:
+ * a blob is packed and checked with the spec without it. Returns 0 or -1
+ * with err. */
 int qc_cuda_spec_check(const qc_kernel_spec *s, qc_err *err);
+
+#define QC_CUDA_HAD_MAX_BASE 256
+#define QC_CUDA_HAD_MAX_SMEM (160 * 1024)
+
+/* Dynamic shared memory (bytes) of the GEMV of a spec with an online
+ * Hadamard: x transformed in f32 (in floats) and as f16 in packed column
+ * order (k_tiles·256 values). */
+size_t qc_cuda_had_smem(const qc_kernel_spec *s);
 
 size_t qc_cuda_pack_size(const qc_kernel_spec *s, int64_t nnz, qc_err *err);
 

@@ -16,8 +16,10 @@
 #include "cuda_src.h"
 
 #include "../compiler/dequant.h"
+#include "../compiler/hadamard.h"
 #include "cuda_pack.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -229,19 +231,20 @@ static void emit_load_tile(sbuf *b, const qc_kernel_spec *s) {
 
 /* The sparse outlier and low-rank terms of output row o for the token whose
  * x and t = B·x are at xexpr and wsexpr (inside the final loops of both
- * kernels). */
+ * kernels); xf32: x is f32 (the fused transform's shared memory), else f16. */
 static void emit_extras(sbuf *b, const qc_kernel_spec *s, const char *indent, const char *xexpr,
-                        const char *wsexpr) {
+                        int xf32, const char *wsexpr) {
     if (s->outliers)
         emit(b,
-             "%sconst u16 *xt = %s;\n"
+             "%sconst %s *xt = %s;\n"
              "%sconst int *row_ptr = (const int *)(w + ROWPTR_OFF);\n"
              "%sconst int *col = (const int *)(w + COL_OFF);\n"
              "%sconst u64 nnz = *(const u64 *)(w + 16);\n"
              "%sconst u16 *val = (const u16 *)(w + ((COL_OFF + 4 * nnz + 255) & ~255ull));\n"
              "%sfor (int k = row_ptr[o]; k < row_ptr[o + 1]; k++) sum += h2f(val[k]) * "
-             "h2f(xt[col[k]]);\n",
-             indent, xexpr, indent, indent, indent, indent, indent);
+             "%s;\n",
+             indent, xf32 ? "float" : "u16", xexpr, indent, indent, indent, indent, indent,
+             xf32 ? "xt[col[k]]" : "h2f(xt[col[k]])");
     if (s->rank)
         emit(b,
              "%sconst float *wst = %s;\n"
@@ -250,6 +253,93 @@ static void emit_extras(sbuf *b, const qc_kernel_spec *s, const char *indent, co
              indent, wsexpr, indent, indent);
     else
         emit(b, "%s(void)ws;\n", indent);
+}
+
+/* The online Hadamard of a spec with a transform (compiler/hadamard.h):
+ * hadamard(x, xf) sets xf (n floats of shared memory) to H_n·x / sqrt(n),
+ * H_n = H_p ⊗ S_m (n = p·m): a fast Walsh–Hadamard transform of each of the
+ * p blocks of m values (log2 m butterfly stages, each a pass of the whole
+ * block of threads over shared memory), then per column j < m the p × p
+ * base mix y[a·m + j] = Σ_b base[a][b]·v[b·m + j] with the column in
+ * registers and the base's signs as bits in constant memory, and the scale
+ * 1/sqrt(n) — the operations of qc_hadamard_apply in the same order up to
+ * the mix's summation. The GEMV calls it per block before its K loop; the
+ * "had" kernel writes H x as f16 for the GEMM and the low-rank t = B·(H x). */
+static int emit_transform(sbuf *b, const qc_kernel_spec *s, const char *had, qc_err *err) {
+    qc_hadamard *h = qc_hadamard_new((int)s->in, err);
+    if (!h) return -1;
+    int p = h->p, m = h->pow2, hw = (p + 31) / 32;
+    emit(b,
+         "/* online Hadamard: H_n = H_p (x) S_m, n = %d = %d x %d */\n"
+         "#define HN %d\n#define HP %d\n#define HM %d\n#define HW %d\n"
+         "#define HSCALE %.9ef /* 1 / sqrt(n) */\n",
+         h->n, p, m, h->n, p, m, hw, 1.0 / sqrt((double)h->n));
+    if (p > 1) { /* bit b % 32 of word a·HW + b / 32: base[a][b] is -1 */
+        emit(b, "__constant__ u32 hsign[HP * HW] = {");
+        for (int a = 0; a < p; a++)
+            for (int w = 0; w < hw; w++) {
+                unsigned bits = 0;
+                for (int c = 32 * w; c < p && c < 32 * w + 32; c++)
+                    bits |= (h->base[a * p + c] < 0 ? 1u : 0u) << (c - 32 * w);
+                emit(b, "%s0x%08xu", a + w ? ", " : "", bits);
+            }
+        emit(b, "};\n");
+    }
+    qc_hadamard_free(h);
+    emit(b, "extern __shared__ __attribute__((aligned(16))) u8 hsm[];\n"
+            "__device__ __forceinline__ u16 f2h(float f) {\n"
+            "    u16 h;\n"
+            "    asm(\"cvt.rn.f16.f32 %%0, %%1;\" : \"=h\"(h) : \"f\"(f));\n"
+            "    return h;\n"
+            "}\n"
+            "/* 8 f16 of shared memory (16-byte aligned) as four pairs */\n"
+            "__device__ __forceinline__ void ldxs(const u16 *p, u32 *v) {\n"
+            "    struct __attribute__((aligned(16))) v4 { u32 a, b, c, d; };\n"
+            "    const v4 t = *(const v4 *)p;\n"
+            "    v[0] = t.a, v[1] = t.b, v[2] = t.c, v[3] = t.d;\n"
+            "}\n"
+            "__device__ void hadamard(const u16 *__restrict__ x, float *xf) {\n"
+            "    const int nt = blockDim.x, tid = threadIdx.x;\n"
+            "    for (int i = tid; i < HN; i += nt) xf[i] = h2f(x[i]);\n"
+            "    __syncthreads();\n");
+    if (m > 1)
+        emit(b, "    for (int len = 1; len < HM; len <<= 1) { /* butterflies (j, j + len) */\n"
+                "        for (int i = tid; i < HN / 2; i += nt) {\n"
+                "            const int j = ((i & ~(len - 1)) << 1) | (i & (len - 1));\n"
+                "            const float a = xf[j], b = xf[j + len];\n"
+                "            xf[j] = a + b, xf[j + len] = a - b;\n"
+                "        }\n"
+                "        __syncthreads();\n"
+                "    }\n");
+    if (p > 1)
+        emit(b, "    for (int j = tid; j < HM; j += nt) {\n"
+                "        float v[HP];\n"
+                "#pragma unroll\n"
+                "        for (int k = 0; k < HP; k++) v[k] = xf[k * HM + j];\n"
+                "#pragma unroll 1\n"
+                "        for (int a = 0; a < HP; a++) {\n"
+                "            float sum = 0;\n"
+                "#pragma unroll\n"
+                "            for (int k = 0; k < HP; k++)\n"
+                "                sum += (hsign[a * HW + k / 32] >> (k %% 32)) & 1 ? -v[k] : v[k];\n"
+                "            xf[a * HM + j] = sum * HSCALE;\n"
+                "        }\n"
+                "    }\n");
+    else
+        emit(b, "    for (int i = tid; i < HN; i += nt) xf[i] *= HSCALE;\n");
+    emit(b,
+         "    __syncthreads();\n"
+         "}\n"
+         "/* H x / sqrt(n) as f16 (zero padded to XS) for token blockIdx.y */\n"
+         "extern \"C\" __global__ void __launch_bounds__(%d)\n"
+         "%s(const u16 *__restrict__ x, u16 *__restrict__ xt) {\n"
+         "    float *xf = (float *)hsm;\n"
+         "    x += (long long)blockIdx.y * XS, xt += (long long)blockIdx.y * XS;\n"
+         "    hadamard(x, xf);\n"
+         "    for (int i = threadIdx.x; i < XS; i += blockDim.x) xt[i] = i < IN ? f2h(xf[i]) : 0;\n"
+         "}\n\n",
+         QC_CUDA_HAD_THREADS, had);
+    return 0;
 }
 
 /* The loop over this warp's K tiles (each: per scale period, fresh mma
@@ -265,15 +355,29 @@ static void emit_gemv(sbuf *b, const qc_kernel_spec *s, const char *name, int mi
          "    x += (long long)blockIdx.y * XS, y += (long long)blockIdx.y * OUT; /* token */\n"
          "    ws += (long long)blockIdx.y * RANK;\n"
          "    const long long rt0 = (long long)blockIdx.x * RTB;\n"
-         "    const int *perm = (const int *)(w + PERM_OFF);\n"
+         "%s"
          "    float acc[RTB][2] = {};\n"
          "    u32 c[RTB][4 * BITS], sz[RTB][NPER][SZW];\n"
-         "    if (warp < KT) load_tile<RTB>(w, rt0, warp, lane, c, sz);\n"
+         "    if (warp < KT) load_tile<RTB>(w, rt0, warp, lane, c, sz);\n",
+         min_blocks ? "__launch_bounds__(KW * 32, MINB)" : "__launch_bounds__(KW * 32)", name,
+         s->transform && !s->act_order ? "" /* x is read from shared memory, in packed order */
+                                       : "    const int *perm = (const int *)(w + PERM_OFF);\n");
+    if (s->transform) /* while the first codes load: x ← H x / sqrt(n) in shared memory */
+        emit(
+            b,
+            "    u16 *xh = (u16 *)hsm; /* KT·256 f16: H x in packed column order, zero past IN */\n"
+            "    float *xf = (float *)(hsm + KT * 512); /* IN floats: H x / sqrt(n) */\n"
+            "    hadamard(x, xf);\n"
+            "    for (int i = threadIdx.x; i < KT * 256; i += KW * 32)\n"
+            "        xh[i] = i < IN ? f2h(xf[%s]) : 0;\n"
+            "    __syncthreads();\n",
+            s->act_order ? "perm[i]" : "i");
+    emit(b,
          "#pragma unroll 1\n"
          "    for (int kt = warp; kt < KT; kt += KW) {\n"
          "        u32 cn[RTB][4 * BITS], szn[RTB][NPER][SZW];\n"
          "        if (PREFETCH && kt + KW < KT) load_tile<RTB>(w, rt0, kt + KW, lane, cn, szn);\n"
-         "        const bool tail = (IN %% 256) != 0 && kt == KT - 1;\n"
+         "%s"
          "#pragma unroll\n"
          "        for (int pi = 0; pi < NPER; pi++) {\n"
          "            if ((IN %% 256) != 0 && kt * 256 + pi * PERIOD >= IN) break;\n"
@@ -288,7 +392,7 @@ static void emit_gemv(sbuf *b, const qc_kernel_spec *s, const char *name, int mi
          "                /* 32 packed columns: mmas j and j + 1 (cuda_pack.h) */\n"
          "                const int j = pi * (PERIOD / 16) + 2 * jj;\n"
          "                u32 xv[4];\n"
-         "                ldx8(x, perm, kt * 256 + j * 16 + 8 * q, tail, xv);\n"
+         "                %s\n"
          "#pragma unroll\n"
          "                for (int h = 0; h < 2; h++)\n"
          "#pragma unroll\n"
@@ -320,8 +424,10 @@ static void emit_gemv(sbuf *b, const qc_kernel_spec *s, const char *name, int mi
          "            load_tile<RTB>(w, rt0, kt + KW, lane, c, sz);\n"
          "        }\n"
          "    }\n",
-         min_blocks ? "__launch_bounds__(KW * 32, MINB)" : "__launch_bounds__(KW * 32)", name,
-         s->symmetric ? "ZSYM" : "(i ? sz[r][pi][1] >> 16 : sz[r][pi][1] & 0xffff) * 0x10001u");
+         s->transform ? "" : "        const bool tail = (IN % 256) != 0 && kt == KT - 1;\n",
+         s->symmetric ? "ZSYM" : "(i ? sz[r][pi][1] >> 16 : sz[r][pi][1] & 0xffff) * 0x10001u",
+         s->transform ? "ldxs(xh + kt * 256 + j * 16 + 8 * q, xv);"
+                      : "ldx8(x, perm, kt * 256 + j * 16 + 8 * q, tail, xv);");
     emit(b, "    /* the four lanes of a quad hold equal sums (B's columns are all x) */\n"
             "    __shared__ float red[KW][RTB * 16];\n"
             "    if (q == 0) {\n"
@@ -337,7 +443,7 @@ static void emit_gemv(sbuf *b, const qc_kernel_spec *s, const char *name, int mi
             "        if (o >= OUT) break;\n"
             "        float sum = 0;\n"
             "        for (int v = 0; v < KW; v++) sum += red[v][i];\n");
-    emit_extras(b, s, "        ", "x", "ws");
+    emit_extras(b, s, "        ", s->transform ? "xf" : "x", s->transform, "ws");
     emit(b, "        y[o] = sum;\n"
             "    }\n"
             "}\n");
@@ -414,7 +520,7 @@ static void emit_gemm(sbuf *b, const qc_kernel_spec *s, const char *name) {
          "        float sum = 0;\n"
          "        for (int v = 0; v < KW; v++) sum += red[v][i / (NT * 8)][i %% (NT * 8)];\n",
          s->symmetric ? "ZSYM" : "(i ? sz[0][pi][1] >> 16 : sz[0][pi][1] & 0xffff) * 0x10001u");
-    emit_extras(b, s, "        ", "x + tt * XS", "ws + tt * RANK");
+    emit_extras(b, s, "        ", "x + tt * XS", 0, "ws + tt * RANK");
     emit(b, "        y[tt * OUT + o] = sum;\n"
             "    }\n"
             "}\n");
@@ -480,6 +586,12 @@ int qc_cuda_src_gemv_opts(const qc_kernel_spec *s, const qc_cuda_gemv_opts *o, q
     snprintf(k->gemv, sizeof k->gemv, "qck_%s_cuda_gemv", id);
     if (o->gemm) snprintf(k->gemm, sizeof k->gemm, "qck_%s_cuda_gemm", id);
     if (s->rank) snprintf(k->lrt, sizeof k->lrt, "qck_%s_cuda_lrt", id);
+    if (s->transform) {
+        snprintf(k->had, sizeof k->had, "qck_%s_cuda_had", id);
+        k->had_block = QC_CUDA_HAD_THREADS;
+        k->had_smem = (size_t)s->in * 4;
+        k->gemv_smem = qc_cuda_had_smem(s);
+    }
     int kw = l.k_tiles < o->max_warps ? (int)l.k_tiles : o->max_warps;
     k->grid = (unsigned)(l.row_tiles / o->rtb);
     k->gemm_grid = (unsigned)((s->out + 15) / 16);
@@ -496,6 +608,11 @@ int qc_cuda_src_gemv_opts(const qc_kernel_spec *s, const qc_cuda_gemv_opts *o, q
     emit_decode(&b, s->bits);
     emit_ldx(&b, s);
     emit_load_tile(&b, s);
+    if (s->transform && emit_transform(&b, s, k->had, err)) {
+        free(b.p);
+        memset(k, 0, sizeof *k);
+        return -1;
+    }
     emit_gemv(&b, s, k->gemv, o->min_blocks);
     if (o->gemm) emit_gemm(&b, s, k->gemm);
     if (s->rank) emit_lrt(&b, k->lrt);

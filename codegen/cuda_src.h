@@ -13,7 +13,7 @@
  *         ws[k] = Σ_c B[k][c]·x[c]; launched before gemv, which adds A·ws.
  * Ŵ = scale·(code − zero) + sparse outliers + A·B as in compiler/quant.h.
  * Launch: gemv on `grid` blocks of `block` threads (no dynamic shared
- * memory), lrt on lrt_grid × lrt_block; ws holds ws_floats floats.
+ * memory without a transform), lrt on lrt_grid × lrt_block; ws holds ws_floats floats.
  * Several tokens in one launch: a grid of (grid, n) blocks (lrt: (lrt_grid,
  * n)) applies the kernel to token t = blockIdx.y at x + t·XS, y + t·out and
  * ws + t·rank, XS = qc_cuda_x_stride (in rounded up to 8, so every token's
@@ -22,7 +22,19 @@
  *         T = 8, 16, 32, 64: the same products for n tokens (x, y, ws as
  *         above) on a (gemm_grid, ceil(n / T)) grid of `block` threads: a
  *         tensor-core GEMM whose B columns are 8 tokens, each decoded weight
- *         fragment applied to T tokens (lrt first when rank > 0). */
+ *         fragment applied to T tokens (lrt first when rank > 0).
+ * Online Hadamard (spec transform, x ← H_n x / sqrt(n) before the product,
+ * compiler/hadamard.h; the blob is the plain spec's):
+ *   gemv: fused: each block transforms its token's x in shared memory
+ *         before its K loop, so it takes x as it comes; gemv_smem
+ *         (qc_cuda_had_smem) bytes of dynamic shared memory, above the
+ *         default 48 KiB limit from n ≈ 8192 on (the launcher raises it);
+ *   had:  void <had>(const u16 *x, u16 *xt), grid (1, n), had_block
+ *         threads, had_smem bytes of dynamic shared memory: xt = f16(H x /
+ *         sqrt(n)) per token (stride XS, zero padded). The GEMM entry points
+ *         and lrt take xt (they do not transform); so does the GEMV's
+ *         low-rank term: with rank > 0, run had and lrt on xt before the
+ *         fused gemv on x. */
 #ifndef QC_CUDA_SRC_H
 #define QC_CUDA_SRC_H
 
@@ -38,7 +50,13 @@ typedef struct qc_cuda_kernel {
     unsigned grid, block, lrt_grid, lrt_block;
     unsigned gemm_grid; /* GEMM blocks along the rows (block: `block` threads) */
     size_t ws_floats;
+    char had[128];      /* online Hadamard kernel; "" without a transform */
+    unsigned had_block; /* its threads per block */
+    size_t had_smem;    /* its dynamic shared memory (bytes) */
+    size_t gemv_smem;   /* the GEMV's dynamic shared memory (0 without a transform) */
 } qc_cuda_kernel;
+
+#define QC_CUDA_HAD_THREADS 256
 
 /* The kernel's shape: row tiles of 16 rows per block (1 or 2: 2 reuses each
  * x fragment for 32 rows), warps per block splitting K (at most max_warps,

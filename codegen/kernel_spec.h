@@ -36,8 +36,9 @@ typedef struct qc_kernel_spec {
 
 /* Checks that a spec is well-formed and that codegen supports it. An online
  * Hadamard (x ← H_n x / sqrt(n) before the product, compiler/hadamard.h) must
- * have n = in and a supported order; the CPU kernels apply it, the packed
- * layout does not depend on it, and the CUDA packer refuses it. */
+ * have n = in and a supported order; the CPU and CUDA kernels apply it, and
+ * neither packed layout depends on it (blobs are packed for the spec
+ * without it; qc_cuda_spec_check adds the CUDA generator's limits). */
 int qc_kernel_spec_check(const qc_kernel_spec *s, qc_err *err);
 
 /* The spec of a quantized linear: format, bits, group size, zero points and

@@ -258,7 +258,9 @@ static view *blob_view(lctx *c, json_t *parts, const char *role, const char *mod
 /* The layer's CUDA blob (part "cuda_packed", layout qccuda1), when it has
  * one: checked with qc_cuda_pack_check against the spec of the state just
  * attached (so a kernel can never read outside it) and recorded on the
- * model's last quantized linear. */
+ * model's last quantized linear. cuda_kernel names that spec, or that spec
+ * with the online Hadamard of its input width (suffix _h<in>: the module
+ * that runs a layer with an online transform reads the same blob). */
 static int read_cuda_part(lctx *c, json_t *layer, const char *mod, json_t *parts) {
     if (!json_object_get(parts, "cuda_packed")) return 0;
     const char *lay = json_string_value(json_object_get(layer, "cuda_layout"));
@@ -276,7 +278,12 @@ static int read_cuda_part(lctx *c, json_t *layer, const char *mod, json_t *parts
     if (qc_kernel_spec_from_quant(ql->q, ql->q->nnz > 0, ql->q->rank, &spec, c->err) ||
         qc_cuda_pack_check(&spec, v->data, v->nbytes, c->err))
         return qc_err_prefix(c->err, "%s: layer '%s': cuda_packed", c->path, mod);
-    if (qc_kernel_spec_id(&spec, id, sizeof id) < 0 || strcmp(id, kid))
+    qc_kernel_spec hs = spec;
+    char hid[96] = "";
+    hs.transform = QC_KTRANSFORM_HADAMARD, hs.transform_size = (int)spec.in;
+    qc_err e = {{0}};
+    if (qc_kernel_spec_check(&hs, &e) || qc_kernel_spec_id(&hs, hid, sizeof hid) < 0) hid[0] = 0;
+    if (qc_kernel_spec_id(&spec, id, sizeof id) < 0 || (strcmp(id, kid) && strcmp(hid, kid)))
         return qc_err_set(c->err, "%s: layer '%s': cuda_kernel '%.100s' is not the layer's spec %s",
                           c->path, mod, kid, id);
     ql->cuda_packed = v->data;

@@ -278,17 +278,30 @@ static int pack_layer(const qc_quant_state *q, int cuda, qc_kernel_spec *spec, u
 }
 
 /* With CUDA targets: the layer's CUDA blob as part "cuda_packed" (layout
- * qccuda1) and its kernel id as layer.cuda_kernel, or layer.cuda_note
- * saying why no CUDA kernel runs it (the GPU runtime then dequantizes it to
- * a dense f16 weight). */
+ * qccuda1) and as layer.cuda_kernel the id of the module that runs it, or
+ * layer.cuda_note saying why no CUDA kernel runs it (the GPU runtime then
+ * dequantizes it to a dense f16 weight). A layer with an online Hadamard
+ * (weight) is run by its spec's kernel with the transform, which reads the
+ * same blob (packed for the plain spec). */
 static int write_cuda_part(wctx *c, json_t *parts, json_t *layer, const char *mod,
-                           const qc_quant_state *q) {
+                           const char *weight, const qc_quant_state *q) {
     if (!c->cuda) return 0;
     char why[sizeof(qc_err)] = "", kid[80] = "";
     qc_kernel_spec spec;
     uint8_t *blob = NULL;
     size_t size = 0;
     int rc = pack_layer(q, 1, &spec, &blob, &size, why, sizeof why, c->err);
+    int hn = qc_model_online_hadamard(c->m, weight);
+    if (rc == 0 && hn > 0) {
+        qc_err e = {{0}};
+        spec.transform = QC_KTRANSFORM_HADAMARD, spec.transform_size = hn;
+        if (qc_cuda_spec_check(&spec, &e)) {
+            snprintf(why, sizeof why, "%s", e.msg);
+            free(blob);
+            blob = NULL;
+            rc = 1;
+        }
+    }
     if (rc == 0) {
         qc_kernel_spec_id(&spec, kid, sizeof kid);
         if (!c->w) c->cuda_specs[c->n_cuda_specs++] = spec;
@@ -391,7 +404,7 @@ static int write_quant_tensors(wctx *c, const char *weight, const qc_quant_state
         packed ? json_string(kid) : json_null());
     if (layer && packed) json_object_set_new(layer, "permuted", json_boolean(spec.act_order));
     if (layer && !packed) json_object_set_new(layer, "kernel_note", json_string(why));
-    if (rc == 0 && layer) rc = write_cuda_part(c, parts, layer, mod, q);
+    if (rc == 0 && layer) rc = write_cuda_part(c, parts, layer, mod, weight, q);
     if (rc == 0 && (!layer || json_array_append_new(c->layers, layer)))
         rc = qc_err_set(c->err, "out of memory");
     else if (rc)
@@ -544,11 +557,11 @@ static int generate_cuda(wctx *c, const qc_artifact_model_opts *o, qc_cuda_objec
             json_t *j = json_pack("{s:s, s:s, s:s}", "name", md->name, "ptx", ptx, "cubin", cubin);
             if (j && !md->is_forward)
                 json_object_update_new(
-                    j, json_pack("{s:s, s:s, s:s, s:{s:i, s:i, s:i, s:i, s:i}}", "gemv", md->gemv,
-                                 "lrt", md->lrt, "gemm", md->gemm, "launch", "row_tiles",
-                                 md->opts.rtb, "warps", md->opts.max_warps, "prefetch",
-                                 md->opts.prefetch, "min_blocks", md->opts.min_blocks, "gemm",
-                                 md->opts.gemm));
+                    j, json_pack("{s:s, s:s, s:s, s:s, s:{s:i, s:i, s:i, s:i, s:i}}", "gemv",
+                                 md->gemv, "lrt", md->lrt, "gemm", md->gemm, "had", md->had,
+                                 "launch", "row_tiles", md->opts.rtb, "warps", md->opts.max_warps,
+                                 "prefetch", md->opts.prefetch, "min_blocks", md->opts.min_blocks,
+                                 "gemm", md->opts.gemm));
             if (!j || json_array_append_new(mods, j)) {
                 json_decref(mods);
                 return qc_err_set(c->err, "out of memory");

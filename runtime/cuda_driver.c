@@ -22,6 +22,7 @@ enum {
     ATTR_CC_MINOR = 76,
     FUNC_ATTR_LOCAL_BYTES = 3,
     FUNC_ATTR_NUM_REGS = 4,
+    FUNC_ATTR_MAX_DYNAMIC_SHARED = 8,
 };
 
 /* The driver entry points used: field, exported symbol, parameters (all
@@ -49,6 +50,7 @@ enum {
     X(cuModuleUnload, "cuModuleUnload", (CUmodule))                                                \
     X(cuModuleGetFunction, "cuModuleGetFunction", (void **, CUmodule, const char *))               \
     X(cuFuncGetAttribute, "cuFuncGetAttribute", (int *, int, void *))                              \
+    X(cuFuncSetAttribute, "cuFuncSetAttribute", (void *, int, int))                                \
     X(cuLaunchKernel, "cuLaunchKernel",                                                            \
       (void *, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, void *,       \
        void **, void **))                                                                          \
@@ -236,6 +238,17 @@ int qcrt_cuda_function(qcrt_cuda *c, qcrt_cuda_module *m, const char *name, qcrt
 int qcrt_cuda_fn_resources(qcrt_cuda *c, qcrt_cuda_fn f, int *regs, int *local_bytes, qc_err *err) {
     TRY(c, c->cuFuncGetAttribute(regs, FUNC_ATTR_NUM_REGS, f), err, "cuFuncGetAttribute");
     TRY(c, c->cuFuncGetAttribute(local_bytes, FUNC_ATTR_LOCAL_BYTES, f), err, "cuFuncGetAttribute");
+    return 0;
+}
+
+int qcrt_cuda_fn_set_shared(qcrt_cuda *c, qcrt_cuda_fn f, size_t bytes, qc_err *err) {
+    if (bytes <= 48 * 1024) return 0;
+    CUresult r = c->cuFuncSetAttribute(f, FUNC_ATTR_MAX_DYNAMIC_SHARED, (int)bytes);
+    if (r) {
+        fail(c, r, err, "cuFuncSetAttribute");
+        return qc_err_prefix(err, "%zu bytes of dynamic shared memory per block on %s", bytes,
+                             c->info.name);
+    }
     return 0;
 }
 

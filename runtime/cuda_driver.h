@@ -54,6 +54,10 @@ int qcrt_cuda_function(qcrt_cuda *c, qcrt_cuda_module *m, const char *name, qcrt
                        qc_err *err);
 /* Registers per thread and local (spill) bytes per thread of f. */
 int qcrt_cuda_fn_resources(qcrt_cuda *c, qcrt_cuda_fn f, int *regs, int *local_bytes, qc_err *err);
+/* Lets f launch with up to `bytes` of dynamic shared memory (the default
+ * limit is 48 KiB; nothing to do below it). Fails, naming the size and the
+ * GPU, when the device allows less. */
+int qcrt_cuda_fn_set_shared(qcrt_cuda *c, qcrt_cuda_fn f, size_t bytes, qc_err *err);
 /* Queues f on grid × block threads with args (kernel parameter pointers). */
 int qcrt_cuda_launch(qcrt_cuda *c, qcrt_cuda_fn f, unsigned grid, unsigned block,
                      unsigned shared_bytes, void **args, qc_err *err);

@@ -6,6 +6,7 @@
 #include "../codegen/cuda_pack.h"
 #include "../codegen/cuda_src.h"
 #include "../compiler/dequant.h"
+#include "../compiler/hadamard.h"
 #include "../compiler/quant.h"
 #include "forward.h"
 
@@ -20,7 +21,9 @@ typedef struct glinear {
     int64_t out, in, xs;    /* xs: f16 elements between tokens of x (round8(in)) */
     qcrt_cuda_fn gemv, lrt; /* generated; NULL for dense */
     qcrt_cuda_fn gemm[4];   /* generated GEMM for 8, 16, 32, 64 tokens per block */
-    unsigned grid, block, lrt_grid, lrt_block, gemm_grid;
+    qcrt_cuda_fn had;       /* online Hadamard (H x as f16 for lrt and the GEMM); NULL: none */
+    unsigned grid, block, lrt_grid, lrt_block, gemm_grid, had_block;
+    unsigned gemv_smem, had_smem; /* dynamic shared memory of gemv and had */
     int rank;
     qcrt_dptr w, bias; /* bias f32 (out) or 0 */
 } glinear;
@@ -45,6 +48,8 @@ struct qcrt_cuda_model {
     gblock *blocks;
     glinear head;
     int max_rank, n_generated, n_dense;
+    int n_fused, n_folded; /* online Hadamards in generated kernels, folded into dense weights */
+    int64_t max_had_xs;    /* widest x (f16 stride) a had kernel writes */
     char desc[512];
 };
 
@@ -55,6 +60,7 @@ struct qcrt_cuda_state {
     qcrt_dptr x, y, q, kn, vn, hg, hu; /* f32: n × dim, dim, qd, kvd, kvd, ffn, ffn */
     qcrt_dptr xd, xa, xf;              /* f16 linear inputs: n × round8(dim / qd / ffn) */
     qcrt_dptr ws, logits, tok, meta;
+    qcrt_dptr xh;           /* f16 H x of a linear with an online Hadamard: n × max_had_xs */
     qcrt_cuda_graph decode; /* one token with logits, captured on first use */
 };
 
@@ -144,10 +150,25 @@ static int upload_tensor(qcrt_cuda_model *g, const qc_model *m, const char *name
     return rc;
 }
 
-/* Dense f16 weights from f32 w (out × in; consumed). */
-static int dense_linear(qcrt_cuda_model *g, float *w, int64_t out, int64_t in, glinear *l,
-                        qc_err *err) {
+/* Dense f16 weights from f32 w (out × in; consumed). online > 0: the layer
+ * reads H_online·x / sqrt(online) (compiler/hadamard.h), folded into the
+ * weight: W·(T x) = (W T) x, each row w ← Tᵀ w. */
+static int dense_linear(qcrt_cuda_model *g, float *w, int64_t out, int64_t in, int online,
+                        glinear *l, qc_err *err) {
     l->out = out, l->in = in, l->xs = round8(in);
+    if (online > 0) {
+        qc_hadamard *h = online == in ? qc_hadamard_new(online, err) : NULL;
+        if (!h) {
+            if (online != in)
+                qc_err_set(err, "online Hadamard of size %d on a linear with %lld inputs", online,
+                           (long long)in);
+            free(w);
+            return -1;
+        }
+        qc_hadamard_apply(h, w, out, 1, 1.0f / sqrtf((float)online));
+        qc_hadamard_free(h);
+        g->n_folded++;
+    }
     size_t n = (size_t)out * (size_t)l->xs;
     uint16_t *h = qc_calloc(n, sizeof *h, err);
     int rc = -1;
@@ -163,16 +184,21 @@ static int dense_linear(qcrt_cuda_model *g, float *w, int64_t out, int64_t in, g
     return rc;
 }
 
-/* The generated kernel of a quantized linear with a CUDA blob. */
-static int generated_linear(qcrt_cuda_model *g, const qc_qlinear *ql, glinear *l, qc_err *err) {
+/* The generated kernel of a quantized linear with a CUDA blob; online > 0:
+ * the kernel of its spec with that online Hadamard (the blob is the plain
+ * spec's). Returns 1 when the kernel set has no module for a transform
+ * (the caller folds the transform into a dense weight instead). */
+static int generated_linear(qcrt_cuda_model *g, const qc_qlinear *ql, int online, glinear *l,
+                            qc_err *err) {
     qc_kernel_spec spec;
     char id[96];
-    if (qc_kernel_spec_from_quant(ql->q, ql->q->nnz > 0, ql->q->rank, &spec, err) ||
-        qc_kernel_spec_id(&spec, id, sizeof id) < 0)
-        return -1;
+    if (qc_kernel_spec_from_quant(ql->q, ql->q->nnz > 0, ql->q->rank, &spec, err)) return -1;
+    if (online > 0) spec.transform = QC_KTRANSFORM_HADAMARD, spec.transform_size = online;
+    if (qc_kernel_spec_id(&spec, id, sizeof id) < 0) return qc_err_set(err, "kernel id too long");
     int mi = -1;
     for (int i = 0; i < g->set->n_mods && mi < 0; i++)
         if (!strcmp(g->set->mods[i].name, id)) mi = i;
+    if (mi < 0 && online > 0) return 1;
     if (mi < 0) return qc_err_set(err, "no CUDA kernel %s in the %s kernel set", id, g->set->arch);
     const qc_cuda_module_ref *r = &g->set->mods[mi];
     qc_cuda_gemv_opts o = {r->rtb, r->warps, r->prefetch, r->min_blocks, r->gemm};
@@ -184,6 +210,15 @@ static int generated_linear(qcrt_cuda_model *g, const qc_qlinear *ql, glinear *l
         char name[160];
         snprintf(name, sizeof name, "%s%d", k.gemm, 8 << t);
         rc = qcrt_cuda_function(g->cu, g->mods[mi], name, &l->gemm[t], err);
+    }
+    if (rc == 0 && k.had[0]) {
+        rc = qcrt_cuda_function(g->cu, g->mods[mi], k.had, &l->had, err);
+        if (rc == 0) rc = qcrt_cuda_fn_set_shared(g->cu, l->gemv, k.gemv_smem, err);
+        if (rc == 0) rc = qcrt_cuda_fn_set_shared(g->cu, l->had, k.had_smem, err);
+        l->had_block = k.had_block;
+        l->gemv_smem = (unsigned)k.gemv_smem, l->had_smem = (unsigned)k.had_smem;
+        if (qc_cuda_x_stride(&spec) > g->max_had_xs) g->max_had_xs = qc_cuda_x_stride(&spec);
+        g->n_fused += rc == 0;
     }
     l->out = spec.out, l->in = spec.in, l->xs = qc_cuda_x_stride(&spec);
     l->grid = k.grid, l->block = k.block, l->lrt_grid = k.lrt_grid, l->lrt_block = k.lrt_block;
@@ -200,26 +235,20 @@ static int generated_linear(qcrt_cuda_model *g, const qc_qlinear *ql, glinear *l
  * dense, or the full-precision tensor as dense. */
 static int load_linear(qcrt_cuda_model *g, const qc_model *m, const char *name, const char *bias,
                        int64_t rows, int64_t cols, glinear *l, qc_err *err) {
-    if (qc_model_online_hadamard(m, name) > 0)
-        return qc_err_set(err,
-                          "%s: '%s' has an online Hadamard transform, which the CUDA runtime does "
-                          "not run yet (run it on the CPU)",
-                          m->path, name);
     const qc_qlinear *ql = qc_model_qlinear(m, name);
-    int rc;
+    int rc = 1, online = qc_model_online_hadamard(m, name);
     if (ql && (ql->q->rows != rows || ql->q->cols != cols))
         return qc_err_set(err, "%s: quantized '%s' is %lld × %lld, expected %lld × %lld", m->path,
                           name, (long long)ql->q->rows, (long long)ql->q->cols, (long long)rows,
                           (long long)cols);
-    if (ql && ql->cuda_packed) {
-        rc = generated_linear(g, ql, l, err);
-    } else if (ql) {
+    if (ql && ql->cuda_packed) rc = generated_linear(g, ql, online, l, err);
+    if (rc == 1 && ql) {
         float *w = qc_malloc((size_t)(rows * cols) * sizeof(float), err);
         if (w) qc_quant_dequantize(ql->q, w);
-        rc = w ? dense_linear(g, w, rows, cols, l, err) : -1;
-    } else {
+        rc = w ? dense_linear(g, w, rows, cols, online, l, err) : -1;
+    } else if (rc == 1) {
         float *w = qcrt_load_tensor(m, name, rows, cols, err);
-        rc = w ? dense_linear(g, w, rows, cols, l, err) : -1;
+        rc = w ? dense_linear(g, w, rows, cols, online, l, err) : -1;
     }
     if (rc) return qc_err_prefix(err, "%s: '%s'", m->path, name);
     return bias ? upload_tensor(g, m, bias, rows, 0, &l->bias, err) : 0;
@@ -311,6 +340,11 @@ int qcrt_cuda_model_new(const qc_model *m, qcrt_cuda_model **out, qc_err *err) {
     size_t at = strlen(g->desc);
     snprintf(g->desc + at, sizeof g->desc - at, "; %d linears on generated kernels, %d dense f16",
              g->n_generated, g->n_dense);
+    at = strlen(g->desc);
+    if (g->n_fused + g->n_folded)
+        snprintf(g->desc + at, sizeof g->desc - at,
+                 "; online Hadamard: %d in generated kernels, %d folded into dense weights",
+                 g->n_fused, g->n_folded);
     *out = g;
     return 0;
 fail:
@@ -327,8 +361,8 @@ const char *qcrt_cuda_model_describe(const qcrt_cuda_model *g) {
 void qcrt_cuda_state_free(qcrt_cuda_state *s) {
     if (!s) return;
     qcrt_cuda_graph_free(s->g->cu, s->decode);
-    qcrt_dptr p[] = {s->kc, s->vc, s->cos, s->sin, s->x,  s->y,  s->q,      s->kn,  s->vn,
-                     s->hg, s->hu, s->xd,  s->xa,  s->xf, s->ws, s->logits, s->tok, s->meta};
+    qcrt_dptr p[] = {s->kc, s->vc, s->cos, s->sin, s->x,  s->y,      s->q,   s->kn,   s->vn, s->hg,
+                     s->hu, s->xd, s->xa,  s->xf,  s->ws, s->logits, s->tok, s->meta, s->xh};
     for (size_t i = 0; i < sizeof p / sizeof *p; i++)
         qcrt_cuda_free(s->g->cu, p[i]);
     free(s);
@@ -369,7 +403,8 @@ qcrt_cuda_state *qcrt_cuda_state_new(qcrt_cuda_model *g, int max_ctx, int max_ba
         zalloc(cu, nb, (size_t)round8(c->ffn_dim), 2, &s->xf, err) ||
         zalloc(cu, nb, (size_t)g->max_rank + 1, 4, &s->ws, err) ||
         zalloc(cu, nb, (size_t)c->vocab, 4, &s->logits, err) ||
-        zalloc(cu, nb, 1, 4, &s->tok, err) || zalloc(cu, 4, 1, 4, &s->meta, err)) {
+        zalloc(cu, nb, 1, 4, &s->tok, err) || zalloc(cu, 4, 1, 4, &s->meta, err) ||
+        (g->max_had_xs && zalloc(cu, nb, (size_t)g->max_had_xs, 2, &s->xh, err))) {
         qcrt_cuda_state_free(s);
         return NULL;
     }
@@ -382,19 +417,29 @@ qcrt_cuda_state *qcrt_cuda_state_new(qcrt_cuda_model *g, int max_ctx, int max_ba
 static int linear(qcrt_cuda_state *s, const glinear *l, qcrt_dptr x, qcrt_dptr y, int n,
                   qc_err *err) {
     qcrt_cuda_model *g = s->g;
-    int rc;
+    int rc, gemv = n == 1 || !l->gemm[0];
     if (l->gemv) {
+        /* an online Hadamard: the GEMV applies it itself; lrt and the GEMM
+         * read H x from the had kernel (cuda_src.h) */
+        qcrt_dptr xt = x;
+        if (l->had && (l->lrt || !gemv)) {
+            void *a[] = {&x, &s->xh};
+            if (qcrt_cuda_launch2(g->cu, l->had, 1, (unsigned)n, l->had_block, l->had_smem, a, err))
+                return -1;
+            xt = s->xh;
+        }
         if (l->lrt) {
-            void *a[] = {(void *)&l->w, &x, &s->ws};
+            void *a[] = {(void *)&l->w, &xt, &s->ws};
             if (qcrt_cuda_launch2(g->cu, l->lrt, l->lrt_grid, (unsigned)n, l->lrt_block, 0, a, err))
                 return -1;
         }
-        if (n == 1 || !l->gemm[0]) { /* one launch, blockIdx.y = token */
+        if (gemv) { /* one launch, blockIdx.y = token */
             void *a[] = {(void *)&l->w, &x, &y, &s->ws};
-            rc = qcrt_cuda_launch2(g->cu, l->gemv, l->grid, (unsigned)n, l->block, 0, a, err);
+            rc = qcrt_cuda_launch2(g->cu, l->gemv, l->grid, (unsigned)n, l->block, l->gemv_smem, a,
+                                   err);
         } else { /* the GEMM with the fewest tokens per block that cover n, at most 64 */
             int t = n <= 8 ? 0 : n <= 16 ? 1 : n <= 32 ? 2 : 3;
-            void *a[] = {(void *)&l->w, &x, &y, &s->ws, &n};
+            void *a[] = {(void *)&l->w, &xt, &y, &s->ws, &n};
             rc = qcrt_cuda_launch2(g->cu, l->gemm[t], l->gemm_grid,
                                    (unsigned)((n + (8 << t) - 1) / (8 << t)), l->block, 0, a, err);
         }

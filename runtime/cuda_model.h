@@ -11,7 +11,10 @@
  * (the generated kernels' ABI), products accumulate in f32. Quantized layers
  * run their generated kernel on the CUDA blob (qccuda1); quantized layers
  * without one, unquantized linears and the lm_head run a dense kernel on f16
- * weights (Ŵ dequantized at load).
+ * weights (Ŵ dequantized at load). A linear with an online Hadamard
+ * (rotate's online: [down_proj]) runs the kernel of its spec with the
+ * transform, which applies H_n/sqrt(n) to x itself (codegen/cuda_src.h); on
+ * the dense path the transform is folded into the f16 weight (W·T).
  *
  * Code: the kernel set whose architecture matches the GPU (its CUBIN), else
  * one of the same major version and lower minor (binary compatible), else
@@ -33,7 +36,7 @@ typedef struct qcrt_cuda_state qcrt_cuda_state;
 
 /* Opens CUDA device 0 and uploads m. Returns 0; QCRT_CUDA_NO_DEVICE when
  * there is no driver or GPU (err says why); -1 on other errors (no CUDA
- * kernels in m, none for this GPU, an online transform, out of memory). */
+ * kernels in m, none for this GPU, out of memory). */
 int qcrt_cuda_model_new(const qc_model *m, qcrt_cuda_model **out, qc_err *err);
 void qcrt_cuda_model_free(qcrt_cuda_model *g);
 

@@ -28,6 +28,12 @@ static qc_kernel_spec spec(int bits, int group, int sym, int64_t out, int64_t in
     return s;
 }
 
+/* s with the online Hadamard of its input width. */
+static qc_kernel_spec hspec(qc_kernel_spec s) {
+    s.transform = QC_KTRANSFORM_HADAMARD, s.transform_size = (int)s.in;
+    return s;
+}
+
 /* Packing without a GPU: every code reads back from the CUDA blob, the blob
  * passes its checker, and corrupted headers, permutations and CSR do not. */
 static void check_pack(void) {
@@ -90,9 +96,12 @@ int main(void) {
     }
     qc_kernel_spec specs[] = {
         spec(4, 128, 1, 4096, 4096, 0, 0, 0), spec(3, 128, 0, 4096, 4096, 1, 0, 0),
-        spec(2, 32, 0, 100, 96, 0, 1, 3),     spec(8, 0, 0, 33, 577, 0, 1, 0),
-        spec(5, 64, 1, 7, 33, 1, 0, 2),       spec(6, 256, 0, 13, 200, 0, 0, 0),
-        spec(7, 512, 1, 576, 1536, 0, 0, 0),  spec(4, 32, 0, 1, 1, 0, 0, 0),
+        spec(2, 32, 0, 100, 96, 0, 1, 3), spec(8, 0, 0, 33, 577, 0, 1, 0),
+        spec(5, 64, 1, 7, 33, 1, 0, 2), spec(6, 256, 0, 13, 200, 0, 0, 0),
+        spec(7, 512, 1, 576, 1536, 0, 0, 0), spec(4, 32, 0, 1, 1, 0, 0, 0),
+        /* online Hadamard: Paley I base 12, Paley II 36, Sylvester, base 28 at 14336 */
+        hspec(spec(4, 128, 0, 576, 1536, 1, 1, 8)), hspec(spec(3, 32, 1, 40, 576, 0, 0, 0)),
+        hspec(spec(4, 0, 0, 33, 128, 0, 1, 0)), hspec(spec(4, 128, 0, 4096, 14336, 0, 0, 0)),
         spec(4, 128, 1, 4096, 4096, 0, 0, 0), /* repeat of [0]: a cache hit */
     };
     int n = (int)(sizeof specs / sizeof specs[0]);
@@ -116,6 +125,9 @@ int main(void) {
             CHECK(strstr(b->ptx, k->gemv) != NULL);
             CHECK(strstr(b->ptx, "mma.sync.aligned.m16n8k16") != NULL);
             if (specs[i].rank) CHECK(k->lrt[0] && strstr(b->ptx, k->lrt));
+            if (specs[i].transform)
+                CHECK(k->had[0] && strstr(b->ptx, k->had) && k->gemv_smem > 0 &&
+                      strstr(k->gemv, "_h"));
             if (!hit)
                 printf("%-8s %-40s %6.2f s  PTX %7zu B  CUBIN %7zu B\n", archs[a], k->gemv,
                        b->seconds, b->ptx_size, b->cubin_size);
@@ -167,10 +179,15 @@ int main(void) {
     CHECK(qc_cuda_src_gemv(&bad, &k, &err) < 0 && strstr(err.msg, "group size 16"));
     bad = spec(4, 8, 1, 64, 64, 0, 0, 0);
     CHECK(qc_cuda_src_gemv(&bad, &k, &err) < 0 && strstr(err.msg, "group size 8"));
-    bad = spec(4, 128, 1, 64, 64, 0, 0, 0);
-    bad.transform = QC_KTRANSFORM_HADAMARD, bad.transform_size = 64;
-    CHECK(qc_cuda_src_gemv(&bad, &k, &err) < 0 && strstr(err.msg, "Hadamard") &&
-          strstr(err.msg, "CUDA"));
+    bad = hspec(spec(4, 128, 1, 64, 524, 0, 0, 0)); /* base order 524 */
+    CHECK_MSG(qc_cuda_src_gemv(&bad, &k, &err) < 0 && strstr(err.msg, "base order 524"), "%s",
+              err.msg);
+    bad = hspec(spec(4, 128, 1, 64, 32768, 0, 0, 0)); /* 192 KiB of shared memory */
+    CHECK_MSG(qc_cuda_src_gemv(&bad, &k, &err) < 0 && strstr(err.msg, "shared memory"), "%s",
+              err.msg);
+    bad = hspec(spec(4, 128, 1, 64, 96, 0, 0, 0));
+    bad.transform_size = 64; /* not the input width */
+    CHECK(qc_cuda_src_gemv(&bad, &k, &err) < 0 && strstr(err.msg, "Hadamard"));
     CHECK(qc_nvrtc_compile("extern \"C\" __global__ void f( {", "broken.cu", "sm_80", &b, &err) <
           0);
     CHECK_MSG(strstr(err.msg, "broken.cu") && strstr(err.msg, "NVRTC_ERROR_COMPILATION"), "%s",
