@@ -9,6 +9,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 QC = os.environ.get("QC_BIN", os.path.join(ROOT, "build", "quantc"))
 TINY = os.path.join(ROOT, "tests", "data", "tiny", "llama")
 DATA = os.environ.get("QC_DATA", os.path.join(os.path.dirname(ROOT), "shared", "data"))
+if "QC_DATA" not in os.environ and not os.path.isdir(DATA):
+    # a fresh clone without ../shared/data: the committed excerpts
+    DATA = os.path.join(ROOT, "tests", "data", "wikitext")
 CALIB = os.path.join(DATA, "wikitext2-valid.tokens.txt")
 SKIP = 77
 
