@@ -185,7 +185,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         with open(os.path.join(tmp, "sample.txt"), "wb") as f:
             f.write(open(os.path.join(DATA, "wikitext2-test.raw.txt"), "rb").read()[:4000])
-        for t in ("q4_k", "q3_k", "iq4_xs", "q8_0", "q4_k_m", "q3_k_m"):
+        for t in ("q4_k", "q3_k", "iq4_xs", "q8_0", "q4_k_m", "q3_k_m", "allocate"):
             rc, so, se = qc("recipe", "check", os.path.join(ROOT, "recipes", f"gguf-{t}.yaml"),
                             "--model", SRC)
             check(rc == 0, f"recipe check gguf-{t}: {se}")
