@@ -413,13 +413,21 @@ static int write_quant_tensors(wctx *c, const char *weight, const qc_quant_state
     return rc;
 }
 
+/* Each tensor and state is read once per pass over them and its pages given
+ * back after (a mapped source or spilled states: resident memory stays at
+ * one tensor, not the model). */
 static int write_tensors(wctx *c) {
     const qc_model *m = c->m;
-    for (int i = 0; i < m->n_tensors; i++)
-        if (!qc_model_quant(m, m->tensors[i].name) && write_plain_tensor(c, &m->tensors[i]))
-            return -1;
-    for (int i = 0; i < m->n_quant; i++)
+    for (int i = 0; i < m->n_tensors; i++) {
+        const qc_tensor *t = &m->tensors[i];
+        if (qc_model_quant(m, t->name)) continue;
+        if (write_plain_tensor(c, t)) return -1;
+        qc_model_release_tensor(m, t);
+    }
+    for (int i = 0; i < m->n_quant; i++) {
         if (write_quant_tensors(c, m->quant[i].name, m->quant[i].q)) return -1;
+        qc_quant_state_release(m->quant[i].q);
+    }
     return 0;
 }
 

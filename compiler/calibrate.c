@@ -8,6 +8,8 @@
 #include "quant.h"
 #include "runtime/forward.h"
 #include "runtime/linear.h"
+#include "runtime/par_blas.h"
+#include "spill.h"
 #include "tokenizer.h"
 
 #include <cblas.h>
@@ -41,8 +43,7 @@ static uint64_t splitmix64(uint64_t *s) {
  * accurate; the running total across samples is kept in f64. */
 static void accumulate_stats(const float *x, int64_t n, int64_t in, float *tmp, double *H,
                              float *absmax) {
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)in, (int)n, 1.0f, x, (int)in, 0.0f, tmp,
-                (int)in);
+    qcrt_ssyrk_upper((int)n, (int)in, x, tmp);
     for (int64_t i = 0; i < in; i++)
         for (int64_t j = i; j < in; j++)
             H[i * in + j] += tmp[i * in + j];
@@ -127,7 +128,7 @@ static int capture_wrap(qcrt_linear **slot, double *H, float *absmax, qc_err *er
 
 /* ---- the block's linears ---- */
 
-enum { N_LIN = 7, N_GROUPS = 4 };
+enum { N_LIN = QC_CALIB_MAX_LINEARS, N_GROUPS = 4 };
 static const struct {
     const char *module; /* under model.layers.N. */
     const char *kind;
@@ -269,8 +270,8 @@ static int layer_errors(const qc_calib_linear *l, double *werr, double *oerr, qc
                 else
                     dw += d[i] * d[i];
             }
-            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)cols, (int)cols,
-                        1.0, d, (int)cols, l->H, (int)cols, 0.0, t, (int)cols);
+            qcrt_dgemm(CblasNoTrans, CblasNoTrans, (int)m, (int)cols, (int)cols, 1.0, d, (int)cols,
+                       l->H, (int)cols, 0.0, t, (int)cols);
             double acc = 0;
             for (size_t i = 0; i < cnt; i++)
                 acc += t[i] * d[i];
@@ -759,6 +760,14 @@ out:
     return rc;
 }
 
+/* Moves the model's finished quantized states into the spill file (none:
+ * they stay on the heap). */
+static int spill_states(qc_model *m, qc_spill *spill, qc_err *err) {
+    for (int i = 0; spill && i < m->n_quant; i++)
+        if (qc_spill_state(spill, m->quant[i].q, err)) return -1;
+    return 0;
+}
+
 int qc_calibrate(qc_model *m, const qc_recipe *r, const qc_calib_overrides *ov,
                  qc_calib_progress progress, void *ud, qc_calib_report *rep, qc_err *err) {
     memset(rep, 0, sizeof *rep);
@@ -778,6 +787,7 @@ int qc_calibrate(qc_model *m, const qc_recipe *r, const qc_calib_overrides *ov,
                           d.tokens, m->cfg.max_pos);
     int n_names = 0, rc = -1;
     qc_ckpt *ck = NULL;
+    qc_spill *spill = NULL;
     char **names = qc_calib_linear_names(&m->cfg, &n_names);
     int32_t *ids = NULL;
     d.progress = progress;
@@ -807,13 +817,21 @@ int qc_calibrate(qc_model *m, const qc_recipe *r, const qc_calib_overrides *ov,
     int start = ck ? qc_ckpt_restore(ck, m, r, rep, d.X, total / sizeof(float), err) : 0;
     if (start < 0) goto out;
     rep->resumed_blocks = start;
+    if (ov && ov->spill_dir &&
+        !(spill =
+              qc_spill_open(ov->spill_dir, ov->spill_what ? ov->spill_what : ov->spill_dir, err)))
+        goto out;
+    if (spill_states(m, spill, err)) goto out;
     for (int b = start; b < m->cfg.n_layers; b++) {
         int from = rep->n_layers;
         if ((ck && qc_ckpt_mark(ck, m, b, err)) || do_block(&d, b, progress, ud, rep, err) ||
-            (ck && qc_ckpt_save_block(ck, m, b, rep, from, d.X, total / sizeof(float), err)))
+            (ck && qc_ckpt_save_block(ck, m, b, rep, from, d.X, total / sizeof(float), err)) ||
+            spill_states(m, spill, err))
             goto out;
     }
-    if (lm_head_targeted(r) && do_lm_head(&d, progress, ud, rep, err)) goto out;
+    if (lm_head_targeted(r) &&
+        (do_lm_head(&d, progress, ud, rep, err) || spill_states(m, spill, err)))
+        goto out;
     if (progress) progress(ud, m->cfg.n_layers, m->cfg.n_layers, "done");
     double bits = 0;
     for (int i = 0; i < rep->n_layers; i++)
@@ -833,6 +851,7 @@ out : {
             r->passes[p].pass->free_state(d.pass_state[p]);
     free(d.pass_state);
     qc_ckpt_free(ck);
+    qc_spill_free(spill);
     free(ids);
     free(d.X);
     free(d.tmp);

@@ -21,6 +21,10 @@ typedef struct qc_calib_overrides {
      * key of this compile: after each block the driver saves its results,
      * and resumes from a checkpoint with the same key. */
     const char *checkpoint_dir, *checkpoint_key, *checkpoint_what;
+    /* Directory for the spill file (compiler/spill.h) that finished blocks'
+     * quantized states move to, so memory stays at one block; NULL keeps
+     * them on the heap. */
+    const char *spill_dir, *spill_what; /* spill_what: the output, for messages */
 } qc_calib_overrides;
 
 typedef struct qc_layer_report {

@@ -398,6 +398,7 @@ int qc_cli_compile(int argc, char **argv) {
                                          {0, 0, 0, 0}};
     const char *recipe_path = NULL, *out = NULL, *report_path = NULL, *compress = NULL;
     char *target_arg = NULL, *ckpt_arg = NULL, *ckpt_key = NULL, *ckpt_default = NULL;
+    char *out_dir = NULL;
     int no_ckpt = 0;
     qc_calib_overrides ov = {.text = NULL, .samples = -1, .tokens = -1, .seed = -1};
     long v, threads = 0;
@@ -542,6 +543,15 @@ int qc_cli_compile(int argc, char **argv) {
         ov.checkpoint_key = ckpt_key;
         ov.checkpoint_what = r->path;
     }
+    /* Finished blocks' quantized states wait for the artifact writer in a
+     * spill file beside OUT (compiler/spill.h): memory stays at one block. */
+    const char *slash = strrchr(out, '/');
+    if (!(out_dir = slash ? strndup(out, slash == out ? 1 : (size_t)(slash - out)) : strdup("."))) {
+        qc_err_set(&err, "out of memory");
+        goto out;
+    }
+    ov.spill_dir = out_dir;
+    ov.spill_what = out;
     catch_signals(out, ov.checkpoint_dir);
     if (qc_calibrate(m, r, &ov, on_progress, &p, &rep, &err)) goto out;
     if (rep.resumed_blocks > 0 && !quiet)
@@ -609,6 +619,7 @@ out:
     }
     free(ckpt_key);
     free(ckpt_default);
+    free(out_dir);
     if (rc && !failed) qc_cli_die(&err);
     free(rep_json);
     json_decref(prov);

@@ -1,4 +1,5 @@
 #include "hadamard.h"
+#include "runtime/par_blas.h"
 
 #include <cblas.h>
 #include <stdlib.h>
@@ -134,8 +135,7 @@ void qc_hadamard_apply(qc_hadamard *h, float *x, int64_t count, int transpose, f
         for (int a = 0; a < p; a++)
             fwht(v + (int64_t)a * m, m);
         if (p > 1) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, p, m, p, scale, base, p, v, m,
-                        0.0f, h->tmp, m);
+            qcrt_sgemm(CblasNoTrans, CblasNoTrans, p, m, p, scale, base, p, v, m, 0.0f, h->tmp, m);
             memcpy(v, h->tmp, (size_t)n * sizeof(float));
         } else if (scale != 1.0f) {
             for (int i = 0; i < n; i++)

@@ -2,6 +2,7 @@
 
 #include "dequant.h"
 #include "runtime/forward.h"
+#include "runtime/par_blas.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -195,8 +196,8 @@ static void log_probs(const qc_kl_probe *p, const float *x, int s, const float *
         for (int64_t j = 0; j < dim; j++)
             xn[t * dim + j] = r[j] * inv * norm[j];
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, c->vocab, (int)dim, 1.0f, xn,
-                (int)dim, head, (int)dim, 0.0f, lp, c->vocab);
+    qcrt_sgemm(CblasNoTrans, CblasTrans, (int)T, c->vocab, (int)dim, 1.0f, xn, (int)dim, head,
+               (int)dim, 0.0f, lp, c->vocab);
     for (int64_t t = 0; t < T; t++)
         log_softmax(lp + (size_t)t * (size_t)c->vocab, c->vocab);
 }

@@ -2,6 +2,7 @@
 #include "lowrank.h"
 
 #include "dequant.h"
+#include "runtime/par_blas.h"
 
 #include <cblas.h>
 #include <lapacke.h>
@@ -65,8 +66,8 @@ double qc_lowrank_err(const double *R, int64_t rows, int64_t cols, const double 
     }
     double *t = malloc(n * sizeof *t);
     if (!t) return -1;
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)cols, (int)cols, 1.0, R,
-                (int)cols, H, (int)cols, 0.0, t, (int)cols);
+    qcrt_dgemm(CblasNoTrans, CblasNoTrans, (int)rows, (int)cols, (int)cols, 1.0, R, (int)cols, H,
+               (int)cols, 0.0, t, (int)cols);
     for (size_t i = 0; i < n; i++)
         acc += t[i] * R[i];
     free(t);
@@ -107,10 +108,9 @@ static int refit_b(const double *A, const double *E, int64_t rows, int64_t cols,
                    qc_err *err) {
     double *G = qc_malloc((size_t)r * (size_t)r * sizeof *G, err);
     if (!G) return -1;
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, r, (int)rows, 1.0, A, r, A, r, 0.0, G,
-                r);
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, (int)cols, (int)rows, 1.0, A, r, E,
-                (int)cols, 0.0, B, (int)cols);
+    qcrt_dgemm(CblasTrans, CblasNoTrans, r, r, (int)rows, 1.0, A, r, A, r, 0.0, G, r);
+    qcrt_dgemm(CblasTrans, CblasNoTrans, r, (int)cols, (int)rows, 1.0, A, r, E, (int)cols, 0.0, B,
+               (int)cols);
     lapack_int info =
         LAPACKE_dposv(LAPACK_ROW_MAJOR, 'U', r, (lapack_int)cols, G, r, B, (lapack_int)cols);
     free(G);
@@ -140,8 +140,8 @@ static int fit_impl(const double *E, int64_t rows, int64_t cols, const double *S
     int rc = -1;
     if (!Bd) goto out;
     if (S)
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)cols, (int)cols, 1.0,
-                    E, (int)cols, S, (int)cols, 0.0, M, (int)cols);
+        qcrt_dgemm(CblasNoTrans, CblasNoTrans, (int)rows, (int)cols, (int)cols, 1.0, E, (int)cols,
+                   S, (int)cols, 0.0, M, (int)cols);
     else
         memcpy(M, E, n * sizeof *M);
     double tail;
@@ -149,8 +149,8 @@ static int fit_impl(const double *E, int64_t rows, int64_t cols, const double *S
     if (opt_err) *opt_err = tail;
     /* Balance component j for f16: A_j = s_j·u_j, B_j = u_jᵀE / s_j with
      * max|A_j| = max|B_j|. */
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rank, (int)cols, (int)rows, 1.0, U, rank,
-                E, (int)cols, 0.0, Bd, (int)cols);
+    qcrt_dgemm(CblasTrans, CblasNoTrans, rank, (int)cols, (int)rows, 1.0, U, rank, E, (int)cols,
+               0.0, Bd, (int)cols);
     for (int j = 0; j < rank; j++) {
         double ma = 0, mb = 0;
         for (int64_t i = 0; i < rows; i++)

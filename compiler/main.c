@@ -1,8 +1,8 @@
 /* quantc command line: a thin layer over libquantc. Exit codes: 0 ok,
  * 1 failure (bad input, I/O), 2 usage. */
 #include "compiler/cli.h"
-#include "compiler/limits.h"
 #include "compiler/dequant.h"
+#include "compiler/limits.h"
 #include "compiler/mapfile.h"
 #include "compiler/model.h"
 #include "compiler/quant.h"
@@ -10,6 +10,7 @@
 #include "runtime/cuda_model.h"
 #include "runtime/eval.h"
 #include "runtime/forward.h"
+#include "runtime/par_blas.h"
 #include "runtime/pool.h"
 #include "runtime/sample.h"
 
@@ -168,9 +169,15 @@ qc_model *qc_cli_load_model(const char *path, qc_err *err) {
     return qc_model_load(path, err);
 }
 
+/* --threads, else OPENBLAS_NUM_THREADS, else every core: the products of
+ * runtime/par_blas.h run on that many threads, OpenBLAS itself on one. */
 void qc_cli_set_threads(long n) {
-    if (n <= 0) return;
-    openblas_set_num_threads((int)n);
+    const char *env = getenv("OPENBLAS_NUM_THREADS");
+    long e = env ? strtol(env, NULL, 10) : 0;
+    if (n <= 0) n = e > 0 && e <= 1024 ? e : sysconf(_SC_NPROCESSORS_ONLN);
+    qc_err err = {{0}};
+    if (qcrt_blas_set_threads(n > 0 ? (int)n : 1, &err))
+        fprintf(stderr, "quantc: %s; running single-threaded\n", err.msg);
 }
 
 /* Shared option codes for long-only options. */

@@ -38,6 +38,7 @@ qc_mapfile *qc_mapfile_open(const char *path, qc_err *err) {
             return NULL;
         }
         f->data = p;
+        f->file_backed = 1;
     }
     close(fd);
     if (!f->path) {
@@ -53,6 +54,16 @@ void qc_mapfile_free(qc_mapfile *f) {
     if (f->data) munmap((void *)f->data, f->size);
     free(f->path);
     free(f);
+}
+
+void qc_mapfile_release(const qc_mapfile *f, const void *p, size_t n) {
+    if (!f || !f->file_backed || !f->data || n == 0) return;
+    uintptr_t lo = (uintptr_t)p, hi = lo + n, base = (uintptr_t)f->data;
+    if (lo < base || hi > base + f->size) return;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    lo = lo / page * page; /* a shared edge page is only read back */
+    hi = (hi + page - 1) / page * page;
+    madvise((void *)lo, hi - lo, MADV_DONTNEED);
 }
 
 char *qc_read_file(const char *path, size_t max_bytes, size_t *len, qc_err *err) {

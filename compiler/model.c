@@ -220,6 +220,17 @@ int qc_model_add_tensor(qc_model *m, qc_tensor *t, qc_err *err) {
     return 0;
 }
 
+void qc_model_release_tensor(const qc_model *m, const qc_tensor *t) {
+    if (!t || t->owned || !t->data) return;
+    for (int i = 0; i < m->n_files; i++) {
+        const qc_mapfile *f = m->files[i];
+        if (f->data && t->data >= f->data && t->data + t->nbytes <= f->data + f->size) {
+            qc_mapfile_release(f, t->data, t->nbytes);
+            return;
+        }
+    }
+}
+
 int qc_model_add_file(qc_model *m, qc_mapfile *f, qc_err *err) {
     qc_mapfile **nf = realloc(m->files, (size_t)(m->n_files + 1) * sizeof *nf);
     if (!nf) {

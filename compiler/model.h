@@ -204,6 +204,12 @@ int qc_model_online_hadamard(const qc_model *m, const char *name);
 /* Records (or replaces) an online Hadamard of size n on weight `name`'s input. */
 int qc_model_set_online_hadamard(qc_model *m, const char *name, int n, qc_err *err);
 
+/* Gives back the resident pages of t's data when it lies in one of m's
+ * file mappings (a reader that has converted or copied it calls this, so a
+ * pass over a model larger than memory does not keep the whole file
+ * resident); does nothing for data in memory. */
+void qc_model_release_tensor(const qc_model *m, const qc_tensor *t);
+
 /* Number of elements of t. */
 int64_t qc_tensor_numel(const qc_tensor *t);
 

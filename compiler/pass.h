@@ -94,9 +94,12 @@ typedef struct qc_calib_linear {
                           the dense codes and attaches them to q) */
 } qc_calib_linear;
 
+/* The most linears a block holds (q, k, v, o, gate, up, down). */
+enum { QC_CALIB_MAX_LINEARS = 7 };
+
 typedef struct qc_calib_block {
     int index; /* block number */
-    int n_linears;
+    int n_linears; /* at most QC_CALIB_MAX_LINEARS */
     qc_calib_linear *linears;
     /* The block's RMSNorm weights (dim floats), which the driver's forward
      * uses to propagate and writes back to the IR after the passes: a pass

@@ -58,6 +58,11 @@ typedef struct qc_quant_state {
     int rank;
     uint16_t *lr_a;
     uint16_t *lr_b;
+    /* Non-NULL when every array above lives in one read-only file mapping
+     * (compiler/spill.h) of map_len bytes: the state is then immutable, and
+     * qc_quant_state_free unmaps it instead of freeing the arrays. */
+    void *map;
+    size_t map_len;
 } qc_quant_state;
 
 /* Allocates an empty state for a rows × cols weight in fmt (g_idx set to
@@ -65,6 +70,11 @@ typedef struct qc_quant_state {
 qc_quant_state *qc_quant_state_new(const qc_quant_format *fmt, int64_t rows, int64_t cols,
                                    qc_err *err);
 void qc_quant_state_free(qc_quant_state *q);
+/* For a state in a file mapping (q->map): drops its pages from this
+ * process's resident memory (they are read back from the file when next
+ * touched). A reader that streams over many states calls it after each, so
+ * its resident memory stays at one state. No-op for a heap state. */
+void qc_quant_state_release(const qc_quant_state *q);
 
 /* Checks a format: bits 2..8, group size 0 or a positive divisor-friendly
  * value (groups may be ragged at the end: n_groups = ceil(cols / group)). */

@@ -66,6 +66,7 @@
 #include "compiler/kl_probe.h"
 #include "compiler/pass.h"
 #include "compiler/quant.h"
+#include "runtime/par_blas.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -161,8 +162,8 @@ static double storage_bits(const alloc_state *s, int64_t rows, int64_t cols, int
 
 /* tr(D H Dᵀ) for D rows × c (f32), hf = H in f32; t: rows × c scratch. */
 static double hessian_norm(const float *d, const float *hf, int64_t rows, int64_t c, float *t) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)c, (int)c, 1.0f, d,
-                (int)c, hf, (int)c, 0.0f, t, (int)c);
+    qcrt_sgemm(CblasNoTrans, CblasNoTrans, (int)rows, (int)c, (int)c, 1.0f, d, (int)c, hf, (int)c,
+               0.0f, t, (int)c);
     double e = 0;
     for (size_t i = 0; i < (size_t)(rows * c); i++)
         e += (double)t[i] * d[i];

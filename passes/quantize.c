@@ -265,14 +265,36 @@ static int run_model(const qc_pass_ctx *ctx, const qc_params *p, struct qc_model
     return 0;
 }
 
+/* Bytes GPTQ holds for l beyond the block: Hessian copy, f64 transpose and
+ * the f32 dequantized result. */
+static double work_bytes(const qc_calib_linear *l) {
+    return 8.0 * (double)l->cols * (double)l->cols + 12.0 * (double)l->rows * (double)l->cols;
+}
+
 static int run_block(const qc_pass_ctx *ctx, const qc_params *p, qc_calib_block *b, qc_err *err) {
     const int *n_layers = ctx->state ? *ctx->state : NULL;
     if (format_of(p) >= QC_DT_COUNT && !n_layers)
         return qc_err_set(err, "quantize: format %s: layer count unknown",
                           qc_params_str(p, "format"));
-    for (int i = 0; i < b->n_linears; i++) {
-        qc_calib_linear *l = &b->linears[i];
-        if (!l->targeted) continue;
+    /* Largest working set first (GPTQ's Hessian copy and transposed f64
+     * weight): each layer's result depends only on its own weight and
+     * statistics, so the order changes nothing but the peak memory, which
+     * otherwise has the block's earlier dequantized weights beside the
+     * largest layer's (down_proj's 14336² Hessian at Llama-3-8B shapes). */
+    int order[QC_CALIB_MAX_LINEARS], n = 0;
+    if (b->n_linears > QC_CALIB_MAX_LINEARS)
+        return qc_err_set(err, "quantize: block %d has %d linears", b->index, b->n_linears);
+    for (int i = 0; i < b->n_linears; i++)
+        if (b->linears[i].targeted) order[n++] = i;
+    for (int i = 1; i < n; i++)
+        for (int j = i;
+             j > 0 && work_bytes(&b->linears[order[j]]) > work_bytes(&b->linears[order[j - 1]]);
+             j--) {
+            int t = order[j];
+            order[j] = order[j - 1], order[j - 1] = t;
+        }
+    for (int i = 0; i < n; i++) {
+        qc_calib_linear *l = &b->linears[order[i]];
         if (quantize_linear(p, l, b->index, n_layers ? *n_layers : 0, err))
             return qc_err_prefix(err, "quantize: block %d: %s", b->index, l->name);
     }

@@ -27,6 +27,7 @@
  * smoothed full-precision model back to the IR. */
 #include "compiler/pass.h"
 #include "compiler/quant.h"
+#include "runtime/par_blas.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -129,9 +130,8 @@ static int group_error(const group *g, const float *s, const float *hf, const qc
         if (rc == 0) {
             for (size_t i = 0; i < n; i++)
                 ws[i] = l->w[i] - deq[i] / s[i % (size_t)l->cols];
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)l->rows, (int)l->cols,
-                        (int)l->cols, 1.0f, ws, (int)l->cols, hf, (int)l->cols, 0.0f, t,
-                        (int)l->cols);
+            qcrt_sgemm(CblasNoTrans, CblasNoTrans, (int)l->rows, (int)l->cols, (int)l->cols, 1.0f,
+                       ws, (int)l->cols, hf, (int)l->cols, 0.0f, t, (int)l->cols);
             double e = 0;
             for (size_t i = 0; i < n; i++)
                 e += (double)t[i] * ws[i];

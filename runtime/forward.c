@@ -7,6 +7,8 @@
 
 #include "compiler/quant.h"
 
+#include "par_blas.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
@@ -54,6 +56,9 @@ static float *load_tensor(const qc_model *m, const char *name, int64_t rows, int
         free(out);
         return NULL;
     }
+    /* The f32 copy is what is used from now on: a compile that reads a
+     * model larger than memory block by block keeps only that resident. */
+    qc_model_release_tensor(m, t);
     return out;
 }
 
@@ -473,12 +478,11 @@ static void attend(const qcrt_state *s, const float *q, int lda, int rows, const
                    const float *v, int len, int valid0, int step, float *out, int ldc) {
     int hd = s->cfg.head_dim, kvd = s->kvd;
     float *S = s->scores;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, len, hd, 1.0f / sqrtf((float)hd), q,
-                lda, k, kvd, 0.0f, S, len);
+    qcrt_sgemm(CblasNoTrans, CblasTrans, rows, len, hd, 1.0f / sqrtf((float)hd), q, lda, k, kvd,
+               0.0f, S, len);
     for (int r = 0; r < rows; r++)
         softmax_masked(S + (size_t)r * len, valid0 + r * step, len);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, len, 1.0f, S, len, v, kvd,
-                0.0f, out, ldc);
+    qcrt_sgemm(CblasNoTrans, CblasNoTrans, rows, hd, len, 1.0f, S, len, v, kvd, 0.0f, out, ldc);
 }
 
 /* Attention of the n new tokens (queries in s->q, keys/values already in the

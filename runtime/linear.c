@@ -1,5 +1,7 @@
 #include "linear.h"
 
+#include "par_blas.h"
+
 #include <cblas.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -25,8 +27,7 @@ static void f32_forward(const qcrt_linear *l, const float *x, int64_t n, float *
     if (n == 1)
         cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, im->w, in, x, 1, beta, y, 1);
     else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, out, in, 1.0f, x, in, im->w,
-                    in, beta, y, out);
+        qcrt_sgemm(CblasNoTrans, CblasTrans, (int)n, out, in, 1.0f, x, in, im->w, in, beta, y, out);
 }
 
 static void f32_free(qcrt_linear *l) {
