@@ -12,11 +12,17 @@ printed beside quantc's (`quantc eval` on the GGUF, CPU). With
 transformers installed, LlamaForCausalLM.generate (f16, eager, the same
 weights) is timed too.
 
-  bench/cuda_decode.py --quantc BIN --artifact A.qc --gguf M.gguf
-                       [--tokens 256] [--prompt TEXT] [--text FILE]
+  bench/cuda_decode.py --quantc BIN --artifact A.qc (--gguf M.gguf | --safetensors DIR)
+                       [--tokens 256] [--prompt TEXT] [--text FILE] [--no-hf]
+
+--safetensors DIR takes the weights from a Hugging Face llama directory
+(config.json, *.safetensors, bf16 or f16) instead, loaded straight onto the
+GPU and cast to f16 (bench/cuda_llama8b: the synthetic Llama-3-8B).
 
 Tokens/s count generated tokens over the time from the end of the prompt
-to the last token (both sides), median of --repeats runs."""
+to the last token (both sides), median of --repeats runs. PyTorch runs
+first. --only torch|quantc --results FILE runs one side, the PyTorch one
+writing its tok/s to FILE and the quantc one reading it for the ratio."""
 import argparse
 import json
 import re
@@ -126,13 +132,41 @@ def load_weights(path):
     return cfg, w
 
 
+def load_safetensors(path, torch):
+    """cfg and weights (f16 CUDA tensors) of an HF llama directory."""
+    import glob
+    import os
+    from safetensors.torch import load_file
+    hc = json.load(open(os.path.join(path, "config.json")))
+    cfg = dict(layers=hc["num_hidden_layers"], dim=hc["hidden_size"],
+               heads=hc["num_attention_heads"],
+               kv_heads=hc.get("num_key_value_heads", hc["num_attention_heads"]),
+               ffn=hc["intermediate_size"], eps=hc["rms_norm_eps"],
+               theta=hc.get("rope_theta", 10000.0))
+    cfg["hd"] = hc.get("head_dim") or cfg["dim"] // cfg["heads"]
+    t = {}
+    for f in sorted(glob.glob(os.path.join(path, "*.safetensors"))):
+        t.update({k: v.to(torch.float16) for k, v in load_file(f, device="cuda").items()})
+    w = {"embed": t["model.embed_tokens.weight"], "norm": t["model.norm.weight"],
+         "head": t.get("lm_head.weight", t["model.embed_tokens.weight"])}
+    names = dict(q="self_attn.q_proj", k="self_attn.k_proj", v="self_attn.v_proj",
+                 o="self_attn.o_proj", gate="mlp.gate_proj", up="mlp.up_proj",
+                 down="mlp.down_proj", an="input_layernorm", fn="post_attention_layernorm")
+    for i in range(cfg["layers"]):
+        w[i] = {k: t[f"model.layers.{i}.{n}.weight"] for k, n in names.items()}
+    cfg["tied"] = "lm_head.weight" not in t
+    return cfg, w
+
+
 # ---- PyTorch f16 eager ----
 
 class TorchLlama:
     def __init__(self, cfg, w, max_ctx, torch):
         self.t, self.cfg, self.max_ctx = torch, cfg, max_ctx
         dev, f16 = "cuda", torch.float16
-        T = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dev, f16)  # noqa: E731
+        def T(a):
+            a = a if torch.is_tensor(a) else torch.from_numpy(np.ascontiguousarray(a))
+            return a.to(dev, f16)
         self.embed, self.norm, self.head = T(w["embed"]), T(w["norm"]), T(w["head"])
         self.layers = [{k: T(v) for k, v in w[i].items()} for i in range(cfg["layers"])]
         hd = cfg["hd"]
@@ -212,7 +246,7 @@ def hf_decode(cfg, w, prompt, n_new, torch):
                      intermediate_size=cfg["ffn"], num_hidden_layers=cfg["layers"],
                      num_attention_heads=cfg["heads"], num_key_value_heads=cfg["kv_heads"],
                      rms_norm_eps=cfg["eps"], rope_theta=cfg["theta"],
-                     max_position_embeddings=8192, tie_word_embeddings=True)
+                     max_position_embeddings=8192, tie_word_embeddings=cfg.get("tied", True))
     hc._attn_implementation = "eager"
     m = LlamaForCausalLM(hc)
     sd = {"model.embed_tokens.weight": w["embed"], "model.norm.weight": w["norm"],
@@ -223,7 +257,8 @@ def hf_decode(cfg, w, prompt, n_new, torch):
     for i in range(cfg["layers"]):
         for k, v in w[i].items():
             sd[f"model.layers.{i}.{names[k]}.weight"] = v
-    m.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()})
+    m.load_state_dict({k: v.cpu() if torch.is_tensor(v) else torch.from_numpy(np.ascontiguousarray(v))
+                       for k, v in sd.items()})
     m = m.half().cuda().eval()
     ids = torch.tensor([prompt], device="cuda")
     with torch.no_grad():
@@ -237,7 +272,8 @@ def hf_decode(cfg, w, prompt, n_new, torch):
 
 def quantc_decode(args, n_new):
     p = subprocess.run([args.quantc, "run", args.artifact, "--device", "cuda", "-p", args.prompt,
-                        "-n", str(n_new), "--ignore-eos"], capture_output=True, text=True)
+                        "-n", str(n_new), "--ignore-eos"], capture_output=True, text=True,
+                       errors="replace")  # a random model prints bytes that are not UTF-8
     m = re.search(r"generated (\d+) tokens in ([\d.]+) s \(([\d.]+) tok/s\)", p.stderr)
     if p.returncode or not m:
         sys.exit(f"quantc run failed ({p.returncode}): {p.stderr}")
@@ -245,46 +281,89 @@ def quantc_decode(args, n_new):
     return float(m.group(3)), dev.group(1) if dev else "?"
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quantc", required=True)
-    ap.add_argument("--artifact", required=True)
-    ap.add_argument("--gguf", required=True)
-    ap.add_argument("--tokens", type=int, default=256)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--prompt", default="The history of the city begins in")
-    ap.add_argument("--text", help="text for the PyTorch model's perplexity check")
-    args = ap.parse_args()
-    import torch
-    prompt = json.loads(subprocess.run([args.quantc, "tokenize", args.artifact, "-p", args.prompt,
-                                        "--bos", "--json"], capture_output=True, text=True,
-                                       check=True).stdout)
-    cfg, w = load_weights(args.gguf)
+def torch_side(args, prompt, torch):
+    """PyTorch f16 eager: median tok/s, and transformers' (None: not run); the
+    model is freed after."""
+    cfg, w = load_weights(args.gguf) if args.gguf else load_safetensors(args.safetensors, torch)
     print(f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}; model {cfg}")
     model = TorchLlama(cfg, w, max(2048, len(prompt) + args.tokens + 1), torch)
     if args.text:
-        ids = json.loads(subprocess.run([args.quantc, "tokenize", args.artifact, "--text",
-                                         args.text, "--json"], capture_output=True, text=True,
+        tok = args.safetensors or args.artifact
+        ids = json.loads(subprocess.run([args.quantc, "tokenize", tok, "--text", args.text,
+                                         "--json"], capture_output=True, text=True,
                                         check=True).stdout)
         with torch.no_grad():
             print(f"PyTorch f16 perplexity, first 4 windows of 512: "
                   f"{torch_ppl(model, ids, 512, 4, torch):.4f}")
-    quantc_decode(args, 16)  # warm-up (driver, module load)
-    q, dev = zip(*[quantc_decode(args, args.tokens) for _ in range(args.repeats)])
     with torch.no_grad():
         torch_decode(model, prompt, 64, torch)  # warm-up (allocator, kernels' first launches)
         tr = [torch_decode(model, prompt, args.tokens, torch)[0] for _ in range(args.repeats)]
-    qm, tm = statistics.median(q), statistics.median(tr)
-    print(f"quantc --device cuda ({dev[0]}): {qm:.1f} tok/s  (runs {', '.join(f'{v:.1f}' for v in q)})")
-    print(f"PyTorch f16 eager (static KV cache): {tm:.1f} tok/s  (runs {', '.join(f'{v:.1f}' for v in tr)})")
+    tm = statistics.median(tr)
+    print(f"PyTorch f16 eager (static KV cache): {tm:.1f} tok/s  (runs {', '.join(f'{v:.1f}' for v in tr)});"
+          f" {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB of GPU memory at most")
+    hf = None
+    if not args.no_hf:
+        try:
+            hf = hf_decode(cfg, w, prompt, args.tokens, torch)
+            print(f"transformers LlamaForCausalLM.generate f16 eager: {hf:.1f} tok/s")
+        except Exception as e:  # noqa: BLE001 - an optional second baseline
+            print(f"transformers baseline not run: {type(e).__name__}: {e}")
+    return tm, hf
+
+
+def quantc_side(args):
+    """quantc run --device cuda: median tok/s."""
+    if args.warmup:
+        quantc_decode(args, args.warmup)  # warm-up (driver, module load)
+    q, dev = zip(*[quantc_decode(args, args.tokens) for _ in range(args.repeats)])
+    import resource
+    qm = statistics.median(q)
+    print(f"quantc --device cuda ({dev[0]}): {qm:.1f} tok/s  (runs {', '.join(f'{v:.1f}' for v in q)});"
+          f" quantc run peak RSS "
+          f"{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20:.2f} GiB")
+    return qm
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quantc", required=True)
+    ap.add_argument("--artifact", required=True)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--gguf")
+    src.add_argument("--safetensors", metavar="DIR")
+    ap.add_argument("--tokens", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--prompt", default="The history of the city begins in")
+    ap.add_argument("--text", help="text for the PyTorch model's perplexity check")
+    ap.add_argument("--no-hf", action="store_true", help="skip the transformers baseline")
+    ap.add_argument("--warmup", type=int, default=16,
+                    help="tokens of a first, untimed quantc run (0: none; each run loads the "
+                    "artifact again)")
+    ap.add_argument("--only", choices=["torch", "quantc"],
+                    help="one side; the PyTorch result goes to / comes from --results")
+    ap.add_argument("--results", help="JSON file of the PyTorch side's tok/s (with --only)")
+    args = ap.parse_args()
+    if args.only and not args.results:
+        ap.error("--only needs --results")
+    # the safetensors directory holds the same tokenizer and loads without reading the weights
+    tok = args.safetensors or args.artifact
+    prompt = json.loads(subprocess.run([args.quantc, "tokenize", tok, "-p", args.prompt,
+                                        "--bos", "--json"], capture_output=True, text=True,
+                                       check=True).stdout)
+    if args.only != "quantc":
+        import torch
+        tm, hf = torch_side(args, prompt, torch)
+        if args.only:
+            json.dump({"torch_tok_s": tm, "hf_tok_s": hf}, open(args.results, "w"))
+            return
+    else:
+        r = json.load(open(args.results))
+        tm, hf = r["torch_tok_s"], r.get("hf_tok_s")
+    qm = quantc_side(args)
     print(f"ratio quantc / PyTorch f16 eager: {qm / tm:.2f}x  ({args.tokens} tokens after a "
           f"{len(prompt)}-token prompt)")
-    try:
-        hf = hf_decode(cfg, w, prompt, args.tokens, torch)
-        print(f"transformers LlamaForCausalLM.generate f16 eager: {hf:.1f} tok/s; ratio quantc / "
-              f"it: {qm / hf:.2f}x")
-    except Exception as e:  # noqa: BLE001 - an optional second baseline
-        print(f"transformers baseline not run: {type(e).__name__}: {e}")
+    if hf:
+        print(f"ratio quantc / transformers generate: {qm / hf:.2f}x")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,12 @@ tensor), shards of about 4 GB, with model.safetensors.index.json.
 
     bench/gen_large_model.py OUT_DIR [--blocks N] [--hidden H] [--ffn F]
                              [--heads A] [--kv-heads K] [--vocab V]
+                             [--device cpu|cuda]
+
+--device cuda draws the matrices with PyTorch on the GPU (the full model in
+about a minute instead of many on one CPU core; bench/cuda_llama8b). The
+scales and outlier channels are the same; the matrices' random stream is
+PyTorch's, so the weights differ from the CPU ones.
 """
 import argparse
 import json
@@ -31,9 +37,44 @@ def bf16_bytes(a):
     return u.astype("<u2").tobytes()
 
 
-def tensors(args):
-    """(name, shape, generator) in HF order; generator() -> float32 array."""
+class NumpyDraw:
+    """Matrices from numpy's generator (the default, CPU)."""
+
+    def __init__(self, rng):
+        self.rng = rng
+
+    def normal(self, shape, scale):
+        """standard normal of shape, times scale (a float or a row of scales)."""
+        return self.rng.standard_normal(shape, dtype=np.float32) * scale
+
+    @staticmethod
+    def bf16(a):
+        return bf16_bytes(a)
+
+
+class TorchDraw:
+    """Matrices from PyTorch's generator on the GPU; bf16 rounding there too
+    (round to nearest even, as bf16_bytes)."""
+
+    def __init__(self):
+        import torch
+        self.t = torch
+        self.gen = torch.Generator(device="cuda").manual_seed(0)
+
+    def normal(self, shape, scale):
+        t = self.t
+        a = t.randn(shape, generator=self.gen, device="cuda", dtype=t.float32)
+        return a * (t.from_numpy(np.asarray(scale, np.float32)).cuda() if np.ndim(scale) else scale)
+
+    def bf16(self, a):
+        return a.to(self.t.bfloat16).view(self.t.int16).cpu().numpy().tobytes()
+
+
+def tensors(args, draw=None):
+    """(name, shape, generator) in HF order; generator() -> float32 array
+    (numpy, or a CUDA tensor with draw = TorchDraw())."""
     rng = np.random.default_rng(0)
+    draw = draw or NumpyDraw(rng)
     h, f, v = args.hidden, args.ffn, args.vocab
     hd = h // args.heads
     col = np.exp(rng.normal(0, 0.5, h)).astype(np.float32)
@@ -41,13 +82,11 @@ def tensors(args):
     colf = np.exp(rng.normal(0, 0.3, f)).astype(np.float32)
 
     def lin(o, i, cscale):
-        return lambda: (rng.standard_normal((o, i), dtype=np.float32) *
-                        (cscale / np.sqrt(i) / cscale.mean()))
+        return lambda: draw.normal((o, i), cscale / np.sqrt(i) / cscale.mean())
 
     def norm(n):
-        return lambda: (1 + 0.1 * rng.standard_normal(n, dtype=np.float32))
-    out = [("model.embed_tokens.weight", (v, h),
-            lambda: rng.standard_normal((v, h), dtype=np.float32) * 0.02)]
+        return lambda: 1 + draw.normal(n, 0.1)
+    out = [("model.embed_tokens.weight", (v, h), lambda: draw.normal((v, h), 0.02))]
     for b in range(args.blocks):
         p = f"model.layers.{b}."
         out += [(p + "input_layernorm.weight", (h,), norm(h)),
@@ -61,7 +100,7 @@ def tensors(args):
                 (p + "mlp.up_proj.weight", (f, h), lin(f, h, col)),
                 (p + "mlp.down_proj.weight", (h, f), lin(h, f, colf))]
     out += [("model.norm.weight", (h,), norm(h)),
-            ("lm_head.weight", (v, h), lambda: rng.standard_normal((v, h), dtype=np.float32) * 0.02)]
+            ("lm_head.weight", (v, h), lambda: draw.normal((v, h), 0.02))]
     return out
 
 
@@ -74,9 +113,12 @@ def main():
     ap.add_argument("--heads", type=int, default=32)
     ap.add_argument("--kv-heads", type=int, default=8)
     ap.add_argument("--vocab", type=int, default=128256)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    ts = tensors(args)
+    draw = TorchDraw() if args.device == "cuda" else None
+    ts = tensors(args, draw)
+    draw = draw or NumpyDraw(None)
     # shards: consecutive tensors up to SHARD_BYTES each
     shards, cur, size = [], [], 0
     for t in ts:
@@ -102,7 +144,7 @@ def main():
         with open(os.path.join(args.out, fname), "wb") as f:
             f.write(struct.pack("<Q", len(hj)) + hj)
             for name, shape, gen in shard:
-                f.write(bf16_bytes(gen()))
+                f.write(draw.bf16(gen()))
         total += off
         print(f"{fname}: {off / 2**30:.2f} GiB", flush=True)
     json.dump({"metadata": {"total_size": total}, "weight_map": weight_map},
