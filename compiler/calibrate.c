@@ -245,12 +245,22 @@ static int stats_finish(calib_stats *st, int64_t count, int b, qc_err *err) {
 }
 
 /* ‖W − Ŵ‖²/‖W‖² and tr(ΔW H ΔWᵀ)/tr(W H Wᵀ): the relative output error on
- * the calibration inputs, since ‖XΔWᵀ‖² = N·tr(ΔW H ΔWᵀ) with H = XᵀX/N. */
+ * the calibration inputs, since ‖XΔWᵀ‖² = N·tr(ΔW H ΔWᵀ) with H = XᵀX/N.
+ * The weight error uses every row. The output error costs rows·cols² per
+ * term (3·10¹² flops for a Llama-3-8B block, most of its compile time), so
+ * a layer over OUT_BUDGET gets it from evenly spaced rows (at least CHUNK):
+ * a ratio of sums over the same rows, an estimate for a report line. */
 static int layer_errors(const qc_calib_linear *l, double *werr, double *oerr, qc_err *err) {
     /* In chunks of rows, so the f64 temporaries stay small next to the
      * layer (a 14336-wide down_proj would otherwise need 3 × 470 MB). */
     enum { CHUNK = 256 };
+    const double OUT_BUDGET = 8e9; /* multiply-adds per term */
     int64_t rows = l->rows, cols = l->cols, cr = rows < CHUNK ? rows : CHUNK;
+    int64_t used = rows;
+    if ((double)rows * (double)cols * (double)cols > OUT_BUDGET) {
+        used = (int64_t)(OUT_BUDGET / ((double)cols * (double)cols));
+        used = used < CHUNK ? CHUNK : used > rows ? rows : used;
+    }
     size_t n = (size_t)(cr * cols);
     double *d = qc_malloc(n * sizeof(double), err), *t = qc_malloc(n * sizeof(double), err);
     if (!d || !t) {
@@ -258,22 +268,25 @@ static int layer_errors(const qc_calib_linear *l, double *werr, double *oerr, qc
         return -1;
     }
     double dw = 0, ww = 0, num = 0, den = 0;
-    for (int64_t r0 = 0; r0 < rows; r0 += CHUNK) {
-        int64_t m = rows - r0 < CHUNK ? rows - r0 : CHUNK;
-        size_t off = (size_t)(r0 * cols), cnt = (size_t)(m * cols);
+    for (size_t i = 0; i < (size_t)(rows * cols); i++) {
+        double w = l->w[i], e = w - (double)l->deq[i];
+        ww += w * w;
+        dw += e * e;
+    }
+    for (int64_t i0 = 0; i0 < used; i0 += CHUNK) {
+        int64_t m = used - i0 < CHUNK ? used - i0 : CHUNK;
         for (int pass = 0; pass < 2; pass++) { /* ΔW, then W */
-            for (size_t i = 0; i < cnt; i++) {
-                double w = l->w[off + i];
-                d[i] = pass ? w : w - (double)l->deq[off + i];
-                if (pass)
-                    ww += d[i] * d[i];
-                else
-                    dw += d[i] * d[i];
+            for (int64_t i = 0; i < m; i++) {
+                size_t off = (size_t)((i0 + i) * rows / used * cols);
+                for (int64_t c = 0; c < cols; c++) {
+                    double w = l->w[off + (size_t)c];
+                    d[i * cols + c] = pass ? w : w - (double)l->deq[off + (size_t)c];
+                }
             }
             qcrt_dgemm(CblasNoTrans, CblasNoTrans, (int)m, (int)cols, (int)cols, 1.0, d, (int)cols,
                        l->H, (int)cols, 0.0, t, (int)cols);
             double acc = 0;
-            for (size_t i = 0; i < cnt; i++)
+            for (size_t i = 0; i < (size_t)(m * cols); i++)
                 acc += t[i] * d[i];
             if (pass)
                 den += acc;
