@@ -39,13 +39,13 @@ void qc_cuda_binary_free(qc_cuda_binary *b) {
     memset(b, 0, sizeof *b);
 }
 
+#ifdef QC_HAVE_NVRTC
 static double now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-#ifdef QC_HAVE_NVRTC
 /* The log with trailing whitespace removed ("" when empty); malloc'd. */
 static char *program_log(nvrtcProgram p) {
     size_t n = 0;

@@ -68,15 +68,23 @@ static const char *base_name(const char *p) {
     return s ? s + 1 : p;
 }
 
-static int hash_bytes(XXH3_state_t *st, json_t *files, const char *name, const void *data,
-                      size_t size, qc_err *err) {
+/* Hashes f's bytes under name. In 64 MB steps whose pages are given back
+ * after (qc_mapfile_release): hashing a 16 GB model must not leave it all
+ * resident. */
+static int hash_bytes(XXH3_state_t *st, json_t *files, const char *name, const qc_mapfile *f,
+                      qc_err *err) {
+    const size_t STEP = 64u << 20;
     uint8_t len[8];
-    qcrt_put64(len, size);
-    if (XXH3_64bits_update(st, name, strlen(name) + 1) == XXH_ERROR ||
-        XXH3_64bits_update(st, len, 8) == XXH_ERROR ||
-        (size && XXH3_64bits_update(st, data, size) == XXH_ERROR) ||
-        json_array_append_new(files,
-                              json_pack("{s:s, s:I}", "name", name, "bytes", (json_int_t)size)))
+    qcrt_put64(len, f->size);
+    int bad = XXH3_64bits_update(st, name, strlen(name) + 1) == XXH_ERROR ||
+              XXH3_64bits_update(st, len, 8) == XXH_ERROR;
+    for (size_t o = 0; !bad && o < f->size; o += STEP) {
+        size_t n = f->size - o < STEP ? f->size - o : STEP;
+        bad = XXH3_64bits_update(st, f->data + o, n) == XXH_ERROR;
+        qc_mapfile_release(f, f->data + o, n);
+    }
+    if (bad || json_array_append_new(files, json_pack("{s:s, s:I}", "name", name, "bytes",
+                                                      (json_int_t)f->size)))
         return qc_err_set(err, "out of memory");
     return 0;
 }
@@ -84,7 +92,7 @@ static int hash_bytes(XXH3_state_t *st, json_t *files, const char *name, const v
 static int hash_file(XXH3_state_t *st, json_t *files, const char *path, qc_err *err) {
     qc_mapfile *f = qc_mapfile_open(path, err);
     if (!f) return -1;
-    int rc = hash_bytes(st, files, base_name(path), f->data, f->size, err);
+    int rc = hash_bytes(st, files, base_name(path), f, err);
     qc_mapfile_free(f);
     return rc;
 }
@@ -101,8 +109,7 @@ json_t *qc_artifact_source_hash(const qc_model *m, qc_err *err) {
         free(p);
     }
     for (int i = 0; rc == 0 && i < m->n_files; i++)
-        rc = hash_bytes(st, files, base_name(m->files[i]->path), m->files[i]->data,
-                        m->files[i]->size, err);
+        rc = hash_bytes(st, files, base_name(m->files[i]->path), m->files[i], err);
     for (size_t i = 0; rc == 0 && hf && i < sizeof hf_tokenizer_files / sizeof *hf_tokenizer_files;
          i++) {
         struct stat sb;
