@@ -87,41 +87,10 @@ static void run(product *g, int parts) {
         run_part(g, p, parts, 0);
 }
 
-static void gemm(product *g) {
-    if (g->m <= 0 || g->n <= 0) return;
-    int parts = 1;
-    if (g->n >= 2 * PART_N) {
-        g->split_n = 1;
-        parts = (g->n + PART_N - 1) / PART_N;
-    } else if (g->m >= 2 * PART_M) {
-        parts = (g->m + PART_M - 1) / PART_M;
-    }
-    g->parts = parts;
-    run(g, parts);
-}
-
-void qcrt_sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, float alpha,
-                const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc) {
-    product g = {.ta = ta,
-                 .tb = tb,
-                 .m = m,
-                 .n = n,
-                 .k = k,
-                 .lda = lda,
-                 .ldb = ldb,
-                 .ldc = ldc,
-                 .alpha = alpha,
-                 .beta = beta,
-                 .a = a,
-                 .b = b,
-                 .c = c};
-    gemm(&g);
-}
-
-void qcrt_dgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, double alpha,
-                const double *a, int lda, const double *b, int ldb, double beta, double *c,
-                int ldc) {
-    product g = {.dbl = 1,
+static void gemm(int dbl, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, double alpha,
+                 const void *a, int lda, const void *b, int ldb, double beta, void *c, int ldc) {
+    if (m <= 0 || n <= 0) return;
+    product g = {.dbl = dbl,
                  .ta = ta,
                  .tb = tb,
                  .m = m,
@@ -134,8 +103,26 @@ void qcrt_dgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, dou
                  .beta = beta,
                  .a = a,
                  .b = b,
-                 .c = c};
-    gemm(&g);
+                 .c = c,
+                 .parts = 1};
+    if (n >= 2 * PART_N) {
+        g.split_n = 1;
+        g.parts = (n + PART_N - 1) / PART_N;
+    } else if (m >= 2 * PART_M) {
+        g.parts = (m + PART_M - 1) / PART_M;
+    }
+    run(&g, g.parts);
+}
+
+void qcrt_sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, float alpha,
+                const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc) {
+    gemm(0, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void qcrt_dgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, double alpha,
+                const double *a, int lda, const double *b, int ldb, double beta, double *c,
+                int ldc) {
+    gemm(1, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 void qcrt_ssyrk_upper(int rows, int cols, const float *x, float *c) {
