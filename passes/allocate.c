@@ -43,7 +43,8 @@
  *     min Σ_l e_l(b_l)  s.t.  Σ_l bits_l(b_l) ≤ budget · Σ_l rows·cols
  * exactly by dynamic programming (compiler/allocate.h), where bits_l counts
  * what qc_quant_storage_bits counts: codes, f16 scales, zero points when
- * asymmetric, and a 32-bit g_idx per column under act-order. The result
+ * asymmetric, and a 32-bit g_idx per column under act-order (none with
+ * static groups, which keep the groups in column order). The result
  * must lie within 0.01 bits of the budget. A per-block budget would avoid
  * the pre-pass but cannot move bits between blocks (e.g. to the first and
  * last, which are usually the most sensitive). lm_head is never allocated.
@@ -156,7 +157,7 @@ static double storage_bits(const alloc_state *s, int64_t rows, int64_t cols, int
     double groups = (double)rows * (double)g;
     double bits = (double)rows * (double)cols * b + groups * 16;
     if (!s->fmt.symmetric) bits += groups * b;
-    if (s->act_order && gs) bits += 32.0 * (double)cols;
+    if (s->act_order && !s->gptq.static_groups && gs) bits += 32.0 * (double)cols;
     return bits;
 }
 
